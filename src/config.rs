@@ -1,0 +1,1 @@
+//! config.yml → typed Config, defaults and validation.

@@ -1,0 +1,1 @@
+//! Start-up, the daemon lifetime and shutdown.

@@ -1,0 +1,1 @@
+//! The Docker environment: a small synchronous Engine API client over the unix socket.

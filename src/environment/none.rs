@@ -1,0 +1,1 @@
+//! The `none` environment: servers without a runtime, always offline.

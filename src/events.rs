@@ -1,0 +1,1 @@
+//! Per-server event bus for websocket subscribers.

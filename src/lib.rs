@@ -1,0 +1,23 @@
+//! ferry: a minimal-footprint node daemon that moves game servers between
+//! nodes, speaking the Pterodactyl Wings transfer protocol.
+//!
+//! The crate is a library with a thin binary (`src/main.rs`). Each module
+//! owns one job; see `../shared/DESIGN.md` for the map.
+
+pub mod api;
+pub mod archive;
+pub mod config;
+pub mod daemon;
+pub mod environment;
+pub mod events;
+pub mod http;
+pub mod jwt;
+pub mod logger;
+pub mod multipart;
+pub mod panel;
+pub mod server;
+pub mod timefmt;
+pub mod transfer;
+
+/// The version reported by `GET /api/system` and in the panel `User-Agent`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! A small logger for the `log` facade.

@@ -1,0 +1,1 @@
+//! Server registry (persisted), server view, power.

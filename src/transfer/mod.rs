@@ -1,0 +1,1 @@
+//! Transfer records, status machine, manager and pipelines.
