@@ -1,1 +1,647 @@
-//! config.yml → typed Config, defaults and validation.
+//! `config.yml` → typed [`Config`]: defaults, validation and the built-in
+//! development config (SPEC §1).
+//!
+//! The file is a compatible subset of the Wings config the panel hands out:
+//! it is read as a YAML tree and the keys ferry knows are taken out one by
+//! one, so a wrong value names its key, and every other key is ignored
+//! (logged at debug) instead of failing a panel-generated file.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_norway::Value;
+
+/// The default config path, as Wings.
+pub const DEFAULT_PATH: &str = "/etc/pterodactyl/config.yml";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Node identity toward the panel (required with `remote`).
+    pub uuid: String,
+    pub token_id: String,
+    /// Node secret: bearer token for the node API and HS256 key for JWTs.
+    pub token: String,
+    pub debug: bool,
+    pub api: ApiConfig,
+    /// Panel base URL without a trailing slash; empty = standalone.
+    pub remote: String,
+    pub system: SystemConfig,
+    pub docker: DockerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    pub host: String,
+    /// 0 picks a free port (tests and the dev config use it).
+    pub port: u16,
+    pub ssl: Option<SslConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SslConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvironmentKind {
+    Docker,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemConfig {
+    pub root_directory: PathBuf,
+    pub data: PathBuf,
+    /// Owner of received files; None = the daemon's own.
+    pub user: Option<(u32, u32)>,
+    pub environment: EnvironmentKind,
+    pub transfers: TransferConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferConfig {
+    /// Receive cap in bytes per second shared by all incoming transfers; 0 = none.
+    pub download_limit: u64,
+    /// Send cap in bytes per second shared by all outgoing transfers; 0 = none.
+    pub upload_limit: u64,
+    /// gzip level 0–9.
+    pub compression_level: u32,
+    /// 0 = one per core.
+    pub compression_threads: usize,
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    pub socket: PathBuf,
+    pub network: String,
+}
+
+impl SystemConfig {
+    /// Where ferry keeps its own state: `<root>/ferry`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root_directory.join("ferry")
+    }
+}
+
+impl Config {
+    /// Standalone mode: no panel calls (SPEC §8).
+    pub fn standalone(&self) -> bool {
+        self.remote.is_empty()
+    }
+}
+
+/// A config problem, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "config key `{}`: {}", self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        key: String::new(),
+        problem: format!("cannot read config file {}: {e}", path.display()),
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let root: Value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_norway::from_str(text).map_err(|e| ConfigError {
+            key: String::new(),
+            problem: format!("config is not valid YAML: {e}"),
+        })?
+    };
+    if !matches!(root, Value::Null | Value::Mapping(_)) {
+        return Err(error("", "config must be a YAML mapping"));
+    }
+    let mut reader = Reader {
+        root: &root,
+        used: BTreeSet::new(),
+    };
+    let config = reader.config()?;
+    for key in unknown_keys(&root, "", &reader.used) {
+        log::debug!("config: ignoring key `{key}`");
+    }
+    Ok(config)
+}
+
+/// Takes known keys out of the YAML tree and remembers which were read.
+struct Reader<'a> {
+    root: &'a Value,
+    used: BTreeSet<String>,
+}
+
+impl Reader<'_> {
+    fn lookup(&mut self, key: &str) -> Option<&Value> {
+        self.used.insert(key.to_string());
+        let mut node = self.root;
+        for part in key.split('.') {
+            node = match node {
+                Value::Mapping(map) => map.get(Value::String(part.to_string()))?,
+                _ => return None,
+            };
+        }
+        match node {
+            Value::Null => None,
+            other => Some(other),
+        }
+    }
+
+    fn string(&mut self, key: &str, default: &str) -> Result<String, ConfigError> {
+        match self.lookup(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Value::Bool(b)) => Ok(b.to_string()),
+            Some(_) => Err(error(key, "must be a string")),
+        }
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.lookup(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) if s == "true" => Ok(true),
+            Some(Value::String(s)) if s == "false" => Ok(false),
+            Some(_) => Err(error(key, "must be true or false")),
+        }
+    }
+
+    fn unsigned(&mut self, key: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
+        let value = match self.lookup(key) {
+            None => return Ok(default),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .ok_or_else(|| error(key, "must be a whole number, 0 or more"))?,
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| error(key, format!("must be a whole number, got `{s}`")))?,
+            Some(_) => return Err(error(key, "must be a whole number")),
+        };
+        if value > max {
+            return Err(error(key, format!("must be at most {max}, got {value}")));
+        }
+        Ok(value)
+    }
+
+    fn config(&mut self) -> Result<Config, ConfigError> {
+        let token = self.string("token", "")?;
+        if token.trim().is_empty() {
+            return Err(error("token", "is required (the node secret)"));
+        }
+        let remote = self.string("remote", "")?.trim().trim_end_matches('/').to_string();
+        if !remote.is_empty() && !(remote.starts_with("http://") || remote.starts_with("https://")) {
+            return Err(error("remote", format!("must be an http(s) URL, got `{remote}`")));
+        }
+        let uuid = self.string("uuid", "")?;
+        let token_id = self.string("token_id", "")?;
+        if !remote.is_empty() {
+            if uuid.trim().is_empty() {
+                return Err(error("uuid", "is required when `remote` is set"));
+            }
+            if token_id.trim().is_empty() {
+                return Err(error("token_id", "is required when `remote` is set"));
+            }
+        }
+        Ok(Config {
+            uuid,
+            token_id,
+            token,
+            debug: self.bool("debug", false)?,
+            api: self.api()?,
+            remote,
+            system: self.system()?,
+            docker: self.docker()?,
+        })
+    }
+
+    fn api(&mut self) -> Result<ApiConfig, ConfigError> {
+        let host = self.string("api.host", "0.0.0.0")?;
+        if host.parse::<std::net::IpAddr>().is_err() {
+            return Err(error("api.host", format!("must be an IP address, got `{host}`")));
+        }
+        let port = self.unsigned("api.port", 8080, u16::MAX as u64)? as u16;
+        let ssl = if self.bool("api.ssl.enabled", false)? {
+            let cert = self.string("api.ssl.cert", "")?;
+            let key = self.string("api.ssl.key", "")?;
+            if cert.is_empty() {
+                return Err(error("api.ssl.cert", "is required when api.ssl.enabled is true"));
+            }
+            if key.is_empty() {
+                return Err(error("api.ssl.key", "is required when api.ssl.enabled is true"));
+            }
+            Some(SslConfig {
+                cert: cert.into(),
+                key: key.into(),
+            })
+        } else {
+            self.lookup("api.ssl.cert");
+            self.lookup("api.ssl.key");
+            None
+        };
+        Ok(ApiConfig { host, port, ssl })
+    }
+
+    fn system(&mut self) -> Result<SystemConfig, ConfigError> {
+        let root_directory = self.path("system.root_directory", "/var/lib/pterodactyl")?;
+        let data = self.path("system.data", "/var/lib/pterodactyl/volumes")?;
+        let uid = self.lookup("system.user.uid").is_some();
+        let gid = self.lookup("system.user.gid").is_some();
+        let user = if uid || gid {
+            // SAFETY: getuid/getgid cannot fail and touch no memory.
+            let (own_uid, own_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            Some((
+                self.unsigned("system.user.uid", own_uid as u64, u32::MAX as u64)? as u32,
+                self.unsigned("system.user.gid", own_gid as u64, u32::MAX as u64)? as u32,
+            ))
+        } else {
+            None
+        };
+        let environment = match self.string("system.environment", "docker")?.as_str() {
+            "docker" => EnvironmentKind::Docker,
+            "none" => EnvironmentKind::None,
+            other => {
+                return Err(error(
+                    "system.environment",
+                    format!("must be `docker` or `none`, got `{other}`"),
+                ))
+            }
+        };
+        const MIB: u64 = 1024 * 1024;
+        let transfers = TransferConfig {
+            download_limit: self.unsigned("system.transfers.download_limit", 0, 1 << 30)? * MIB,
+            upload_limit: self.unsigned("system.transfers.upload_limit", 0, 1 << 30)? * MIB,
+            compression_level: self.compression_level()?,
+            compression_threads: self.unsigned("system.transfers.compression_threads", 0, 256)?
+                as usize,
+            stop_timeout: Duration::from_secs(self.unsigned(
+                "system.transfers.stop_timeout",
+                15,
+                3600,
+            )?),
+        };
+        Ok(SystemConfig {
+            root_directory,
+            data,
+            user,
+            environment,
+            transfers,
+        })
+    }
+
+    fn compression_level(&mut self) -> Result<u32, ConfigError> {
+        const KEY: &str = "system.transfers.compression_level";
+        let level = match self.lookup(KEY) {
+            None => return Ok(1),
+            Some(Value::Number(n)) => n.as_u64().filter(|n| *n <= 9),
+            Some(Value::String(s)) => match s.as_str() {
+                "none" => Some(0),
+                "best_speed" => Some(1),
+                "best_compression" => Some(9),
+                digits => digits.parse::<u64>().ok().filter(|n| *n <= 9),
+            },
+            Some(_) => None,
+        };
+        level.map(|l| l as u32).ok_or_else(|| {
+            error(
+                KEY,
+                "must be `none`, `best_speed`, `best_compression` or a number 0-9",
+            )
+        })
+    }
+
+    fn path(&mut self, key: &str, default: &str) -> Result<PathBuf, ConfigError> {
+        let value = self.string(key, default)?;
+        if value.is_empty() {
+            return Err(error(key, "must not be empty"));
+        }
+        Ok(PathBuf::from(value))
+    }
+
+    fn docker(&mut self) -> Result<DockerConfig, ConfigError> {
+        let mut socket = self.path("docker.socket", "/var/run/docker.sock")?;
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            if let Some(path) = host.strip_prefix("unix://") {
+                socket = PathBuf::from(path);
+            }
+        }
+        let network = self.string("docker.network.name", "pterodactyl_nw")?;
+        if network.is_empty() {
+            return Err(error("docker.network.name", "must not be empty"));
+        }
+        Ok(DockerConfig { socket, network })
+    }
+}
+
+/// Every leaf key of `node` not in `used` (nor under a used key).
+fn unknown_keys(node: &Value, prefix: &str, used: &BTreeSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Value::Mapping(map) = node {
+        for (k, v) in map {
+            let name = match k {
+                Value::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            let key = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}.{name}")
+            };
+            if used.contains(&key) {
+                continue;
+            }
+            let nested = unknown_keys(v, &key, used);
+            if matches!(v, Value::Mapping(_)) && used.iter().any(|u| u.starts_with(&format!("{key}."))) {
+                out.extend(nested);
+            } else {
+                out.push(key);
+            }
+        }
+    }
+    out
+}
+
+/// The built-in development config behind `make run`: loopback, data under
+/// `dir`, no Docker, no panel.
+pub fn development(dir: &Path, token: &str, port: u16) -> Config {
+    Config {
+        uuid: String::new(),
+        token_id: String::new(),
+        token: token.to_string(),
+        debug: false,
+        api: ApiConfig {
+            host: "127.0.0.1".to_string(),
+            port,
+            ssl: None,
+        },
+        remote: String::new(),
+        system: SystemConfig {
+            root_directory: dir.join("root"),
+            data: dir.join("volumes"),
+            user: None,
+            environment: EnvironmentKind::None,
+            transfers: TransferConfig {
+                download_limit: 0,
+                upload_limit: 0,
+                compression_level: 1,
+                compression_threads: 0,
+                stop_timeout: Duration::from_secs(15),
+            },
+        },
+        docker: DockerConfig {
+            socket: PathBuf::from("/var/run/docker.sock"),
+            network: "pterodactyl_nw".to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config as the panel generates it, plus the keys a long-running
+    /// Wings install accumulates.
+    const WINGS_FILE: &str = r#"
+debug: false
+app_name: Pterodactyl
+uuid: 9f1e2d3c-4b5a-4978-8f6e-5d4c3b2a1908
+token_id: Xk3mP9qL2wR7tY5u
+token: 4a8f2c9e1b7d3f6a0c5e8b2d9f4a7c1e3b6d0f8a2c5e9b1d4f7a0c3e6b9d2f5a
+api:
+  host: 0.0.0.0
+  port: 8080
+  ssl:
+    enabled: false
+    cert: /etc/letsencrypt/live/node1.example.com/fullchain.pem
+    key: /etc/letsencrypt/live/node1.example.com/privkey.pem
+  disable_remote_download: false
+  upload_limit: 100
+  trusted_proxies: []
+system:
+  root_directory: /var/lib/pterodactyl
+  log_directory: /var/log/pterodactyl
+  data: /var/lib/pterodactyl/volumes
+  archive_directory: /var/lib/pterodactyl/archives
+  backup_directory: /var/lib/pterodactyl/backups
+  tmp_directory: /tmp/pterodactyl
+  username: pterodactyl
+  timezone: Etc/UTC
+  user:
+    rootless:
+      enabled: false
+      container_uid: 0
+      container_gid: 0
+    uid: 988
+    gid: 988
+  disk_check_interval: 150
+  activity_send_interval: 60
+  activity_send_count: 100
+  check_permissions_on_boot: true
+  enable_log_rotate: true
+  websocket_log_count: 150
+  sftp:
+    bind_address: 0.0.0.0
+    bind_port: 2022
+    read_only: false
+  crash_detection:
+    enabled: true
+    detect_clean_exit_as_crash: true
+    timeout: 60
+  backups:
+    write_limit: 0
+    compression_level: best_speed
+  transfers:
+    download_limit: 50
+  openat_mode: auto
+docker:
+  network:
+    interface: 172.18.0.1
+    dns:
+    - 1.1.1.1
+    - 1.0.0.1
+    name: pterodactyl_nw
+    ispn: false
+    driver: bridge
+    network_mode: pterodactyl_nw
+    is_internal: false
+    enable_icc: true
+    network_mtu: 1500
+    interfaces:
+      v4:
+        subnet: 172.18.0.0/16
+        gateway: 172.18.0.1
+      v6:
+        subnet: fdba:17c8:6c94::/64
+        gateway: fdba:17c8:6c94::1011
+  domainname: ""
+  registries: {}
+  tmpfs_size: 100
+  container_pid_limit: 512
+  installer_limits:
+    memory: 1024
+    cpu: 100
+  overhead:
+    override: false
+    default_multiplier: 1.05
+    multipliers: {}
+  use_performant_inspect: true
+  userns_mode: ""
+  log_config:
+    type: local
+    config:
+      compress: "false"
+      max-file: "1"
+      max-size: 5m
+      mode: non-blocking
+throttles:
+  enabled: true
+  lines: 2000
+  line_reset_interval: 100
+remote: 'https://panel.example.com/'
+remote_query:
+  timeout: 30
+  boot_servers_per_page: 50
+allowed_mounts: []
+allowed_origins: []
+allow_cors_private_network: false
+ignore_panel_config_updates: false
+"#;
+
+    #[test]
+    fn wings_file_loads_unchanged() {
+        let c = parse(WINGS_FILE).unwrap();
+        assert_eq!(c.uuid, "9f1e2d3c-4b5a-4978-8f6e-5d4c3b2a1908");
+        assert_eq!(c.token_id, "Xk3mP9qL2wR7tY5u");
+        assert_eq!(c.remote, "https://panel.example.com");
+        assert_eq!(c.api.host, "0.0.0.0");
+        assert_eq!(c.api.port, 8080);
+        assert_eq!(c.api.ssl, None);
+        assert_eq!(c.system.data, PathBuf::from("/var/lib/pterodactyl/volumes"));
+        assert_eq!(c.system.user, Some((988, 988)));
+        assert_eq!(c.system.transfers.download_limit, 50 * 1024 * 1024);
+        assert_eq!(c.system.environment, EnvironmentKind::Docker);
+        assert_eq!(c.docker.network, "pterodactyl_nw");
+        assert!(!c.standalone());
+    }
+
+    #[test]
+    fn panel_generated_minimal_file_loads() {
+        let text = "debug: false\nuuid: a\ntoken_id: b\ntoken: c\napi:\n  host: 0.0.0.0\n  port: 8080\n  ssl:\n    enabled: true\n    cert: /c.pem\n    key: /k.pem\n  upload_limit: 100\nsystem:\n  data: /srv/v\n  sftp:\n    bind_port: 2022\nallowed_mounts: []\nremote: 'https://p.example'\n";
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.api.ssl,
+            Some(SslConfig {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        assert_eq!(c.system.data, PathBuf::from("/srv/v"));
+    }
+
+    #[test]
+    fn defaults_with_only_a_token() {
+        let c = parse("token: secret").unwrap();
+        assert_eq!(c.api.host, "0.0.0.0");
+        assert_eq!(c.api.port, 8080);
+        assert!(c.standalone());
+        assert_eq!(c.system.root_directory, PathBuf::from("/var/lib/pterodactyl"));
+        assert_eq!(c.system.state_dir(), PathBuf::from("/var/lib/pterodactyl/ferry"));
+        assert_eq!(c.system.user, None);
+        let t = &c.system.transfers;
+        assert_eq!((t.download_limit, t.upload_limit), (0, 0));
+        assert_eq!(t.compression_level, 1);
+        assert_eq!(t.compression_threads, 0);
+        assert_eq!(t.stop_timeout, Duration::from_secs(15));
+        assert_eq!(c.docker.network, "pterodactyl_nw");
+    }
+
+    #[test]
+    fn compression_levels() {
+        for (text, level) in [("none", 0), ("best_speed", 1), ("best_compression", 9), ("6", 6)] {
+            let c = parse(&format!(
+                "token: t\nsystem:\n  transfers:\n    compression_level: {text}"
+            ))
+            .unwrap();
+            assert_eq!(c.system.transfers.compression_level, level, "{text}");
+        }
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn each_error_names_its_key() {
+        assert_eq!(err("").key, "token");
+        assert_eq!(err("token: '  '").key, "token");
+        assert_eq!(err("token: t\nremote: ftp://x").key, "remote");
+        assert_eq!(err("token: t\nremote: https://p\ntoken_id: x").key, "uuid");
+        assert_eq!(err("token: t\nremote: https://p\nuuid: x").key, "token_id");
+        assert_eq!(err("token: t\napi:\n  port: 70000").key, "api.port");
+        assert_eq!(err("token: t\napi:\n  port: http").key, "api.port");
+        assert_eq!(err("token: t\napi:\n  host: example.com").key, "api.host");
+        assert_eq!(err("token: t\napi:\n  ssl:\n    enabled: true\n    key: k").key, "api.ssl.cert");
+        assert_eq!(err("token: t\napi:\n  ssl:\n    enabled: true\n    cert: c").key, "api.ssl.key");
+        assert_eq!(err("token: t\napi:\n  ssl:\n    enabled: maybe").key, "api.ssl.enabled");
+        assert_eq!(err("token: t\nsystem:\n  environment: podman").key, "system.environment");
+        assert_eq!(
+            err("token: t\nsystem:\n  transfers:\n    compression_level: fastest").key,
+            "system.transfers.compression_level"
+        );
+        assert_eq!(
+            err("token: t\nsystem:\n  transfers:\n    download_limit: -1").key,
+            "system.transfers.download_limit"
+        );
+        assert_eq!(err("token: t\nsystem:\n  user:\n    uid: [1]").key, "system.user.uid");
+        assert_eq!(err("token: t\nsystem:\n  data: ''").key, "system.data");
+        assert_eq!(err("token: t\ndocker:\n  network:\n    name: ''").key, "docker.network.name");
+        let e = err("token: t\napi:\n  port: 70000");
+        assert_eq!(e.to_string(), "config key `api.port`: must be at most 65535, got 70000");
+    }
+
+    #[test]
+    fn invalid_yaml_and_non_mapping_are_errors() {
+        assert!(err("token: [unclosed").problem.contains("not valid YAML"));
+        assert!(err("- a\n- b").problem.contains("mapping"));
+    }
+
+    #[test]
+    fn unknown_keys_are_listed_but_known_ones_are_not() {
+        let root: Value = serde_norway::from_str("token: t\nfoo: 1\napi:\n  port: 1\n  bar: 2").unwrap();
+        let mut reader = Reader {
+            root: &root,
+            used: BTreeSet::new(),
+        };
+        reader.config().unwrap();
+        assert_eq!(unknown_keys(&root, "", &reader.used), vec!["foo", "api.bar"]);
+    }
+}
