@@ -1,1 +1,12 @@
-//! Transfer records, status machine, manager and pipelines.
+//! Transfers: the record and its status machine, the manager, the source
+//! and destination pipelines, progress, throttling and the audit log.
+
+pub mod audit;
+pub mod manager;
+pub mod pipe;
+pub mod progress;
+pub mod record;
+pub mod throttle;
+
+pub use manager::{CancelFilter, Manager, Transfer};
+pub use record::{Direction, Progress, Record, Status};
