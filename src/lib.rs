@@ -14,6 +14,7 @@ pub mod http;
 pub mod jwt;
 pub mod logger;
 pub mod multipart;
+pub mod node;
 pub mod panel;
 pub mod server;
 pub mod timefmt;

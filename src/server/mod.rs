@@ -7,7 +7,7 @@ pub use registry::{Registry, RegistryError};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,9 @@ pub struct Server {
     /// Set by `DELETE /api/servers/:server` while a transfer still runs:
     /// the removal happens when that transfer ends.
     delete_requested: AtomicBool,
+    /// Serializes the end of a transfer with a delete, so a delete that
+    /// arrives as the transfer ends is never lost.
+    pub lifecycle: Mutex<()>,
 }
 
 impl Server {
@@ -65,6 +68,7 @@ impl Server {
             config: RwLock::new(config),
             transferring: AtomicBool::new(false),
             delete_requested: AtomicBool::new(false),
+            lifecycle: Mutex::new(()),
         }
     }
 

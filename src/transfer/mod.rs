@@ -2,6 +2,8 @@
 //! and destination pipelines, progress, throttling and the audit log.
 
 pub mod audit;
+pub mod destination;
+pub mod source;
 pub mod manager;
 pub mod pipe;
 pub mod progress;

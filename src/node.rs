@@ -1,0 +1,133 @@
+//! The node: everything a request handler or a transfer thread needs
+//! (config, registry, transfers, environment, panel, events, caps), and the
+//! server life-cycle steps shared by routes and pipelines.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::environment::Environment;
+use crate::events::{Event, EventBus};
+use crate::panel::PanelClient;
+use crate::server::{Registry, Server};
+use crate::timefmt;
+use crate::transfer::throttle::Throttle;
+use crate::transfer::{Direction, Manager, Transfer};
+
+pub struct Node {
+    pub config: Config,
+    pub registry: Registry,
+    pub transfers: Manager,
+    pub events: Arc<EventBus>,
+    pub environment: Box<dyn Environment>,
+    /// None in standalone mode.
+    pub panel: Option<PanelClient>,
+    pub upload: Throttle,
+    pub download: Throttle,
+    pub http_requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+    pub open_connections: AtomicU64,
+    pub started: Instant,
+}
+
+impl Node {
+    /// Sends a `transfer logs` line in Wings' format.
+    pub fn transfer_log(&self, transfer: &Transfer, message: &str) {
+        let side = match transfer.direction {
+            Direction::Outgoing => "Source Node",
+            Direction::Incoming => "Destination Node",
+        };
+        let line = format!(
+            "{} [Transfer System] [{side}]: {message}",
+            timefmt::rfc1123(std::time::SystemTime::now())
+        );
+        self.events
+            .publish(&transfer.server, Event::new("transfer logs", line));
+    }
+
+    /// Reports a transfer's end to the panel (no-op standalone); failures
+    /// to reach it are logged, never fatal.
+    pub fn report_to_panel(&self, server: &str, success: bool) -> Result<(), String> {
+        let Some(panel) = &self.panel else {
+            return Ok(());
+        };
+        panel.report_transfer(server, success).map_err(|e| {
+            let word = if success { "success" } else { "failure" };
+            let msg = format!("could not report transfer {word} for {server} to the panel: {e:?}");
+            log::error!("{msg}");
+            msg
+        })
+    }
+
+    pub fn count_request(&self, route: &'static str, status: u16) {
+        *self
+            .http_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((route, status))
+            .or_insert(0) += 1;
+    }
+
+    /// Removes a server: container, data directory (never following links)
+    /// and registry entry. Called with the server's life-cycle lock held.
+    pub fn remove_server(&self, server: &Arc<Server>) {
+        let spec = server.spec(&self.config.system.data);
+        if let Err(e) = self.environment.destroy(&spec) {
+            log::error!("delete {}: cannot remove the container: {e}", server.uuid);
+        }
+        self.registry.remove(&server.uuid);
+        match crate::archive::remove_tree(&spec.data_dir) {
+            Ok(()) => log::info!("delete {}: data directory removed", server.uuid),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::error!(
+                "delete {}: cannot remove {}: {e}",
+                server.uuid,
+                spec.data_dir.display()
+            ),
+        }
+    }
+
+    /// `DELETE /api/servers/:server`: forgets the server now; removes its
+    /// files now, or when its outgoing transfer ends (cancelling it first
+    /// if it is still streaming).
+    pub fn delete_server(self: &Arc<Self>, server: &Arc<Server>) {
+        let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(transfer) = self.transfers.active(&server.uuid, Direction::Outgoing) {
+            server.request_delete();
+            if transfer.archive_sent() {
+                log::info!(
+                    "delete {}: the archive was sent; removing when transfer {} ends",
+                    server.uuid,
+                    transfer.id
+                );
+            } else {
+                log::info!("delete {}: cancelling transfer {} first", server.uuid, transfer.id);
+                self.transfers
+                    .cancel(&transfer, Some("the server was deleted".to_string()));
+            }
+            return;
+        }
+        if let Some(transfer) = self.transfers.active(&server.uuid, Direction::Incoming) {
+            self.transfers
+                .cancel(&transfer, Some("the server was deleted".to_string()));
+        }
+        // Forget at once; the files go in the background so the answer is
+        // immediate even for a large directory.
+        self.registry.remove(&server.uuid);
+        let node = Arc::clone(self);
+        let server = Arc::clone(server);
+        let spawned = std::thread::Builder::new()
+            .name("delete".into())
+            .spawn(move || {
+                let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+                node.remove_server(&server)
+            });
+        if let Err(e) = spawned {
+            log::error!("delete: cannot start a thread: {e}");
+        }
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,359 @@
+//! The destination side of a transfer (SPEC §4): verify the token, stream
+//! the multipart body through SHA-256 and gunzip into staging, compare the
+//! digest, install (rename, register, container), report, answer.
+//!
+//! Every failure after the transfer begins removes staging, forgets the
+//! server, reports failure to the panel once and answers the error, so no
+//! partial server is ever visible.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::archive::{self, ExtractError, ExtractLimits, Staging};
+use crate::http::auth;
+use crate::http::reply::{self, ApiError};
+use crate::http::{Request, Response};
+use crate::jwt::{self, TokenError};
+use crate::multipart::{self, MultipartError, MultipartReader};
+use crate::node::Node;
+use crate::server::{is_uuid, ServerConfig};
+use crate::transfer::source::spawn_monitor;
+use crate::transfer::throttle::ThrottledReader;
+use crate::transfer::{Direction, Status, Transfer};
+
+pub const INVALID_TOKEN: &str = "Invalid or expired transfer token.";
+pub const EXISTS: &str = "A server with this identifier already exists on this instance.";
+pub const IN_PROGRESS: &str = "A transfer is already in progress for this server.";
+pub const NO_SPACE: &str = "There is not enough disk space available to perform that action.";
+pub const ABORTED: &str = "Request aborted by client.";
+
+/// The checksum part is a hex SHA-256; anything longer is refused.
+const MAX_CHECKSUM: usize = 128;
+/// The configuration part is a JSON object of modest size.
+const MAX_CONFIGURATION: usize = 1024 * 1024;
+
+/// `POST /api/transfers`.
+pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiError> {
+    let claims = match jwt::verify_transfer_token(request.header("authorization"), node.config.token.as_bytes()) {
+        Ok(claims) => claims,
+        Err(TokenError::Missing) => {
+            return Err(ApiError::new(401, auth::MISSING).with_header("WWW-Authenticate", "Bearer"))
+        }
+        Err(TokenError::Invalid(why)) => {
+            log::warn!("transfer token refused from {}: {why}", request.remote_addr);
+            return Err(ApiError::new(401, INVALID_TOKEN));
+        }
+        Err(TokenError::Forbidden) => {
+            log::warn!("transfer token from {} lacks the transfer scope", request.remote_addr);
+            return Err(ApiError::new(403, "Forbidden."));
+        }
+    };
+    if !is_uuid(&claims.server) {
+        log::warn!("transfer token refused: sub `{}` is not a server uuid", claims.server);
+        return Err(ApiError::new(401, INVALID_TOKEN));
+    }
+    if node.transfers.token_used(&claims.replay_key) {
+        log::warn!(
+            "transfer token refused from {}: replay of a token already used for {}",
+            request.remote_addr,
+            claims.server
+        );
+        return Err(ApiError::new(401, INVALID_TOKEN));
+    }
+    let uuid = claims.server.clone();
+    if node.registry.contains(&uuid) {
+        return Err(ApiError::new(409, EXISTS));
+    }
+    let boundary = request
+        .header("content-type")
+        .and_then(multipart::boundary_from_content_type)
+        .ok_or_else(|| ApiError::new(400, "invalid content type"))?;
+    let transfer = node
+        .transfers
+        .begin(&uuid, Direction::Incoming, &request.remote_addr.ip().to_string())
+        .map_err(|_| ApiError::new(409, IN_PROGRESS))?;
+    node.transfers.transition(&transfer, Status::Processing, None);
+    let connection = request.connection();
+    transfer.on_cancel(move || connection.shutdown());
+    let monitor = spawn_monitor(node, &transfer);
+
+    let result = install(node, request, &transfer, &uuid, &boundary);
+    drop(monitor);
+    node.transfers.remember_token(&claims.replay_key, claims.expires_at);
+    match result {
+        Ok(config) => {
+            let status = node.transfers.finish(&transfer, Ok(()));
+            if status != Status::Completed {
+                // Cancelled at the last moment: undo the install.
+                uninstall(node, &config);
+                let _ = node.report_to_panel(&uuid, false);
+                return Err(ApiError::new(400, ABORTED));
+            }
+            node.transfer_log(&transfer, "Transfer completed.");
+            if request
+                .header("x-ferry-start-on-completion")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            {
+                start_later(node, &uuid);
+            }
+            Ok(reply::json(200, &transfer.record()))
+        }
+        Err(error) => {
+            let error = if transfer.is_cancelled() {
+                ApiError::new(400, ABORTED)
+            } else {
+                error
+            };
+            node.transfers.finish(&transfer, Err(error.message.clone()));
+            node.transfer_log(&transfer, &format!("Transfer failed: {}", error.message));
+            let _ = node.report_to_panel(&uuid, false);
+            Err(error)
+        }
+    }
+}
+
+/// Receives, verifies and installs; on error nothing of the server remains.
+fn install(
+    node: &Arc<Node>,
+    request: &mut Request,
+    transfer: &Arc<Transfer>,
+    uuid: &str,
+    boundary: &str,
+) -> Result<ServerConfig, ApiError> {
+    let mut config = match &node.panel {
+        Some(panel) => {
+            let remote = panel.server(uuid).map_err(|e| {
+                ApiError::new(500, format!("failed to get the server configuration from the panel: {e:?}"))
+            })?;
+            Some(ServerConfig {
+                uuid: uuid.to_string(),
+                settings: remote.settings,
+                process_configuration: remote.process_configuration,
+            })
+        }
+        None => None,
+    };
+    let limit = config.as_ref().and_then(ServerConfig::disk_space_bytes);
+    if let Some(total) = request
+        .header("x-ferry-bytes-total")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        preflight_space(node, limit, total)?;
+    }
+    let staging = Staging::create(&node.config.system.data, uuid, &transfer.id)
+        .map_err(|e| ApiError::new(500, format!("failed to create the staging directory: {e}")))?;
+    node.transfer_log(transfer, "Receiving archive from source...");
+
+    let cancel = Arc::clone(transfer.cancel_flag());
+    let body = ThrottledReader {
+        inner: request.body(),
+        throttle: &node.download,
+        cancel: &cancel,
+    };
+    let mut parts = MultipartReader::new(body, boundary);
+    let mut digest: Option<String> = None;
+    let mut checksum: Option<String> = None;
+    while let Some(part) = parts.next_part().map_err(multipart_error)? {
+        match part.name.as_str() {
+            "configuration" if digest.is_none() => {
+                let text = read_bounded(&mut parts.part_body(), MAX_CONFIGURATION, "configuration")?;
+                if config.is_none() {
+                    config = Some(configuration_from_part(uuid, &text)?);
+                }
+            }
+            "archive" => {
+                if digest.is_some() {
+                    return Err(ApiError::new(400, "the archive was sent twice"));
+                }
+                let limits = ExtractLimits {
+                    max_bytes: config.as_ref().and_then(ServerConfig::disk_space_bytes),
+                    owner: node.config.system.user,
+                };
+                let summary = archive::extract(parts.part_body(), &staging, &limits, &cancel, &transfer.counters)
+                    .map_err(extract_error)?;
+                digest = Some(summary.sha256_hex);
+            }
+            "checksum" => {
+                if digest.is_none() {
+                    return Err(ApiError::new(400, "archive must be sent before the checksum"));
+                }
+                let text = read_bounded(&mut parts.part_body(), MAX_CHECKSUM, "checksum")?;
+                checksum = Some(String::from_utf8_lossy(&text).trim().to_ascii_lowercase());
+            }
+            other => log::debug!("transfer {}: skipping part `{other}`", transfer.id),
+        }
+    }
+    let (Some(digest), Some(checksum)) = (digest, checksum) else {
+        return Err(ApiError::new(400, "missing archive or checksum"));
+    };
+    if !auth::constant_time_eq(digest.as_bytes(), checksum.as_bytes()) {
+        log::warn!("transfer {}: checksum {checksum} but the archive hashes to {digest}", transfer.id);
+        return Err(ApiError::new(400, "checksums don't match"));
+    }
+    if transfer.is_cancelled() {
+        return Err(ApiError::new(400, ABORTED));
+    }
+    node.transfer_log(transfer, "Archive verified, installing server...");
+    let config = config.unwrap_or_else(|| ServerConfig::minimal(uuid));
+    staging
+        .commit()
+        .map_err(|e| ApiError::new(500, format!("failed to move the server into place: {e}")))?;
+    let server = match node.registry.insert(config.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            // Only possible if another path registered it meanwhile; the
+            // directory we just moved in is ours to take back.
+            let _ = archive::remove_tree(&crate::server::data_dir(&node.config.system.data, uuid));
+            return Err(ApiError::new(500, format!("failed to register the server: {e}")));
+        }
+    };
+    let spec = server.spec(&node.config.system.data);
+    if let Err(e) = node.environment.create(&spec) {
+        uninstall(node, &config);
+        return Err(ApiError::new(500, format!("failed to create the server environment: {e}")));
+    }
+    if let Err(e) = node.report_to_panel(uuid, true) {
+        uninstall(node, &config);
+        return Err(ApiError::new(500, e));
+    }
+    Ok(config)
+}
+
+/// Removes a just-installed server: container, files, registry entry.
+fn uninstall(node: &Node, config: &ServerConfig) {
+    match node.registry.get(&config.uuid) {
+        Some(server) => node.remove_server(&server),
+        None => {
+            let _ = archive::remove_tree(&crate::server::data_dir(&node.config.system.data, &config.uuid));
+        }
+    }
+}
+
+fn start_later(node: &Arc<Node>, uuid: &str) {
+    let (node, uuid) = (Arc::clone(node), uuid.to_string());
+    let _ = std::thread::Builder::new().name("start".into()).spawn(move || {
+        if let Some(server) = node.registry.get(&uuid) {
+            match node.environment.start(&server.spec(&node.config.system.data)) {
+                Ok(()) => log::info!("{uuid}: started after the transfer"),
+                Err(e) => log::error!("{uuid}: cannot start after the transfer: {e}"),
+            }
+        }
+    });
+}
+
+/// Refuses before any byte is written when the announced size cannot fit.
+fn preflight_space(node: &Node, limit: Option<u64>, total: u64) -> Result<(), ApiError> {
+    if limit.is_some_and(|limit| total > limit) {
+        return Err(ApiError::new(400, NO_SPACE));
+    }
+    if let Some(free) = free_bytes(&node.config.system.data) {
+        if total > free {
+            return Err(ApiError::new(400, NO_SPACE));
+        }
+    }
+    Ok(())
+}
+
+/// Free bytes for unprivileged writers on the filesystem holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+fn read_bounded(body: &mut impl Read, max: usize, part: &str) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    body.take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| input_error(&e))?;
+    if out.len() > max {
+        return Err(ApiError::new(400, format!("the {part} part is larger than {max} bytes")));
+    }
+    Ok(out)
+}
+
+/// Accepts the panel's shape (`{"settings","process_configuration"}`) or a
+/// bare settings object.
+fn configuration_from_part(uuid: &str, text: &[u8]) -> Result<ServerConfig, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| ApiError::new(400, format!("the configuration part is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::new(400, "the configuration part must be a JSON object"));
+    }
+    let (settings, process) = match value.get("settings") {
+        Some(settings) => (
+            settings.clone(),
+            value.get("process_configuration").cloned().unwrap_or_else(|| serde_json::json!({})),
+        ),
+        None => (value, serde_json::json!({})),
+    };
+    Ok(ServerConfig {
+        uuid: uuid.to_string(),
+        settings,
+        process_configuration: process,
+    })
+}
+
+fn input_error(e: &std::io::Error) -> ApiError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ApiError::new(400, "missing archive or checksum"),
+        _ => ApiError::new(400, format!("the request body could not be read: {e}")),
+    }
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    match e {
+        MultipartError::Truncated => ApiError::new(400, "missing archive or checksum"),
+        MultipartError::Malformed(m) => ApiError::new(400, format!("malformed multipart body: {m}")),
+        MultipartError::Io(e) => input_error(&e),
+    }
+}
+
+fn extract_error(e: ExtractError) -> ApiError {
+    match e {
+        ExtractError::Unsafe(path) => ApiError::new(400, format!("unsafe path in archive: {path}")),
+        ExtractError::NoSpace => ApiError::new(400, NO_SPACE),
+        ExtractError::Corrupt(m) => ApiError::new(500, format!("failed to extract the archive: {m}")),
+        ExtractError::Io(m) => ApiError::new(500, format!("failed to write the archive to disk: {m}")),
+        ExtractError::Cancelled => ApiError::new(400, ABORTED),
+        ExtractError::Input(e) => input_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_part_shapes() {
+        let c = configuration_from_part("u", br#"{"settings":{"a":1},"process_configuration":{"stop":{"type":"signal"}}}"#).unwrap();
+        assert_eq!(c.settings, serde_json::json!({"a":1}));
+        assert_eq!(c.process_configuration["stop"]["type"], "signal");
+        let c = configuration_from_part("u", br#"{"build":{"disk_space":1}}"#).unwrap();
+        assert_eq!(c.disk_space_bytes(), Some(1024 * 1024));
+        assert_eq!(configuration_from_part("u", b"[1]").unwrap_err().status, 400);
+        assert_eq!(configuration_from_part("u", b"{").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn error_mapping_follows_the_table() {
+        assert_eq!(extract_error(ExtractError::Unsafe("../x".into())).message, "unsafe path in archive: ../x");
+        assert_eq!(extract_error(ExtractError::NoSpace).message, NO_SPACE);
+        assert_eq!(extract_error(ExtractError::Corrupt("gzip: bad header".into())).status, 500);
+        assert_eq!(extract_error(ExtractError::Cancelled).message, ABORTED);
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "x");
+        assert_eq!(extract_error(ExtractError::Input(eof)).message, "missing archive or checksum");
+        assert_eq!(multipart_error(MultipartError::Truncated).message, "missing archive or checksum");
+    }
+
+    #[test]
+    fn free_space_is_known_for_a_real_directory() {
+        assert!(free_bytes(std::path::Path::new("/")).is_some());
+        assert!(free_bytes(std::path::Path::new("/no/such/dir")).is_none());
+    }
+}

@@ -1,0 +1,298 @@
+//! The source side of a transfer (SPEC §3): archive the data directory and
+//! stream it as one chunked multipart POST to the destination, then wait
+//! for its verdict. The source's data is only ever read.
+//!
+//! Threads: this one drives the HTTP request; a producer packs into a
+//! bounded pipe through the multipart writer; a monitor publishes progress.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::archive::{self, PackError, PackOptions};
+use crate::multipart::{self, MultipartWriter, PartInfo};
+use crate::node::Node;
+use crate::server::{Server, TransferMark};
+use crate::transfer::pipe::pipe;
+use crate::transfer::progress::upload_line;
+use crate::transfer::throttle::ThrottledReader;
+use crate::transfer::{Status, Transfer};
+
+/// What the panel asked for.
+#[derive(Debug, Clone)]
+pub struct OutgoingPlan {
+    pub url: String,
+    /// Sent verbatim as `Authorization` (the panel includes `Bearer `).
+    pub token: String,
+    pub start_on_completion: bool,
+}
+
+/// Blocks in flight between packing and the socket (256 KiB each).
+const PIPE_DEPTH: usize = 16;
+
+/// Runs the transfer on its own thread; the mark is released when it ends.
+pub fn spawn(node: Arc<Node>, transfer: Arc<Transfer>, mark: TransferMark, plan: OutgoingPlan) {
+    let name = format!("out-{}", &transfer.id[..8]);
+    let t = Arc::clone(&transfer);
+    let n = Arc::clone(&node);
+    let spawned = thread::Builder::new()
+        .name(name)
+        .spawn(move || run(&n, &t, mark, &plan));
+    if let Err(e) = spawned {
+        let status = node
+            .transfers
+            .finish(&transfer, Err(format!("cannot start the transfer thread: {e}")));
+        log::error!("transfer {}: {status:?}", transfer.id);
+        let _ = node.report_to_panel(&transfer.server, false);
+    }
+}
+
+fn run(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, plan: &OutgoingPlan) {
+    let server = Arc::clone(mark.server());
+    let outcome = stream(node, transfer, &server, plan);
+    let status = {
+        // Held across the end so a concurrent DELETE sees either an active
+        // transfer (and defers) or a finished one (and removes at once).
+        let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let status = node.transfers.finish(transfer, outcome.clone());
+        if server.delete_requested() {
+            node.remove_server(&server);
+        }
+        status
+    };
+    match status {
+        Status::Completed => {}
+        Status::Cancelled => {
+            let msg = match transfer.cancel_reason() {
+                Some(reason) => format!("Canceled. ({reason})"),
+                None => "Canceled.".to_string(),
+            };
+            node.transfer_log(transfer, &msg);
+        }
+        _ => {
+            let error = outcome.err().unwrap_or_default();
+            node.transfer_log(transfer, &format!("Transfer failed: {error}"));
+        }
+    }
+    if status != Status::Completed {
+        // The source never reports success; failure exactly once.
+        let _ = node.report_to_panel(&transfer.server, false);
+    }
+    drop(mark);
+}
+
+/// Streams the archive and returns Ok only on the destination's 200.
+fn stream(
+    node: &Arc<Node>,
+    transfer: &Arc<Transfer>,
+    server: &Arc<Server>,
+    plan: &OutgoingPlan,
+) -> Result<(), String> {
+    if !node
+        .transfers
+        .transition(transfer, Status::Processing, None)
+    {
+        return Err("the transfer was cancelled before it started".to_string());
+    }
+    node.transfer_log(transfer, "Preparing to stream server data to destination...");
+    let spec = server.spec(&node.config.system.data);
+    let totals = archive::scan(&spec.data_dir)
+        .map_err(|e| format!("cannot read the data directory {}: {e}", spec.data_dir.display()))?;
+    transfer.set_totals(totals.files, totals.bytes);
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .user_agent(format!("ferry/{}", crate::VERSION))
+        .build()
+        .into();
+    let killer = agent.clone();
+    transfer.on_cancel(move || killer.clone().shutdown());
+
+    let boundary = multipart::random_boundary();
+    let cancel = Arc::clone(transfer.cancel_flag());
+    let (writer, reader) = pipe(PIPE_DEPTH, Arc::clone(&cancel));
+    let configuration = serde_json::json!({
+        "settings": spec.settings,
+        "process_configuration": spec.process_configuration,
+    });
+    let options = PackOptions {
+        level: node.config.system.transfers.compression_level,
+        threads: node.config.system.transfers.compression_threads,
+    };
+    let producer = {
+        let transfer = Arc::clone(transfer);
+        let node = Arc::clone(node);
+        let boundary = boundary.clone();
+        let root = spec.data_dir.clone();
+        thread::Builder::new()
+            .name(format!("pack-{}", &transfer.id[..8]))
+            .spawn(move || {
+                let result = produce(writer, &boundary, &configuration, &root, &options, &transfer);
+                if result.is_ok() {
+                    transfer.mark_archive_sent();
+                    node.transfer_log(&transfer, "Finished streaming archive to destination.");
+                }
+                result
+            })
+            .map_err(|e| format!("cannot start the packing thread: {e}"))?
+    };
+    let monitor = spawn_monitor(node, transfer);
+
+    node.transfer_log(transfer, "Streaming archive to destination...");
+    let body = ThrottledReader {
+        inner: reader,
+        throttle: &node.upload,
+        cancel: &cancel,
+    };
+    let sent = agent
+        .post(&plan.url)
+        .header("Authorization", &plan.token)
+        .header(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("X-Ferry-Transfer-Id", &transfer.id)
+        .header("X-Ferry-Bytes-Total", &totals.bytes.to_string())
+        .header("X-Ferry-Files-Total", &totals.files.to_string())
+        .header(
+            "X-Ferry-Start-On-Completion",
+            if plan.start_on_completion { "true" } else { "false" },
+        )
+        .send(ureq::SendBody::from_reader(&mut { body }));
+    // The producer ends on its own once the pipe's reader is gone.
+    let produced = producer
+        .join()
+        .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
+    drop(monitor);
+
+    if transfer.is_cancelled() {
+        return Err("cancelled".to_string());
+    }
+    let mut response = sent.map_err(|e| format!("could not stream to the destination: {e}"))?;
+    produced?;
+    let status = response.status().as_u16();
+    if status == 200 {
+        return Ok(());
+    }
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    let reason = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    Err(format!("the destination answered {status}: {reason}"))
+}
+
+/// Writes the multipart body: configuration, archive, checksum.
+fn produce(
+    writer: impl Write,
+    boundary: &str,
+    configuration: &serde_json::Value,
+    root: &std::path::Path,
+    options: &PackOptions,
+    transfer: &Transfer,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("the upload stopped: {e}");
+    let mut mp = MultipartWriter::new(writer, boundary);
+    mp.begin_part(&PartInfo {
+        name: "configuration".into(),
+        filename: None,
+        content_type: Some("application/json".into()),
+    })
+    .map_err(io)?;
+    serde_json::to_writer(&mut mp, configuration).map_err(|e| format!("cannot write the configuration part: {e}"))?;
+    mp.begin_part(&PartInfo {
+        name: "archive".into(),
+        filename: Some("archive.tar.gz".into()),
+        content_type: Some("application/octet-stream".into()),
+    })
+    .map_err(io)?;
+    let summary = archive::pack(
+        root,
+        &mut mp,
+        options,
+        transfer.cancel_flag(),
+        &transfer.counters,
+    )
+    .map_err(|e| match e {
+        PackError::Cancelled => "cancelled".to_string(),
+        PackError::Io(m) => m,
+    })?;
+    mp.begin_part(&PartInfo {
+        name: "checksum".into(),
+        filename: None,
+        content_type: None,
+    })
+    .map_err(io)?;
+    mp.write_all(summary.sha256_hex.as_bytes()).map_err(io)?;
+    let mut inner = mp.finish().map_err(io)?;
+    inner.flush().map_err(io)?;
+    log::info!(
+        "transfer {}: archive of {} entries, {} bytes, {} on the wire, sha256 {}",
+        transfer.id,
+        summary.files,
+        summary.bytes,
+        summary.wire_bytes,
+        summary.sha256_hex
+    );
+    Ok(())
+}
+
+/// Publishes `transfer progress` every second and the Wings upload line
+/// every 5 seconds until dropped.
+pub struct Monitor {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (node, transfer, flag) = (Arc::clone(node), Arc::clone(transfer), Arc::clone(&stop));
+    let handle = thread::Builder::new()
+        .name(format!("mon-{}", &transfer.id[..8]))
+        .spawn(move || {
+            let mut last_line = Instant::now();
+            let mut last_progress = Instant::now();
+            while !flag.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(100));
+                if last_progress.elapsed() >= Duration::from_secs(1) {
+                    last_progress = Instant::now();
+                    let progress = transfer.progress();
+                    if let Ok(text) = serde_json::to_string(&progress) {
+                        node.events.publish(
+                            &transfer.server,
+                            crate::events::Event::new("transfer progress", text),
+                        );
+                    }
+                    if transfer.direction == crate::transfer::Direction::Outgoing
+                        && last_line.elapsed() >= Duration::from_secs(5)
+                    {
+                        last_line = Instant::now();
+                        node.transfer_log(
+                            &transfer,
+                            &upload_line(progress.bytes_done, progress.bytes_total),
+                        );
+                    }
+                }
+            }
+        })
+        .ok();
+    Monitor { stop, handle }
+}
