@@ -1,1 +1,154 @@
-//! HTTP routes, one file per resource.
+//! HTTP routes, one file per resource, and the dispatch that runs
+//! authentication, the handler, the error envelope and request metrics.
+
+pub mod metrics;
+pub mod servers;
+pub mod system;
+pub mod transfer_in;
+pub mod transfer_out;
+pub mod transfers;
+pub mod ws;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::http::auth::check_node_token;
+use crate::http::reply::{ApiError, FieldError};
+use crate::http::router::{Match, Params, Router};
+use crate::http::{Handler, Request, Response};
+use crate::node::Node;
+use crate::server::Server;
+
+pub type HandlerFn = fn(&Arc<Node>, &mut Request, &Params) -> Result<Response, ApiError>;
+
+/// How a route authenticates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <node token>`.
+    NodeToken,
+    /// The handler verifies its own credential (transfer JWT, websocket).
+    Handler,
+}
+
+pub struct Endpoint {
+    pub name: &'static str,
+    pub auth: Auth,
+    pub run: HandlerFn,
+}
+
+/// Every route of the node API (SPEC §2.2).
+pub fn routes() -> Router<Endpoint> {
+    let mut r = Router::default();
+    let mut add = |method, pattern, name, auth, run: HandlerFn| {
+        r.add(method, pattern, Endpoint { name, auth, run });
+    };
+    use Auth::*;
+    add("GET", "/api/system", "system", NodeToken, system::get);
+    add("GET", "/api/servers", "servers", NodeToken, servers::list);
+    add("GET", "/api/servers/:server", "server", NodeToken, servers::get);
+    add("DELETE", "/api/servers/:server", "server_delete", NodeToken, servers::delete);
+    add("POST", "/api/servers/:server/power", "power", NodeToken, servers::power);
+    add("POST", "/api/servers/:server/transfer", "transfer_start", NodeToken, transfer_out::start);
+    add("DELETE", "/api/servers/:server/transfer", "transfer_cancel", NodeToken, transfer_out::cancel);
+    add("GET", "/api/servers/:server/transfer", "transfer_get", NodeToken, transfer_out::get);
+    add("GET", "/api/servers/:server/ws", "websocket", Handler, ws::upgrade);
+    add("POST", "/api/transfers/cancel", "transfers_cancel", NodeToken, transfers::bulk_cancel);
+    add("POST", "/api/transfers", "transfer_receive", Handler, transfer_in::receive);
+    add("DELETE", "/api/transfers/:server", "transfer_in_cancel", NodeToken, transfer_in::cancel);
+    add("GET", "/api/transfers", "transfers", NodeToken, transfers::list);
+    add("GET", "/metrics", "metrics", NodeToken, metrics::get);
+    r
+}
+
+/// The node's request handler.
+pub struct Api {
+    node: Arc<Node>,
+    routes: Router<Endpoint>,
+}
+
+impl Api {
+    pub fn new(node: Arc<Node>) -> Self {
+        Api {
+            node,
+            routes: routes(),
+        }
+    }
+}
+
+impl Handler for Api {
+    fn handle(&self, request: &mut Request) -> Response {
+        let (name, result) = match self.routes.find(&request.method, &request.path) {
+            Match::Found(route, params) => {
+                let endpoint = &route.handler;
+                let result = match endpoint.auth {
+                    Auth::NodeToken => check_node_token(
+                        request.header("authorization"),
+                        &self.node.config.token,
+                    )
+                    .and_then(|()| (endpoint.run)(&self.node, request, &params)),
+                    Auth::Handler => (endpoint.run)(&self.node, request, &params),
+                };
+                (endpoint.name, result)
+            }
+            Match::MethodNotAllowed(allowed) => (
+                "unknown",
+                Err(ApiError::new(405, "The requested method is not allowed for this resource.")
+                    .with_header("Allow", &allowed.join(", "))),
+            ),
+            Match::NotFound => ("unknown", Err(ApiError::not_found())),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status >= 500 {
+                    log::error!(
+                        "{} {} failed ({}): {}",
+                        request.method,
+                        request.path,
+                        request.request_id,
+                        error.message
+                    );
+                }
+                error.into_response(&request.request_id)
+            }
+        };
+        self.node.count_request(name, response.status);
+        response
+    }
+}
+
+/// The registered server named by `:server`, or the 404 envelope.
+pub fn server_param(node: &Node, params: &Params) -> Result<Arc<Server>, ApiError> {
+    node.registry
+        .get(params.get("server"))
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Reads a small JSON body (bounded); an empty body reads as `null`.
+pub fn read_json(request: &mut Request, max: usize) -> Result<serde_json::Value, ApiError> {
+    let mut body = Vec::new();
+    request
+        .body()
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| ApiError::new(400, format!("the request body could not be read: {e}")))?;
+    if body.len() > max {
+        return Err(ApiError::new(413, format!("The request body is larger than {max} bytes.")));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::validation(vec![FieldError::new("body", &format!("is not valid JSON: {e}"))])
+    })
+}
+
+/// An optional `{"reason": "…"}` body.
+pub fn read_reason(request: &mut Request) -> Result<Option<String>, ApiError> {
+    let body = read_json(request, 16 * 1024)?;
+    match body.get("reason") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::validation(vec![FieldError::new("reason", "must be a string")])),
+    }
+}

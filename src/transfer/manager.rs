@@ -442,6 +442,10 @@ impl Manager {
             .collect()
     }
 
+    pub fn by_id(&self, id: &str) -> Option<Arc<Transfer>> {
+        self.list().iter().find(|t| t.id == id).cloned()
+    }
+
     /// The newest transfer of a server, either direction.
     pub fn latest(&self, server: &str) -> Option<Arc<Transfer>> {
         self.list().iter().rev().find(|t| t.server == server).cloned()

@@ -1,0 +1,142 @@
+//! Outgoing transfer routes: start, cancel and read (SPEC §3, §5).
+
+use std::sync::Arc;
+
+use super::{read_json, read_reason, server_param};
+use crate::environment::PowerState;
+use crate::http::reply::{self, ApiError, FieldError};
+use crate::http::router::Params;
+use crate::http::{Request, Response};
+use crate::node::Node;
+use crate::transfer::source::{self, OutgoingPlan};
+use crate::transfer::Direction;
+
+pub const ALREADY: &str = "A transfer is already in progress for this server.";
+pub const STOP_FAILED: &str = "Failed to stop the server before initiating transfer.";
+pub const NOT_TRANSFERRING: &str = "Server is not currently being transferred.";
+
+/// Validates the panel's body: `url` (http/https) and `token` required.
+pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
+    let mut errors = Vec::new();
+    let text = |key: &str| body.get(key).and_then(|v| v.as_str()).map(str::trim).unwrap_or("");
+    let url = text("url");
+    if url.is_empty() {
+        errors.push(FieldError::new("url", "is required"));
+    } else if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<ureq::http::Uri>().is_err() {
+        errors.push(FieldError::new("url", "must be an http or https URL"));
+    }
+    let token = text("token");
+    if token.is_empty() {
+        errors.push(FieldError::new("token", "is required"));
+    }
+    if token.contains(['\r', '\n']) {
+        errors.push(FieldError::new("token", "must be a single line"));
+    }
+    let start_on_completion = match body.pointer("/server/start_on_completion") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => {
+            errors.push(FieldError::new("server.start_on_completion", "must be true or false"));
+            false
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(OutgoingPlan {
+        url: url.to_string(),
+        token: token.to_string(),
+        start_on_completion,
+    })
+}
+
+pub fn start(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+    let server = server_param(node, params)?;
+    let plan = parse_plan(&read_json(request, 64 * 1024)?)?;
+    let mark = server
+        .try_mark_transferring()
+        .ok_or_else(|| ApiError::new(409, ALREADY))?;
+    let spec = server.spec(&node.config.system.data);
+    let env = &node.environment;
+    let state = env.state(&spec).map_err(|e| {
+        log::error!("{}: cannot read its state before the transfer: {e}", server.uuid);
+        ApiError::new(500, STOP_FAILED)
+    })?;
+    if state != PowerState::Offline {
+        let timeout = node.config.system.transfers.stop_timeout;
+        log::info!("{}: stopping before the transfer (up to {timeout:?})", server.uuid);
+        let stopped = env
+            .stop(&spec)
+            .and_then(|()| env.wait_for_stop(&spec, timeout));
+        match stopped {
+            Ok(true) => {}
+            Ok(false) => {
+                log::warn!("{}: did not stop within {timeout:?}; transfer refused, server left running", server.uuid);
+                return Err(ApiError::new(500, STOP_FAILED));
+            }
+            Err(e) => {
+                log::error!("{}: stop failed: {e}", server.uuid);
+                return Err(ApiError::new(500, STOP_FAILED));
+            }
+        }
+    }
+    let transfer = node
+        .transfers
+        .begin(&server.uuid, Direction::Outgoing, &plan.url)
+        .map_err(|_| ApiError::new(409, ALREADY))?;
+    let record = transfer.record();
+    log::info!("{}: transfer {} to {} started", server.uuid, transfer.id, plan.url);
+    source::spawn(Arc::clone(node), transfer, mark, plan);
+    Ok(reply::json(202, &record).header("Location", &format!("/api/servers/{}/transfer", server.uuid)))
+}
+
+/// Cancels the active transfer of `server` in `direction` (SPEC §5).
+pub fn cancel_active(node: &Node, server: &str, direction: Direction, reason: Option<String>) -> Result<Response, ApiError> {
+    let transfer = node
+        .transfers
+        .active(server, direction)
+        .ok_or_else(|| ApiError::new(409, NOT_TRANSFERRING))?;
+    if !node.transfers.cancel(&transfer, reason.clone()) {
+        return Err(ApiError::new(409, NOT_TRANSFERRING));
+    }
+    if let Some(reason) = &reason {
+        node.transfer_log(&transfer, &format!("Cancel requested: {reason}"));
+    }
+    Ok(reply::json(202, &transfer.record()))
+}
+
+pub fn cancel(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+    let server = server_param(node, params)?;
+    let reason = read_reason(request)?;
+    cancel_active(node, &server.uuid, Direction::Outgoing, reason)
+}
+
+pub fn get(node: &Arc<Node>, _request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+    let uuid = params.get("server");
+    // Records outlive a server that moved away, so this does not need the
+    // server to be registered any more.
+    let transfer = node
+        .transfers
+        .latest(uuid)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(reply::json(200, &transfer.record()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn plan_validation() {
+        let ok = parse_plan(&json!({"url":"http://d:8080/api/transfers","token":"Bearer x","server":{"uuid":"u","start_on_completion":true}})).unwrap();
+        assert_eq!(ok.token, "Bearer x");
+        assert!(ok.start_on_completion);
+        let e = parse_plan(&json!({})).unwrap_err();
+        let fields: Vec<_> = e.validation_errors.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, vec!["url", "token"]);
+        assert_eq!(parse_plan(&json!({"url":"ftp://x","token":"t"})).unwrap_err().validation_errors[0].field, "url");
+        assert_eq!(parse_plan(&json!({"url":"http://x","token":"a\r\nX: y"})).unwrap_err().validation_errors[0].field, "token");
+        assert_eq!(parse_plan(&json!({"url":"http://x","token":"t","server":{"start_on_completion":"yes"}})).unwrap_err().status, 400);
+    }
+}
