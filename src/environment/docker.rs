@@ -1,1 +1,0 @@
-//! The Docker environment: a small synchronous Engine API client over the unix socket.
