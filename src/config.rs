@@ -348,12 +348,8 @@ impl Reader<'_> {
     }
 
     fn docker(&mut self) -> Result<DockerConfig, ConfigError> {
-        let mut socket = self.path("docker.socket", "/var/run/docker.sock")?;
-        if let Ok(host) = std::env::var("DOCKER_HOST") {
-            if let Some(path) = host.strip_prefix("unix://") {
-                socket = PathBuf::from(path);
-            }
-        }
+        // `DOCKER_HOST` is applied when connecting (environment::docker).
+        let socket = self.path("docker.socket", "/var/run/docker.sock")?;
         let network = self.string("docker.network.name", "pterodactyl_nw")?;
         if network.is_empty() {
             return Err(error("docker.network.name", "must not be empty"));

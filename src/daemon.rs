@@ -1,1 +1,274 @@
-//! Start-up, the daemon lifetime and shutdown.
+//! The daemon's life: start-up (state directories, crash recovery,
+//! registry sync, environment, listener), serving, and graceful shutdown on
+//! SIGTERM/SIGINT (stop accepting, let transfers finish for a grace period,
+//! then cancel what is left).
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::api::Api;
+use crate::config::{Config, EnvironmentKind};
+use crate::environment::docker::{socket_from_env, DockerEnvironment};
+use crate::environment::none::NoneEnvironment;
+use crate::environment::Environment;
+use crate::events::EventBus;
+use crate::http::{HttpServer, ServerOptions, ShutdownHandle, TlsFiles};
+use crate::node::Node;
+use crate::panel::{PanelClient, PanelOptions};
+use crate::server::{Registry, ServerConfig};
+use crate::transfer::throttle::Throttle;
+use crate::transfer::Manager;
+
+/// Time transfers get to finish after a shutdown signal before they are
+/// cancelled; `FERRY_SHUTDOWN_GRACE` (seconds) overrides it.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// A start-up failure: what failed, said for an operator.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A node that is bound and ready to serve.
+pub struct Daemon {
+    pub node: Arc<Node>,
+    http: HttpServer,
+}
+
+impl Daemon {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.http.shutdown_handle()
+    }
+}
+
+/// Builds the node and binds its listener.
+pub fn start(config: Config) -> Result<Daemon, StartError> {
+    let system = &config.system;
+    let state_dir = system.state_dir();
+    for dir in [&state_dir, &system.data] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StartError(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let environment = open_environment(&config)?;
+    let events = Arc::new(EventBus::default());
+    let transfers = Manager::new(&state_dir, Arc::clone(&events))
+        .map_err(|e| StartError(format!("cannot open transfer state in {}: {e}", state_dir.display())))?;
+    let registry = Registry::open(&state_dir.join("servers")).map_err(|e| StartError(e.to_string()))?;
+    let panel = (!config.standalone()).then(|| {
+        PanelClient::new(&config.remote, &config.token_id, &config.token, PanelOptions::default())
+    });
+    match &panel {
+        Some(panel) => match panel.list_servers() {
+            Ok(servers) => {
+                let count = servers.len();
+                let configs = servers
+                    .into_iter()
+                    .map(|s| ServerConfig {
+                        uuid: s.uuid,
+                        settings: s.settings,
+                        process_configuration: s.process_configuration,
+                    })
+                    .collect();
+                registry.replace_all(configs).map_err(|e| StartError(e.to_string()))?;
+                log::info!("panel: {count} server(s) on this node");
+            }
+            // Keep serving what is known locally: a panel outage must not
+            // keep a node (and its running servers) from coming up.
+            Err(e) => log::error!("panel: cannot list this node's servers, using the local registry: {e:?}"),
+        },
+        None => {
+            registry
+                .adopt_directories(&system.data)
+                .map_err(|e| StartError(e.to_string()))?;
+        }
+    }
+    let node = Arc::new(Node {
+        upload: Throttle::new(system.transfers.upload_limit),
+        download: Throttle::new(system.transfers.download_limit),
+        config: config.clone(),
+        registry,
+        transfers,
+        events,
+        environment,
+        panel,
+        http_requests: Mutex::new(Default::default()),
+        open_connections: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    recover(&node);
+
+    let addr: SocketAddr = format!("{}:{}", config.api.host, config.api.port)
+        .parse()
+        .map_err(|e| StartError(format!("config key `api.host`/`api.port`: {e}")))?;
+    let options = ServerOptions {
+        tls: config.api.ssl.as_ref().map(|ssl| TlsFiles {
+            cert: ssl.cert.clone(),
+            key: ssl.key.clone(),
+        }),
+        ..ServerOptions::default()
+    };
+    let http = HttpServer::bind(addr, options).map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    Ok(Daemon { node, http })
+}
+
+fn open_environment(config: &Config) -> Result<Box<dyn Environment>, StartError> {
+    match config.system.environment {
+        EnvironmentKind::None => Ok(Box::new(NoneEnvironment::new())),
+        EnvironmentKind::Docker => {
+            let socket = socket_from_env(&config.docker.socket).map_err(|e| StartError(e.to_string()))?;
+            let docker = DockerEnvironment::connect(&socket, &config.docker.network).map_err(|e| {
+                StartError(format!(
+                    "{e} (set `docker.socket`, or `system.environment: none` to run without containers)"
+                ))
+            })?;
+            Ok(Box::new(docker))
+        }
+    }
+}
+
+/// Finishes what a daemon that died left behind (SPEC §7): each transfer
+/// that was active ends `failed` with one failure report, and staging
+/// directories are removed.
+fn recover(node: &Arc<Node>) {
+    let orphans = node.transfers.take_orphans();
+    match crate::archive::remove_stale_staging(&node.config.system.data) {
+        Ok(removed) if !removed.is_empty() => {
+            log::warn!("recovery: removed {} staging director(ies): {}", removed.len(), removed.join(", "))
+        }
+        Ok(_) => {}
+        Err(e) => log::error!("recovery: cannot clean the staging area: {e}"),
+    }
+    for orphan in orphans {
+        let error = "the node restarted during the transfer";
+        log::warn!(
+            "recovery: {} transfer {} of {} ({}) ends failed: {error}",
+            orphan.direction,
+            orphan.id,
+            orphan.server,
+            orphan.status
+        );
+        node.transfers.audit_orphan(&orphan, error);
+        if node.panel.is_some() {
+            let (node, server) = (Arc::clone(node), orphan.server.clone());
+            // Retried until the panel answers, without holding up start-up.
+            let _ = std::thread::Builder::new().name("recover".into()).spawn(move || {
+                let mut wait = Duration::from_secs(1);
+                while node.report_to_panel(&server, false).is_err() {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(300));
+                }
+            });
+        }
+    }
+}
+
+/// Serves until SIGTERM/SIGINT; returns the process exit code.
+pub fn serve(config: Config) -> i32 {
+    // Block the signals before any thread exists so every thread inherits
+    // the mask and only the waiter below receives them.
+    let signals = match block_signals() {
+        Ok(set) => set,
+        Err(e) => {
+            log::error!("cannot set up signal handling: {e}");
+            return 1;
+        }
+    };
+    let daemon = match start(config) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return 1;
+        }
+    };
+    let addr = daemon.local_addr();
+    let handle = daemon.shutdown_handle();
+    let node = Arc::clone(&daemon.node);
+    let grace = std::env::var("FERRY_SHUTDOWN_GRACE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_GRACE);
+    let waiter = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let signal = wait_signal(&signals);
+        log::info!("received signal {signal}: shutting down (transfers get {grace:?} to finish)");
+        handle.shutdown();
+        drain_transfers(&node, grace);
+    });
+    let waiter = match waiter {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("cannot start the signal thread: {e}");
+            return 1;
+        }
+    };
+    log::info!("listening on {addr}");
+    let api = Arc::new(Api::new(Arc::clone(&daemon.node)));
+    let result = daemon.http.run(api, grace + Duration::from_secs(10));
+    let _ = waiter.join();
+    match result {
+        Ok(()) => {
+            log::info!("stopped");
+            0
+        }
+        Err(e) => {
+            log::error!("server error: {e}");
+            1
+        }
+    }
+}
+
+/// Lets active transfers finish for `grace`, then cancels the rest and
+/// waits briefly for them to end.
+pub fn drain_transfers(node: &Node, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    for t in node.transfers.all_active() {
+        t.wait_ended(deadline.saturating_duration_since(Instant::now()));
+    }
+    let left = node.transfers.all_active();
+    if left.is_empty() {
+        return;
+    }
+    log::warn!("cancelling {} transfer(s) still running at shutdown", left.len());
+    for t in &left {
+        node.transfers.cancel(t, Some("node shutting down".to_string()));
+    }
+    for t in &left {
+        t.wait_ended(Duration::from_secs(5));
+    }
+}
+
+fn block_signals() -> std::io::Result<libc::sigset_t> {
+    // SAFETY: the set is initialised by sigemptyset before use and only
+    // passed to the signal functions.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: `set` is a valid, initialised signal set.
+    loop {
+        if unsafe { libc::sigwait(set, &mut signal) } == 0 {
+            return signal;
+        }
+    }
+}
