@@ -90,6 +90,14 @@ impl EventBus {
         }
     }
 
+    pub fn is_subscribed(&self, server: &str, id: u64) -> bool {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server)
+            .is_some_and(|list| list.iter().any(|s| s.id == id))
+    }
+
     pub fn subscriber_count(&self, server: &str) -> usize {
         self.subscribers
             .lock()
