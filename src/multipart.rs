@@ -449,6 +449,7 @@ fn after_boundary(rest: &[u8]) -> Result<After, MultipartError> {
     }
     let pad = rest
         .iter()
+        .take(MAX_TRANSPORT_PADDING + 1)
         .take_while(|&&c| c == b' ' || c == b'\t')
         .count();
     if pad > MAX_TRANSPORT_PADDING {
