@@ -1,7 +1,16 @@
 //! The panel client (SPEC §8): boot sync, server configuration and
 //! transfer reports, with retries on network errors and 5xx.
+//!
+//! Requests go to `{remote}/api/remote` with Wings' headers. Network errors
+//! and 5xx answers are retried with exponential backoff (250 ms doubling,
+//! capped at 5 s) until `retry_for` has elapsed; 4xx answers are final.
+//! The node token is only ever put in the Authorization header: it is never
+//! logged and never part of an error.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
 
 /// One server as the panel describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +30,20 @@ pub enum PanelError {
     BadResponse(String),
 }
 
+impl std::fmt::Display for PanelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PanelError::Refused(status, body) => {
+                write!(f, "the panel refused the request (HTTP {status}): {body}")
+            }
+            PanelError::Unreachable(why) => write!(f, "the panel could not be reached: {why}"),
+            PanelError::BadResponse(why) => write!(f, "unexpected answer from the panel: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PanelError {}
+
 #[derive(Debug, Clone)]
 pub struct PanelOptions {
     pub timeout: Duration,
@@ -37,27 +60,289 @@ impl Default for PanelOptions {
     }
 }
 
+/// Servers asked for per page, as Wings does.
+pub const PER_PAGE: u32 = 50;
+/// Upper bound on pages followed, so a broken `meta` cannot loop forever.
+pub const MAX_PAGES: u64 = 10_000;
+/// Bound on an answer body (a page of 50 servers' settings is far less).
+const MAX_BODY: u64 = 32 * 1024 * 1024;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 pub struct PanelClient {
-    _private: (),
+    agent: ureq::Agent,
+    base: String,
+    authorization: String,
+    options: PanelOptions,
+}
+
+impl std::fmt::Debug for PanelClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PanelClient")
+            .field("base", &self.base)
+            .field("authorization", &"(redacted)")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawServer {
+    uuid: String,
+    #[serde(default)]
+    settings: Value,
+    #[serde(default)]
+    process_configuration: Value,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    current_page: u64,
+    last_page: u64,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    data: Vec<RawServer>,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct ServerConfiguration {
+    #[serde(default)]
+    settings: Value,
+    #[serde(default)]
+    process_configuration: Value,
+}
+
+/// A short, printable excerpt of an answer body for errors and logs.
+fn excerpt(body: &str) -> String {
+    let mut s: String = body.chars().take(300).collect();
+    if s.len() < body.len() {
+        s.push('…');
+    }
+    s
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Get,
+    Post,
 }
 
 impl PanelClient {
-    pub fn new(_remote: &str, _token_id: &str, _token: &str, _options: PanelOptions) -> Self {
-        unimplemented!("panel client")
+    /// `remote` is the panel base URL (`https://panel.example.com`).
+    pub fn new(remote: &str, token_id: &str, token: &str, options: PanelOptions) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(options.timeout))
+            // Read 4xx/5xx bodies instead of getting them as errors.
+            .http_status_as_error(false)
+            .user_agent(format!("ferry/{}", crate::VERSION))
+            .build();
+        PanelClient {
+            agent: ureq::Agent::new_with_config(config),
+            base: format!("{}/api/remote", remote.trim_end_matches('/')),
+            authorization: format!("Bearer {token_id}.{token}"),
+            options,
+        }
+    }
+
+    /// One request, no retry: the status and body, or a network error.
+    fn once(&self, method: Method, path: &str) -> Result<(u16, String), ureq::Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut response = match method {
+            Method::Get => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.authorization)
+                .header("Accept", "application/vnd.pterodactyl.v1+json")
+                .header("Content-Type", "application/json")
+                .call()?,
+            Method::Post => self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.authorization)
+                .header("Accept", "application/vnd.pterodactyl.v1+json")
+                .header("Content-Type", "application/json")
+                .send("null")?,
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()?;
+        Ok((status, body))
+    }
+
+    /// A request retried on network errors and 5xx until `retry_for`;
+    /// returns the first answer below 500.
+    fn request(&self, method: Method, path: &str) -> Result<(u16, String), PanelError> {
+        let deadline = Instant::now() + self.options.retry_for;
+        let mut delay = FIRST_BACKOFF;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let failure = match self.once(method, path) {
+                Ok((status, body)) if status < 500 => return Ok((status, body)),
+                Ok((status, body)) => format!("HTTP {status}: {}", excerpt(&body)),
+                // Configuration errors do not heal by waiting.
+                Err(e @ (ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_))) => {
+                    return Err(PanelError::Unreachable(e.to_string()))
+                }
+                Err(e) => e.to_string(),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                log::warn!("panel request {path} failed {attempts} times, giving up: {failure}");
+                return Err(PanelError::Unreachable(format!(
+                    "{failure} (after {attempts} attempts)"
+                )));
+            }
+            log::debug!("panel request {path} failed, retrying in {delay:?}: {failure}");
+            std::thread::sleep(delay.min(deadline - now));
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// A GET whose 2xx answer is JSON of type `T`.
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, PanelError> {
+        let (status, body) = self.request(Method::Get, path)?;
+        match status {
+            200..=299 => serde_json::from_str(&body)
+                .map_err(|e| PanelError::BadResponse(format!("GET {path}: {e}"))),
+            400..=499 => Err(PanelError::Refused(status, excerpt(&body))),
+            _ => Err(PanelError::BadResponse(format!(
+                "GET {path}: HTTP {status}"
+            ))),
+        }
+    }
+
+    fn page(&self, page: u64) -> Result<Page, PanelError> {
+        self.get_json(&format!("/servers?page={page}&per_page={PER_PAGE}"))
     }
 
     /// Every server this node holds (all pages, from page 0).
     pub fn list_servers(&self) -> Result<Vec<RemoteServer>, PanelError> {
-        unimplemented!("panel client")
+        // Like Wings: ask for page 0, which Laravel answers as page 1, then
+        // for the pages after `meta.current_page` up to `meta.last_page`.
+        let first = self.page(0)?;
+        let mut raw = first.data;
+        if let Some(meta) = first.meta {
+            if meta.last_page > MAX_PAGES {
+                return Err(PanelError::BadResponse(format!(
+                    "the panel announces {} pages of servers (limit {MAX_PAGES})",
+                    meta.last_page
+                )));
+            }
+            for page in meta.current_page.max(1) + 1..=meta.last_page {
+                let next = self.page(page)?;
+                if next.data.is_empty() {
+                    // The list shrank while we read it.
+                    break;
+                }
+                raw.extend(next.data);
+            }
+        }
+        Ok(raw
+            .into_iter()
+            .map(|s| RemoteServer {
+                uuid: s.uuid,
+                settings: s.settings,
+                process_configuration: s.process_configuration,
+            })
+            .collect())
     }
 
-    pub fn server(&self, _uuid: &str) -> Result<RemoteServer, PanelError> {
-        unimplemented!("panel client")
+    /// One server's configuration.
+    pub fn server(&self, uuid: &str) -> Result<RemoteServer, PanelError> {
+        check_uuid(uuid)?;
+        let config: ServerConfiguration = self.get_json(&format!("/servers/{uuid}"))?;
+        Ok(RemoteServer {
+            uuid: uuid.to_string(),
+            settings: config.settings,
+            process_configuration: config.process_configuration,
+        })
     }
 
     /// Reports a transfer outcome. A 409 ("not being transferred") is
     /// logged and returned as Ok: there is nothing to retry.
-    pub fn report_transfer(&self, _uuid: &str, _success: bool) -> Result<(), PanelError> {
-        unimplemented!("panel client")
+    pub fn report_transfer(&self, uuid: &str, success: bool) -> Result<(), PanelError> {
+        check_uuid(uuid)?;
+        let outcome = if success { "success" } else { "failure" };
+        let path = format!("/servers/{uuid}/transfer/{outcome}");
+        let (status, body) = self.request(Method::Post, &path)?;
+        match status {
+            200..=299 => Ok(()),
+            409 => {
+                log::warn!(
+                    "panel answered 409 to the transfer {outcome} report for {uuid} (not being transferred): {}",
+                    excerpt(&body)
+                );
+                Ok(())
+            }
+            400..=499 => Err(PanelError::Refused(status, excerpt(&body))),
+            _ => Err(PanelError::BadResponse(format!(
+                "POST {path}: HTTP {status}"
+            ))),
+        }
+    }
+}
+
+/// Server uuids go into URL paths; refuse anything else.
+fn check_uuid(uuid: &str) -> Result<(), PanelError> {
+    if crate::jwt::is_uuid(uuid) {
+        Ok(())
+    } else {
+        Err(PanelError::BadResponse(format!(
+            "{uuid:?} is not a server uuid"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let c = PanelClient::new(
+            "http://panel/",
+            "id",
+            "s3cret-token",
+            PanelOptions::default(),
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(shown.contains("http://panel/api/remote"));
+    }
+
+    #[test]
+    fn non_uuid_paths_are_refused_without_a_request() {
+        // Port 9 on loopback: nothing listens; a request would be retried.
+        let opts = PanelOptions {
+            timeout: Duration::from_secs(1),
+            retry_for: Duration::from_secs(5),
+        };
+        let c = PanelClient::new("http://127.0.0.1:9", "id", "t", opts);
+        let started = Instant::now();
+        assert!(matches!(
+            c.server("../../x"),
+            Err(PanelError::BadResponse(_))
+        ));
+        assert!(matches!(
+            c.report_transfer("a/b", true),
+            Err(PanelError::BadResponse(_))
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn excerpts_are_bounded() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(1000);
+        let e = excerpt(&long);
+        assert_eq!(e.chars().count(), 301);
     }
 }
