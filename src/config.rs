@@ -218,6 +218,13 @@ impl Reader<'_> {
         if token.trim().is_empty() {
             return Err(error("token", "is required (the node secret)"));
         }
+        if token.len() < crate::jwt::MIN_KEY_LEN {
+            // It is also the HS256 key; shorter keys are refused by the JWT library.
+            return Err(error(
+                "token",
+                format!("must be at least {} characters", crate::jwt::MIN_KEY_LEN),
+            ));
+        }
         let remote = self.string("remote", "")?.trim().trim_end_matches('/').to_string();
         if !remote.is_empty() && !(remote.starts_with("http://") || remote.starts_with("https://")) {
             return Err(error("remote", format!("must be an http(s) URL, got `{remote}`")));
@@ -551,7 +558,7 @@ ignore_panel_config_updates: false
 
     #[test]
     fn panel_generated_minimal_file_loads() {
-        let text = "debug: false\nuuid: a\ntoken_id: b\ntoken: c\napi:\n  host: 0.0.0.0\n  port: 8080\n  ssl:\n    enabled: true\n    cert: /c.pem\n    key: /k.pem\n  upload_limit: 100\nsystem:\n  data: /srv/v\n  sftp:\n    bind_port: 2022\nallowed_mounts: []\nremote: 'https://p.example'\n";
+        let text = "debug: false\nuuid: a\ntoken_id: b\ntoken: c-long-enough\napi:\n  host: 0.0.0.0\n  port: 8080\n  ssl:\n    enabled: true\n    cert: /c.pem\n    key: /k.pem\n  upload_limit: 100\nsystem:\n  data: /srv/v\n  sftp:\n    bind_port: 2022\nallowed_mounts: []\nremote: 'https://p.example'\n";
         let c = parse(text).unwrap();
         assert_eq!(
             c.api.ssl,
@@ -565,7 +572,7 @@ ignore_panel_config_updates: false
 
     #[test]
     fn defaults_with_only_a_token() {
-        let c = parse("token: secret").unwrap();
+        let c = parse("token: secret-secret").unwrap();
         assert_eq!(c.api.host, "0.0.0.0");
         assert_eq!(c.api.port, 8080);
         assert!(c.standalone());
@@ -584,7 +591,7 @@ ignore_panel_config_updates: false
     fn compression_levels() {
         for (text, level) in [("none", 0), ("best_speed", 1), ("best_compression", 9), ("6", 6)] {
             let c = parse(&format!(
-                "token: t\nsystem:\n  transfers:\n    compression_level: {text}"
+                "token: tttttttttttt\nsystem:\n  transfers:\n    compression_level: {text}"
             ))
             .unwrap();
             assert_eq!(c.system.transfers.compression_level, level, "{text}");
@@ -599,28 +606,29 @@ ignore_panel_config_updates: false
     fn each_error_names_its_key() {
         assert_eq!(err("").key, "token");
         assert_eq!(err("token: '  '").key, "token");
-        assert_eq!(err("token: t\nremote: ftp://x").key, "remote");
-        assert_eq!(err("token: t\nremote: https://p\ntoken_id: x").key, "uuid");
-        assert_eq!(err("token: t\nremote: https://p\nuuid: x").key, "token_id");
-        assert_eq!(err("token: t\napi:\n  port: 70000").key, "api.port");
-        assert_eq!(err("token: t\napi:\n  port: http").key, "api.port");
-        assert_eq!(err("token: t\napi:\n  host: example.com").key, "api.host");
-        assert_eq!(err("token: t\napi:\n  ssl:\n    enabled: true\n    key: k").key, "api.ssl.cert");
-        assert_eq!(err("token: t\napi:\n  ssl:\n    enabled: true\n    cert: c").key, "api.ssl.key");
-        assert_eq!(err("token: t\napi:\n  ssl:\n    enabled: maybe").key, "api.ssl.enabled");
-        assert_eq!(err("token: t\nsystem:\n  environment: podman").key, "system.environment");
+        assert_eq!(err("token: short").key, "token");
+        assert_eq!(err("token: tttttttttttt\nremote: ftp://x").key, "remote");
+        assert_eq!(err("token: tttttttttttt\nremote: https://p\ntoken_id: x").key, "uuid");
+        assert_eq!(err("token: tttttttttttt\nremote: https://p\nuuid: x").key, "token_id");
+        assert_eq!(err("token: tttttttttttt\napi:\n  port: 70000").key, "api.port");
+        assert_eq!(err("token: tttttttttttt\napi:\n  port: http").key, "api.port");
+        assert_eq!(err("token: tttttttttttt\napi:\n  host: example.com").key, "api.host");
+        assert_eq!(err("token: tttttttttttt\napi:\n  ssl:\n    enabled: true\n    key: k").key, "api.ssl.cert");
+        assert_eq!(err("token: tttttttttttt\napi:\n  ssl:\n    enabled: true\n    cert: c").key, "api.ssl.key");
+        assert_eq!(err("token: tttttttttttt\napi:\n  ssl:\n    enabled: maybe").key, "api.ssl.enabled");
+        assert_eq!(err("token: tttttttttttt\nsystem:\n  environment: podman").key, "system.environment");
         assert_eq!(
-            err("token: t\nsystem:\n  transfers:\n    compression_level: fastest").key,
+            err("token: tttttttttttt\nsystem:\n  transfers:\n    compression_level: fastest").key,
             "system.transfers.compression_level"
         );
         assert_eq!(
-            err("token: t\nsystem:\n  transfers:\n    download_limit: -1").key,
+            err("token: tttttttttttt\nsystem:\n  transfers:\n    download_limit: -1").key,
             "system.transfers.download_limit"
         );
-        assert_eq!(err("token: t\nsystem:\n  user:\n    uid: [1]").key, "system.user.uid");
-        assert_eq!(err("token: t\nsystem:\n  data: ''").key, "system.data");
-        assert_eq!(err("token: t\ndocker:\n  network:\n    name: ''").key, "docker.network.name");
-        let e = err("token: t\napi:\n  port: 70000");
+        assert_eq!(err("token: tttttttttttt\nsystem:\n  user:\n    uid: [1]").key, "system.user.uid");
+        assert_eq!(err("token: tttttttttttt\nsystem:\n  data: ''").key, "system.data");
+        assert_eq!(err("token: tttttttttttt\ndocker:\n  network:\n    name: ''").key, "docker.network.name");
+        let e = err("token: tttttttttttt\napi:\n  port: 70000");
         assert_eq!(e.to_string(), "config key `api.port`: must be at most 65535, got 70000");
     }
 
@@ -632,7 +640,7 @@ ignore_panel_config_updates: false
 
     #[test]
     fn unknown_keys_are_listed_but_known_ones_are_not() {
-        let root: Value = serde_norway::from_str("token: t\nfoo: 1\napi:\n  port: 1\n  bar: 2").unwrap();
+        let root: Value = serde_norway::from_str("token: tttttttttttt\nfoo: 1\napi:\n  port: 1\n  bar: 2").unwrap();
         let mut reader = Reader {
             root: &root,
             used: BTreeSet::new(),

@@ -225,7 +225,6 @@ fn read_loop(
             if now_unix >= exp {
                 send(to_writer, "token expired", "");
                 let _ = to_writer.send(Control::Unauthorized);
-                expires_at = None;
                 return;
             }
             if !warned && now_unix + 60 >= exp {
