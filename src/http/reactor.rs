@@ -397,7 +397,14 @@ impl Reactor {
             .waiting
             .iter()
             .enumerate()
-            .min_by_key(|(_, w)| (!matches!(w.state, WState::Linger { .. }), w.since))
+            .min_by_key(|(_, w)| {
+                // Ids break ties between connections accepted in one batch.
+                (
+                    !matches!(w.state, WState::Linger { .. }),
+                    w.since,
+                    w.conn.id,
+                )
+            })
             .map(|(i, _)| i);
         match victim {
             Some(i) => {
