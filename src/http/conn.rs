@@ -25,11 +25,13 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Bytes read from the transport and not yet consumed: `data[start..]`.
+/// Bytes read from the transport and not yet consumed: `data[start..end]`.
+/// `data` only grows (zeroed once), so refills don't re-initialise memory.
 #[derive(Default)]
 pub(crate) struct InBuf {
     data: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 /// Read size while streaming a body through the buffer.
@@ -37,22 +39,22 @@ pub(crate) const BODY_READ: usize = 64 * 1024;
 
 impl InBuf {
     pub fn pending(&self) -> &[u8] {
-        &self.data[self.start..]
+        &self.data[self.start..self.end]
     }
 
     pub fn is_empty(&self) -> bool {
-        self.start == self.data.len()
+        self.start == self.end
     }
 
     pub fn len(&self) -> usize {
-        self.data.len() - self.start
+        self.end - self.start
     }
 
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.data.len());
-        if self.start == self.data.len() {
-            self.data.clear();
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
         }
     }
 
@@ -60,32 +62,32 @@ impl InBuf {
     /// cost a socket, not a buffer).
     pub fn release_if_empty(&mut self) {
         if self.is_empty() {
-            self.data = Vec::new();
-            self.start = 0;
+            *self = InBuf::default();
         }
     }
 
     /// Takes everything pending.
     pub fn take_pending(&mut self) -> Vec<u8> {
         let out = self.pending().to_vec();
-        self.data = Vec::new();
-        self.start = 0;
+        *self = InBuf::default();
         out
     }
 
     /// Reads once from `t`, appending at most `max_read` bytes. Returns what
     /// the read returned (0 = EOF).
     pub fn fill(&mut self, t: &Transport, max_read: usize) -> io::Result<usize> {
-        if self.start > 0 {
-            self.data.drain(..self.start);
+        if self.start > 0 && self.data.len() - self.end < max_read {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        let old = self.data.len();
-        self.data.resize(old + max_read, 0);
-        let result = t.read(&mut self.data[old..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.data.truncate(old + n);
-        result
+        let need = self.end + max_read;
+        if self.data.len() < need {
+            self.data.resize(need, 0);
+        }
+        let n = t.read(&mut self.data[self.end..need])?;
+        self.end += n;
+        Ok(n)
     }
 }
 

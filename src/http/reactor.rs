@@ -136,6 +136,8 @@ pub(crate) struct Reactor {
     next_id: u64,
     accept_paused_until: Option<Instant>,
     last_full_warning: Option<Instant>,
+    last_accept_error_log: Option<Instant>,
+    accept_errors: u64,
     scratch: Box<[u8]>,
 }
 
@@ -171,6 +173,8 @@ impl Reactor {
             next_id: 0,
             accept_paused_until: None,
             last_full_warning: None,
+            last_accept_error_log: None,
+            accept_errors: 0,
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
         }
     }
@@ -294,6 +298,9 @@ impl Reactor {
             if conn.transport.sock().set_nonblocking(true).is_err() {
                 continue;
             }
+            if linger {
+                conn.transport.close_notify();
+            }
             let state = if linger {
                 WState::Linger {
                     budget: LINGER_BYTES,
@@ -335,13 +342,23 @@ impl Reactor {
                     continue
                 }
                 Err(e) => {
-                    if is_resource_exhaustion(&e) {
+                    self.accept_errors += 1;
+                    // One line per 5 s at most: the retry runs 10 times a second.
+                    let due = self
+                        .last_accept_error_log
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5));
+                    if due {
+                        let hint = if is_resource_exhaustion(&e) {
+                            " (raise the open-files limit or lower max connections)"
+                        } else {
+                            ""
+                        };
                         error!(
-                            "http: accept failed: {e} (raise the open-files limit or lower max connections); pausing accepts for {} ms",
-                            ACCEPT_BACKOFF.as_millis()
+                            "http: accept failed: {e}{hint}; pausing accepts for {} ms ({} accept errors so far)",
+                            ACCEPT_BACKOFF.as_millis(),
+                            self.accept_errors
                         );
-                    } else {
-                        warn!("http: accept failed: {e}");
+                        self.last_accept_error_log = Some(now);
                     }
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
