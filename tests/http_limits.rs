@@ -236,3 +236,43 @@ fn accept_survives_running_out_of_file_descriptors() {
         "hello"
     );
 }
+
+#[test]
+fn thousands_of_slow_connections_do_not_starve_requests() {
+    let _serial = serial();
+    let original = nofile();
+    let wanted = 8192.min(original.rlim_max);
+    set_nofile(&libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: original.rlim_max,
+    });
+    // Client and server ends share this process's descriptor table.
+    let clients = ((wanted as usize).saturating_sub(1200)).min(3000);
+    let server = TestServer::start(App, ServerOptions::default());
+    warm_up(&server);
+    let baseline = reset_peak_rss();
+    let mut slow = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let s = TcpStream::connect(server.addr).unwrap();
+        if i % 2 == 0 {
+            (&s).write_all(b"POST /verify HTTP/1.1\r\nX-Slow: a")
+                .unwrap();
+        }
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let resp = roundtrip(server.addr, b"GET / HTTP/1.1\r\n\r\n");
+    let took = started.elapsed();
+    let growth = peak_growth_kb(baseline);
+    drop(slow);
+    drop(server);
+    set_nofile(&original);
+    eprintln!(
+        "{clients} slow connections: request answered in {took:?}, peak RSS growth {growth} KiB"
+    );
+    assert_eq!(resp.text(), "hello");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // At most max_connections (1024) are held, each with a small buffer.
+    assert!(growth < 16 * 1024, "peak RSS grew by {growth} KiB");
+}

@@ -543,7 +543,10 @@ fn service_head(w: &mut Waiting, limits: &Limits, header_timeout: Duration, now:
                 Err(e) => Step::Reject(e),
             };
         }
-        match conn.buf.fill(&conn.transport, room.min(HEAD_READ)) {
+        // Start small and double: a slowloris connection that sent a few
+        // bytes should cost ~1 KiB, a normal head one or two reads.
+        let step = room.min(HEAD_READ.min(conn.buf.len().max(1024)));
+        match conn.buf.fill(&conn.transport, step) {
             Ok(0) => return Step::Close,
             Ok(_) => {
                 if *idle {

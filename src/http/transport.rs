@@ -333,8 +333,9 @@ impl Stream for UpgradedStream {
         self.transport.sock().set_read_timeout(timeout)
     }
 
+    /// Tears the socket down at once. No TLS close_notify: a writer blocked
+    /// on a full socket holds the output lock, and teardown must not wait.
     fn shutdown(&self) -> io::Result<()> {
-        self.transport.close_notify();
         match self.transport.sock().shutdown(Shutdown::Both) {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             other => other,
