@@ -157,6 +157,26 @@ fn keep_alive_and_pipelining() {
 }
 
 #[test]
+fn long_pipeline_in_one_write() {
+    // More requests than a worker serves back to back before handing the
+    // connection back to the head reader.
+    let server = app_server(ServerOptions::default());
+    let s = server.connect();
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        batch.extend_from_slice(
+            format!("POST /sha256 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{i:02}").as_bytes(),
+        );
+    }
+    (&s).write_all(&batch).unwrap();
+    let mut r = BufReader::new(s);
+    for i in 0..40 {
+        let resp = read_response(&mut r).unwrap();
+        assert_eq!(resp.text(), sha_line(format!("{i:02}").as_bytes()));
+    }
+}
+
+#[test]
 fn http10_keep_alive_rules() {
     let server = app_server(ServerOptions::default());
     // 1.0 without keep-alive: answered, then closed.

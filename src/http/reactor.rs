@@ -519,6 +519,29 @@ fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
     }
 }
 
+/// Looks for a complete head in what is buffered, searching only bytes not
+/// searched before.
+fn check_buffered(conn: &mut Conn, scanned: &mut usize, limits: &Limits) -> Option<Step> {
+    let skip = head::leading_empty_lines(conn.buf.pending());
+    if skip > 0 {
+        conn.buf.consume(skip);
+        *scanned = 0;
+    }
+    let pending = conn.buf.pending();
+    if *scanned < pending.len() && head::may_be_complete(pending, *scanned) {
+        match head::parse_head(pending, limits) {
+            Ok(Parsed::Complete(head, n)) => {
+                conn.buf.consume(n);
+                return Some(Step::Dispatch(head));
+            }
+            Ok(Parsed::Partial) => {}
+            Err(e) => return Some(Step::Reject(e)),
+        }
+    }
+    *scanned = conn.buf.len();
+    None
+}
+
 fn service_head(w: &mut Waiting, limits: &Limits, header_timeout: Duration, now: Instant) -> Step {
     let WState::Head { idle, scanned } = &mut w.state else {
         return Step::Keep;
@@ -526,6 +549,10 @@ fn service_head(w: &mut Waiting, limits: &Limits, header_timeout: Duration, now:
     let conn = &mut w.conn;
     if conn.transport.wants_write() && conn.transport.flush_pending().is_err() {
         return Step::Close;
+    }
+    // A connection back from a worker may hold a whole pipelined head.
+    if let Some(step) = check_buffered(conn, scanned, limits) {
+        return step;
     }
     loop {
         let room = limits.max_header_bytes.saturating_sub(conn.buf.len());
@@ -553,23 +580,9 @@ fn service_head(w: &mut Waiting, limits: &Limits, header_timeout: Duration, now:
                     *idle = false;
                     w.deadline = now + header_timeout;
                 }
-                let skip = head::leading_empty_lines(conn.buf.pending());
-                if skip > 0 {
-                    conn.buf.consume(skip);
-                    *scanned = 0;
+                if let Some(step) = check_buffered(conn, scanned, limits) {
+                    return step;
                 }
-                let pending = conn.buf.pending();
-                if head::may_be_complete(pending, *scanned) {
-                    match head::parse_head(pending, limits) {
-                        Ok(Parsed::Complete(head, n)) => {
-                            conn.buf.consume(n);
-                            return Step::Dispatch(head);
-                        }
-                        Ok(Parsed::Partial) => {}
-                        Err(e) => return Step::Reject(e),
-                    }
-                }
-                *scanned = conn.buf.len();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
