@@ -36,6 +36,9 @@ fn query_num(req: &Request, default: u64) -> u64 {
 fn app(req: &mut Request) -> Response {
     match req.path.as_str() {
         "/hello" => Response::new(200).bytes(b"hello".to_vec()),
+        "/bye" => Response::new(200)
+            .header("Connection", "close")
+            .bytes(b"bye".to_vec()),
         "/sha256" => {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 16 * 1024];
@@ -149,11 +152,16 @@ fn keep_alive_and_pipelining() {
     std::thread::sleep(Duration::from_millis(50));
     w.write_all(b"Host: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut r).unwrap().text(), "hello");
-    // Connection: close is honoured.
+    // Connection: close is honoured, from the client or from the handler.
     w.write_all(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
         .unwrap();
     assert!(read_response(&mut r).unwrap().closes());
     assert!(is_closed(&mut r, Duration::from_secs(5)));
+    let resp = roundtrip(server.addr, b"GET /bye HTTP/1.1\r\n\r\n");
+    assert_eq!(resp.text(), "bye");
+    let connection_headers = resp.headers.iter().filter(|(k, _)| k == "Connection");
+    assert_eq!(connection_headers.count(), 1);
+    assert!(resp.closes());
 }
 
 #[test]

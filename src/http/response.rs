@@ -72,10 +72,11 @@ fn is_field_value(s: &str) -> bool {
 }
 
 /// Encodes a response head. `keep_alive_10` adds `Connection: keep-alive`
-/// for an HTTP/1.0 client that asked for it. Handler headers that would
-/// corrupt framing (`Content-Length`, `Transfer-Encoding`, `Connection`
-/// except on 101) or that contain CR/LF are dropped and returned by name
-/// so the caller can log them.
+/// for an HTTP/1.0 client that asked for it. The handler's `Connection`
+/// header is replaced by ours (except on 101). Handler headers that would
+/// corrupt framing (`Content-Length`, `Transfer-Encoding`) or that are not
+/// valid (bad name, CR/LF in the value) are dropped and returned by name so
+/// the caller can log them.
 pub(crate) fn encode_head(
     status: u16,
     headers: &[(String, String)],
@@ -89,8 +90,11 @@ pub(crate) fn encode_head(
     let mut has_server = false;
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
-        let framing_header = matches!(lower.as_str(), "content-length" | "transfer-encoding")
-            || (lower == "connection" && status != 101);
+        if lower == "connection" && status != 101 {
+            // Replaced by ours; the caller honours a `close` in it.
+            continue;
+        }
+        let framing_header = matches!(lower.as_str(), "content-length" | "transfer-encoding");
         if framing_header || !is_token(name) || !is_field_value(value) {
             dropped.push(name.clone());
             continue;
@@ -141,6 +145,15 @@ pub(crate) fn error_response(status: u16, message: &str, request_id: &str) -> Ve
     out
 }
 
+/// Whether a handler's headers ask to close the connection.
+pub(crate) fn asks_close(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +188,10 @@ mod tests {
             text(head),
             "HTTP/1.1 404 Not Found\r\nServer: custom\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
-        assert_eq!(dropped.len(), 5);
+        assert_eq!(
+            dropped,
+            vec!["Content-Length", "transfer-encoding", "X-Evil", "Bad Name"]
+        );
     }
 
     #[test]
@@ -198,6 +214,14 @@ mod tests {
             text(head),
             "HTTP/1.1 599 \r\nServer: ferry\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn handler_close_request() {
+        let h = |v: &str| vec![("Connection".to_string(), v.to_string())];
+        assert!(asks_close(&h("keep-alive, Close")));
+        assert!(!asks_close(&h("keep-alive")));
+        assert!(!asks_close(&[]));
     }
 
     #[test]

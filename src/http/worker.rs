@@ -17,7 +17,9 @@ use super::chunked::encode_chunk_header;
 use super::conn::Conn;
 use super::head::{self, Head, Limits, Parsed};
 use super::reactor::{Back, Job, Shared};
-use super::response::{encode_head, error_body, error_response, status_has_no_body, RespFraming};
+use super::response::{
+    asks_close, encode_head, error_body, error_response, status_has_no_body, RespFraming,
+};
 use super::transport::UpgradedStream;
 use super::{new_request_id, Body, ConnectionHandle, Handler, Request, Response, Upgraded};
 
@@ -190,6 +192,7 @@ fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head) -> Next {
         headers,
         body,
     } = response;
+    close |= asks_close(&headers);
 
     if let Body::Upgrade(f) = body {
         let result = write_upgrade(&conn, status, &headers);
