@@ -464,7 +464,7 @@ fn idle_and_slow_connections_do_not_block_requests() {
     let resp = roundtrip(server.addr, b"GET /hello HTTP/1.1\r\n\r\n");
     assert_eq!(resp.text(), "hello");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );
@@ -535,7 +535,7 @@ fn header_timeout_is_for_the_whole_head() {
         "{closed_after:?}"
     );
     assert!(
-        closed_after < Duration::from_millis(1500),
+        closed_after < Duration::from_millis(2500),
         "{closed_after:?}"
     );
 
@@ -619,7 +619,8 @@ fn connection_handle_shutdown_unblocks_body_read() {
     handle.shutdown();
     let kind = done_rx.recv_timeout(Duration::from_secs(2)).unwrap();
     assert_eq!(kind, io::ErrorKind::UnexpectedEof);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    // Promptly, not after the 60 s body timeout.
+    assert!(started.elapsed() < Duration::from_secs(2));
     let mut r = BufReader::new(s);
     assert!(is_closed(&mut r, Duration::from_secs(2)));
 }
@@ -657,6 +658,19 @@ fn shutdown_waits_for_in_flight_then_returns() {
         }
     };
     assert!(refused);
+}
+
+#[test]
+fn shutdown_before_run_returns_at_once() {
+    let server =
+        ferry::http::HttpServer::bind("127.0.0.1:0".parse().unwrap(), ServerOptions::default())
+            .unwrap();
+    server.shutdown_handle().shutdown();
+    let started = Instant::now();
+    server
+        .run(Arc::new(FnHandler(app)), Duration::from_secs(5))
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[test]

@@ -71,9 +71,12 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The body as a stream (Content-Length or chunked). The first call sends
-    /// `100 Continue` when the client asked for it. Ends with EOF at the end
-    /// of the body; a truncated body is an `UnexpectedEof` error.
+    /// The body as a stream (Content-Length or chunked). The first read
+    /// sends `100 Continue` when the client asked for it. Ends with EOF at
+    /// the end of the body; a truncated body is an `UnexpectedEof` error, a
+    /// read waiting longer than `body_timeout` a `TimedOut` error, bad
+    /// chunked framing `InvalidData`. A body not read to the end makes the
+    /// server close the connection after the response (it is never drained).
     pub fn body(&mut self) -> &mut (dyn Read + Send) {
         match &mut self.body {
             RequestBody::Conn(b) => &mut **b,
