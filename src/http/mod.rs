@@ -177,7 +177,9 @@ pub(crate) fn new_request_id() -> String {
 }
 
 /// Tears a connection down from another thread (used to cancel a transfer
-/// whose body is still arriving).
+/// whose body is still arriving). It names the connection, not the request:
+/// used after its request has finished, it would end whatever that
+/// keep-alive connection carries next, so drop it when the request ends.
 #[derive(Clone)]
 pub struct ConnectionHandle {
     // Weak: a handle kept around must not keep a closed connection's socket
