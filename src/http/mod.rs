@@ -1,19 +1,40 @@
 //! The HTTP/1.1 server: types shared by the connection loop and handlers.
 //!
 //! Owns request/response types, the `Handler` trait, server options and the
-//! upgrade hand-off. The connection loop lives in `server.rs`; routing,
-//! authentication and the JSON error envelope in `router.rs`, `auth.rs`
-//! and `reply.rs`.
+//! upgrade hand-off. The server core is split by job: `head` and `chunked`
+//! (sans-I/O protocol), `transport` (plain/TLS bytes, shareable across
+//! threads), `reactor` (accept + poll-based head reading, timeouts, the
+//! connection cap), `worker` (handler pool, responses, access log), `body`
+//! (the request body `Read`), `server` (bind/run/shutdown). Routing,
+//! authentication and the JSON error envelope live in `router.rs`,
+//! `auth.rs` and `reply.rs`.
+//!
+//! Threads: the caller of [`HttpServer::run`] becomes the head reader;
+//! `workers` threads run handlers; each upgraded connection gets its own
+//! thread.
 
 pub mod auth;
 pub mod reply;
 pub mod router;
 
+mod body;
+mod chunked;
+mod conn;
+mod head;
+mod reactor;
+mod response;
+mod server;
+mod tls;
+mod transport;
+mod worker;
+
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use body::BodyReader;
 
 /// A parsed request whose body is still on the wire.
 pub struct Request {
@@ -27,6 +48,18 @@ pub struct Request {
     pub remote_addr: SocketAddr,
     /// Short random id, echoed in error envelopes and the access log.
     pub request_id: String,
+    body: RequestBody,
+    content_length: Option<u64>,
+    handle: ConnectionHandle,
+}
+
+enum RequestBody {
+    /// Streaming from the connection.
+    Conn(Box<BodyReader>),
+    /// Supplied by [`Request::detached`].
+    Detached(Box<dyn Read + Send>),
+    /// Nothing (the connection was taken back).
+    Gone(io::Empty),
 }
 
 impl Request {
@@ -38,34 +71,130 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The body as a stream (Content-Length or chunked). The first call sends
-    /// `100 Continue` when the client asked for it. Ends with EOF at the end
-    /// of the body; a truncated body is an `UnexpectedEof` error.
+    /// The body as a stream (Content-Length or chunked). The first read
+    /// sends `100 Continue` when the client asked for it. Ends with EOF at
+    /// the end of the body; a truncated body is an `UnexpectedEof` error, a
+    /// read waiting longer than `body_timeout` a `TimedOut` error, bad
+    /// chunked framing `InvalidData`. A body not read to the end makes the
+    /// server close the connection after the response (it is never drained).
     pub fn body(&mut self) -> &mut (dyn Read + Send) {
-        unimplemented!("http server core")
+        match &mut self.body {
+            RequestBody::Conn(b) => &mut **b,
+            RequestBody::Detached(r) => &mut **r,
+            RequestBody::Gone(e) => e,
+        }
     }
 
     /// Declared body length, if the request used Content-Length.
     pub fn content_length(&self) -> Option<u64> {
-        unimplemented!("http server core")
+        self.content_length
     }
 
     /// A handle that can tear the connection down from another thread.
     pub fn connection(&self) -> ConnectionHandle {
-        unimplemented!("http server core")
+        self.handle.clone()
+    }
+
+    /// A request not tied to a connection, for tests and in-process callers:
+    /// `target` is the path with an optional `?query`; header names are
+    /// lower-cased; `content_length` comes from a `content-length` header
+    /// when there is a valid one; `connection()` does nothing.
+    pub fn detached(
+        method: &str,
+        target: &str,
+        headers: Vec<(String, String)>,
+        body: Box<dyn Read + Send>,
+    ) -> Request {
+        let headers: Vec<(String, String)> = headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let content_length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.trim().parse().ok());
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target.to_string(), String::new()),
+        };
+        Request {
+            method: method.to_string(),
+            path,
+            query,
+            headers,
+            remote_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            request_id: new_request_id(),
+            body: RequestBody::Detached(body),
+            content_length,
+            handle: ConnectionHandle { sock: Weak::new() },
+        }
+    }
+
+    fn from_conn(
+        head: head::Head,
+        remote_addr: SocketAddr,
+        request_id: String,
+        body: BodyReader,
+        handle: ConnectionHandle,
+    ) -> Request {
+        Request {
+            method: head.method,
+            path: head.path,
+            query: head.query,
+            headers: head.headers,
+            remote_addr,
+            request_id,
+            body: RequestBody::Conn(Box::new(body)),
+            content_length: head.content_length,
+            handle,
+        }
+    }
+
+    fn take_body_reader(&mut self) -> Option<BodyReader> {
+        match std::mem::replace(&mut self.body, RequestBody::Gone(io::empty())) {
+            RequestBody::Conn(b) => Some(*b),
+            _ => None,
+        }
     }
 }
 
+/// A short random hex id for a request (12 hex digits).
+pub(crate) fn new_request_id() -> String {
+    let mut bytes = [0u8; 6];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No entropy source: a time-and-counter id is still unique enough to
+        // correlate log lines.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) ^ (u64::from(nanos) << 16);
+        bytes.copy_from_slice(&n.to_le_bytes()[..6]);
+    }
+    hex::encode(bytes)
+}
+
 /// Tears a connection down from another thread (used to cancel a transfer
-/// whose body is still arriving).
+/// whose body is still arriving). It names the connection, not the request:
+/// used after its request has finished, it would end whatever that
+/// keep-alive connection carries next, so drop it when the request ends.
 #[derive(Clone)]
 pub struct ConnectionHandle {
-    _private: (),
+    // Weak: a handle kept around must not keep a closed connection's socket
+    // open.
+    sock: Weak<TcpStream>,
 }
 
 impl ConnectionHandle {
+    /// Shuts the socket down both ways: a body read blocked in a worker
+    /// returns at once (EOF, so `UnexpectedEof`), and writes fail. Does
+    /// nothing once the connection is gone.
     pub fn shutdown(&self) {
-        unimplemented!("http server core")
+        if let Some(sock) = self.sock.upgrade() {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -166,37 +295,51 @@ impl Default for ServerOptions {
 
 /// A bound listener, not yet serving.
 pub struct HttpServer {
-    _private: (),
+    inner: server::Bound,
 }
 
 /// Asks a running server to stop accepting and finish.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    _private: (),
+    shared: Arc<reactor::Shared>,
 }
 
 impl ShutdownHandle {
+    /// Stops accepting at once (wakes the head reader); `run` then waits for
+    /// in-flight requests up to its grace period. Safe from any thread, any
+    /// number of times, also before `run`.
     pub fn shutdown(&self) {
-        unimplemented!("http server core")
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.wake();
     }
 }
 
 impl HttpServer {
-    pub fn bind(_addr: SocketAddr, _options: ServerOptions) -> io::Result<HttpServer> {
-        unimplemented!("http server core")
+    /// Binds the listener and loads TLS material. A bad certificate or key
+    /// is an error naming the file.
+    pub fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<HttpServer> {
+        Ok(HttpServer {
+            inner: server::bind(addr, options)?,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        unimplemented!("http server core")
+        self.inner.local_addr()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        unimplemented!("http server core")
+        ShutdownHandle {
+            shared: Arc::clone(&self.inner.shared),
+        }
     }
 
     /// Serves until `shutdown` is called, then waits up to `grace` for
-    /// requests in flight and returns.
-    pub fn run(self, _handler: Arc<dyn Handler>, _grace: Duration) -> io::Result<()> {
-        unimplemented!("http server core")
+    /// requests in flight and returns. After the grace period the
+    /// connections still running a request are shut down (their handlers
+    /// see I/O errors) and `run` returns without waiting for them.
+    pub fn run(self, handler: Arc<dyn Handler>, grace: Duration) -> io::Result<()> {
+        self.inner.run(handler, grace)
     }
 }

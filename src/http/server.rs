@@ -1,0 +1,137 @@
+//! Server lifecycle: bind (listener, TLS config, wake pipe), run (worker
+//! pool plus the head reader on the calling thread), and graceful shutdown
+//! (stop accepting at once, let in-flight requests finish for up to the
+//! grace period, then tear down what is left).
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::warn;
+use rustls::ServerConfig;
+
+use super::head::Limits;
+use super::reactor::{Reactor, Shared};
+use super::worker::{worker_loop, WorkerCtx};
+use super::{tls, Handler, ServerOptions};
+
+/// Kernel accept backlog: bursts of connects wait here, not in SYN retries.
+const BACKLOG: libc::c_int = 1024;
+
+pub(crate) struct Bound {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    options: ServerOptions,
+    tls: Option<Arc<ServerConfig>>,
+    pub shared: Arc<Shared>,
+    wake_read: OwnedFd,
+}
+
+fn wake_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills two descriptors into a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub(crate) fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<Bound> {
+    // TLS first: a bad certificate should fail before the port is taken.
+    let tls = options.tls.as_ref().map(tls::load).transpose()?;
+    let listener = TcpListener::bind(addr)?;
+    // std listens with a backlog of 128; a second listen() raises it.
+    // SAFETY: plain syscall on a listening socket we own.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), BACKLOG);
+    }
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let (wake_read, wake_write) = wake_pipe()?;
+    Ok(Bound {
+        listener,
+        local_addr,
+        options,
+        tls,
+        shared: Arc::new(Shared::new(wake_write)),
+        wake_read,
+    })
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn run(self, handler: Arc<dyn Handler>, grace: Duration) -> io::Result<()> {
+        let Bound {
+            listener,
+            options,
+            tls,
+            shared,
+            wake_read,
+            ..
+        } = self;
+        let opts = Arc::new(options);
+        let (job_tx, job_rx) = crossbeam_channel::unbounded();
+        let (back_tx, back_rx) = crossbeam_channel::unbounded();
+        let ctx = Arc::new(WorkerCtx {
+            handler,
+            shared: Arc::clone(&shared),
+            back: back_tx,
+            limits: Limits {
+                max_header_bytes: opts.max_header_bytes.max(64),
+                max_headers: opts.max_headers.max(1),
+            },
+            body_timeout: opts.body_timeout,
+        });
+        for i in 0..opts.workers.max(1) {
+            let ctx = Arc::clone(&ctx);
+            let jobs = job_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("http-worker-{i}"))
+                .spawn(move || worker_loop(ctx, jobs))?;
+        }
+        drop(job_rx);
+        drop(ctx);
+
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut reactor = Reactor::new(
+            listener,
+            wake_read,
+            tls,
+            opts,
+            Arc::clone(&shared),
+            job_tx,
+            back_rx,
+            Arc::clone(&open),
+        );
+        reactor.run();
+        // Closes the listener, every waiting connection and the job queue
+        // (idle workers exit once it is drained).
+        drop(reactor);
+
+        let deadline = Instant::now() + grace;
+        loop {
+            let remaining = shared.inflight().len();
+            if remaining == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                warn!(
+                    "http: {remaining} request(s) still running after the {} ms grace period; closing their connections",
+                    grace.as_millis()
+                );
+                for sock in shared.inflight().values().filter_map(|w| w.upgrade()) {
+                    let _ = sock.shutdown(Shutdown::Both);
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

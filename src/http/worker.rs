@@ -1,0 +1,407 @@
+//! The worker pool: runs the handler for one complete head at a time,
+//! writes the response, logs the access line, and decides what happens to
+//! the connection next (next pipelined request, back to the head reader,
+//! lingering close, or an upgrade thread).
+
+use std::any::Any;
+use std::io::{self, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, error, info, warn};
+
+use super::body::BodyReader;
+use super::chunked::encode_chunk_header;
+use super::conn::Conn;
+use super::head::{self, Head, Limits, Parsed};
+use super::reactor::{Back, Job, Shared};
+use super::response::{
+    asks_close, encode_head, error_body, error_response, status_has_no_body, RespFraming,
+};
+use super::transport::UpgradedStream;
+use super::{new_request_id, Body, ConnectionHandle, Handler, Request, Response, Upgraded};
+
+/// Requests served back to back from one connection's buffer before it goes
+/// back to the head reader, so one pipelining client can't keep a worker.
+const MAX_PIPELINED: usize = 16;
+/// Chunk size for streamed response bodies.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+pub(crate) struct WorkerCtx {
+    pub handler: Arc<dyn Handler>,
+    pub shared: Arc<Shared>,
+    pub back: Sender<Back>,
+    pub limits: Limits,
+    pub body_timeout: Duration,
+}
+
+enum Next {
+    KeepAlive(Conn),
+    Close(Conn),
+    /// Connection dropped or handed off.
+    Done,
+}
+
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+/// Removes a connection from the in-flight registry when its job ends,
+/// however it ends.
+struct InflightGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.inflight().remove(&self.id);
+    }
+}
+
+pub(crate) fn worker_loop(ctx: Arc<WorkerCtx>, jobs: Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        let _guard = InflightGuard {
+            shared: &ctx.shared,
+            id: job.conn.id,
+        };
+        // Handler panics are caught closer in; this only guards the pool
+        // against a bug in the server itself.
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| serve(&ctx, job))) {
+            error!(
+                "http: worker recovered from an internal panic: {}",
+                panic_message(&*p)
+            );
+        }
+    }
+}
+
+fn prepare_blocking(conn: &Conn, timeout: Duration) -> io::Result<()> {
+    let sock = conn.transport.sock();
+    let timeout = Some(timeout).filter(|t| !t.is_zero());
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(timeout)?;
+    sock.set_write_timeout(timeout)
+}
+
+fn serve(ctx: &WorkerCtx, job: Job) {
+    let Job { mut conn, mut head } = job;
+    let mut served = 0;
+    loop {
+        if let Err(e) = prepare_blocking(&conn, ctx.body_timeout) {
+            debug!("http: dropping {}: {e}", conn.remote);
+            return;
+        }
+        match handle_one(ctx, conn, head) {
+            Next::Done => return,
+            Next::Close(c) => return send_back(ctx, Back::Linger(c)),
+            Next::KeepAlive(mut c) => {
+                served += 1;
+                let skip = head::leading_empty_lines(c.buf.pending());
+                c.buf.consume(skip);
+                if !c.buf.is_empty() && served < MAX_PIPELINED {
+                    match head::parse_head(c.buf.pending(), &ctx.limits) {
+                        Ok(Parsed::Complete(h, n)) => {
+                            c.buf.consume(n);
+                            conn = c;
+                            head = h;
+                            continue;
+                        }
+                        Ok(Parsed::Partial) => {}
+                        Err(e) => {
+                            let request_id = new_request_id();
+                            info!(
+                                "- - {} 0 0 {request_id} {} ({})",
+                                e.status, c.remote, e.message
+                            );
+                            let reply = error_response(e.status, e.message, &request_id);
+                            if c.transport
+                                .write_all(&reply)
+                                .and_then(|()| c.transport.flush())
+                                .is_ok()
+                            {
+                                send_back(ctx, Back::Linger(c));
+                            }
+                            return;
+                        }
+                    }
+                }
+                c.buf.release_if_empty();
+                return send_back(ctx, Back::Idle(c));
+            }
+        }
+    }
+}
+
+fn send_back(ctx: &WorkerCtx, back: Back) {
+    if ctx.shared.is_stopping() {
+        // Nobody is reading heads any more; closing is the answer.
+        return;
+    }
+    if ctx.back.send(back).is_ok() {
+        ctx.shared.wake();
+    }
+}
+
+fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head) -> Next {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let remote = conn.remote;
+    let method = head.method.clone();
+    let path = head.path.clone();
+    let is_head = method == "HEAD";
+    let minor = head.minor_version;
+    let keep_alive = head.keep_alive;
+    let handle = ConnectionHandle {
+        sock: Arc::downgrade(conn.transport.sock()),
+    };
+    let body = BodyReader::new(conn, head.framing, head.expect_continue);
+    let mut req = Request::from_conn(head, remote, request_id.clone(), body, handle);
+
+    let result = catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(&mut req)));
+    let Some(mut body) = req.take_body_reader() else {
+        error!("http: request {request_id}: the handler replaced the request body; closing");
+        return Next::Done;
+    };
+    drop(req);
+    let (response, panicked) = match result {
+        Ok(r) => (r, false),
+        Err(p) => {
+            error!(
+                "http: handler panicked on {method} {path} (request {request_id}): {}",
+                panic_message(&*p)
+            );
+            let r = Response::new(500)
+                .header("Content-Type", "application/json")
+                .bytes(error_body("internal server error", &request_id));
+            (r, true)
+        }
+    };
+    body.finish_from_buffer();
+    let complete = body.is_complete();
+    let conn = body.into_conn();
+    // An unread body is never drained (it may be endless): close instead.
+    let mut close = !keep_alive || !complete || panicked || ctx.shared.is_stopping();
+    let Response {
+        status,
+        headers,
+        body,
+    } = response;
+    close |= asks_close(&headers);
+
+    if let Body::Upgrade(f) = body {
+        let result = write_upgrade(&conn, status, &headers);
+        log_access(&method, &path, status, started, 0, &request_id, remote);
+        if let Err(e) = result {
+            debug!("http: request {request_id}: writing the upgrade response failed: {e}");
+            return Next::Done;
+        }
+        hand_off(conn, f, &request_id);
+        return Next::Done;
+    }
+
+    let mut bytes_out = 0u64;
+    let result = write_response(
+        &conn,
+        status,
+        &headers,
+        body,
+        is_head,
+        minor,
+        &mut close,
+        &mut bytes_out,
+    );
+    log_access(
+        &method,
+        &path,
+        status,
+        started,
+        bytes_out,
+        &request_id,
+        remote,
+    );
+    match result {
+        Ok(()) if close => Next::Close(conn),
+        Ok(()) => Next::KeepAlive(conn),
+        Err(e) => {
+            debug!("http: request {request_id}: sending the response failed: {e}");
+            Next::Done
+        }
+    }
+}
+
+fn log_access(
+    method: &str,
+    path: &str,
+    status: u16,
+    started: Instant,
+    bytes_out: u64,
+    request_id: &str,
+    remote: std::net::SocketAddr,
+) {
+    // Never headers or query strings: they can carry credentials.
+    info!(
+        "{method} {path} {status} {} {bytes_out} {request_id} {remote}",
+        started.elapsed().as_millis()
+    );
+}
+
+fn log_dropped(dropped: &[String]) {
+    for name in dropped {
+        warn!("http: dropped response header {name:?} (framing header or invalid characters)");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_response(
+    conn: &Conn,
+    status: u16,
+    headers: &[(String, String)],
+    body: Body,
+    is_head: bool,
+    minor: u8,
+    close: &mut bool,
+    bytes_out: &mut u64,
+) -> io::Result<()> {
+    let t = &conn.transport;
+    let no_body = status_has_no_body(status);
+    match body {
+        Body::Empty | Body::Bytes(_) | Body::Upgrade(_) => {
+            let bytes = match body {
+                Body::Bytes(b) => b,
+                _ => Vec::new(),
+            };
+            let framing = if no_body {
+                RespFraming::NoBody
+            } else {
+                RespFraming::Length(bytes.len() as u64)
+            };
+            let (mut out, dropped) = encode_head(status, headers, framing, *close, minor == 0);
+            log_dropped(&dropped);
+            let send_body = !no_body && !is_head;
+            if send_body && bytes.len() <= STREAM_CHUNK {
+                out.extend_from_slice(&bytes);
+                t.write_all(&out)?;
+            } else {
+                t.write_all(&out)?;
+                if send_body {
+                    t.write_all(&bytes)?;
+                }
+            }
+            if send_body {
+                *bytes_out = bytes.len() as u64;
+            }
+            t.flush()
+        }
+        Body::Stream(mut reader) => {
+            if no_body || is_head {
+                let framing = if no_body {
+                    RespFraming::NoBody
+                } else {
+                    RespFraming::Chunked
+                };
+                let (out, dropped) = encode_head(status, headers, framing, *close, minor == 0);
+                log_dropped(&dropped);
+                t.write_all(&out)?;
+                return t.flush();
+            }
+            if minor == 0 {
+                // No chunked coding for HTTP/1.0: the close ends the body.
+                *close = true;
+                let (out, dropped) =
+                    encode_head(status, headers, RespFraming::UntilClose, true, false);
+                log_dropped(&dropped);
+                t.write_all(&out)?;
+                let mut buf = vec![0u8; STREAM_CHUNK];
+                loop {
+                    let n = match reader.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(stream_failed(e)),
+                    };
+                    t.write_all(&buf[..n])?;
+                    *bytes_out += n as u64;
+                }
+                return t.flush();
+            }
+            let (out, dropped) = encode_head(status, headers, RespFraming::Chunked, *close, false);
+            log_dropped(&dropped);
+            t.write_all(&out)?;
+            // [room for the size line][data][CRLF], sent with one write.
+            const ROOM: usize = 18;
+            let mut buf = vec![0u8; ROOM + STREAM_CHUNK + 2];
+            loop {
+                let n = match reader.read(&mut buf[ROOM..ROOM + STREAM_CHUNK]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(stream_failed(e)),
+                };
+                let mut size = [0u8; 18];
+                let h = encode_chunk_header(n, &mut size);
+                buf[ROOM - h..ROOM].copy_from_slice(&size[..h]);
+                buf[ROOM + n..ROOM + n + 2].copy_from_slice(b"\r\n");
+                t.write_all(&buf[ROOM - h..ROOM + n + 2])?;
+                *bytes_out += n as u64;
+            }
+            t.write_all(b"0\r\n\r\n")?;
+            t.flush()
+        }
+    }
+}
+
+/// A failing body stream can't be reported in-band once the head is out;
+/// the connection is dropped without the last chunk, which clients see as
+/// a truncated response.
+fn stream_failed(e: io::Error) -> io::Error {
+    warn!("http: response body stream failed: {e}; aborting the response");
+    e
+}
+
+fn write_upgrade(conn: &Conn, status: u16, headers: &[(String, String)]) -> io::Result<()> {
+    let (out, dropped) = encode_head(status, headers, RespFraming::NoBody, false, false);
+    log_dropped(&dropped);
+    conn.transport.write_all(&out)?;
+    conn.transport.flush()
+}
+
+fn hand_off(conn: Conn, f: Box<dyn FnOnce(Upgraded) + Send>, request_id: &str) {
+    let Conn {
+        transport,
+        mut buf,
+        slot,
+        ..
+    } = conn;
+    let leftover = buf.take_pending();
+    // The upgraded protocol sets its own read timeout; writes keep the body
+    // timeout so a peer that stops reading can't hold a thread forever.
+    let _ = transport.sock().set_read_timeout(None);
+    let stream = UpgradedStream {
+        transport,
+        slot: Arc::new(slot),
+    };
+    let id = request_id.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("http-upgrade".into())
+        .spawn(move || {
+            let upgraded = Upgraded {
+                stream: Box::new(stream),
+                leftover,
+            };
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(upgraded))) {
+                error!(
+                    "http: upgrade handler for request {id} panicked: {}",
+                    panic_message(&*p)
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        error!("http: request {request_id}: cannot start the upgrade thread: {e}");
+    }
+}
