@@ -4,9 +4,35 @@
 //! Packing never follows a symlink; extraction validates every entry and
 //! writes beneath the staging root only. Both hash the compressed bytes
 //! with SHA-256 and stop within one block when the cancel flag is set.
+//!
+//! Layout: `walk` (dirfd tree walk), `tarfmt` (tar headers as bytes),
+//! `gzip` (block deflate), `pack` (the packing pipeline), `extract` (the
+//! extraction pipeline and tar reader), `unpack` (safe writes beneath the
+//! staging root), `staging` (staging, commit, tree removal), `pipe` and
+//! `sys` (channel and libc helpers).
+//!
+//! Archive layout (what GNU tar, Go's archive/tar and Python's tarfile all
+//! read, and what Wings writes): entries relative to the data directory,
+//! no leading `/` or `./`, directories with a trailing `/`, the root itself
+//! not an entry; extraction accepts `./`-prefixed paths and a `./` entry.
+
+mod extract;
+mod gzip;
+mod pack;
+mod pipe;
+mod staging;
+mod sys;
+mod tarfmt;
+mod unpack;
+mod walk;
+
+pub use extract::{MAX_ENTRIES, MAX_TRAILING};
+pub use pack::BLOCK_SIZE;
+pub use staging::STAGING_DIR;
+pub use tarfmt::{MAX_NAME, MAX_PAX};
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 /// Live counters a pipeline updates and progress reporting reads.
@@ -54,19 +80,43 @@ pub enum PackError {
 }
 
 /// Counts what `pack` will archive, without following links.
-pub fn scan(_root: &Path) -> std::io::Result<TreeTotals> {
-    unimplemented!("archive engine")
+pub fn scan(root: &Path) -> std::io::Result<TreeTotals> {
+    struct Count(TreeTotals);
+    impl walk::Visitor for Count {
+        type Error = std::convert::Infallible;
+        fn visit(&mut self, _path: &[u8], node: walk::Node) -> Result<(), Self::Error> {
+            self.0.files += 1;
+            if let walk::Node::File(st, _) = node {
+                self.0.bytes += st.st_size.max(0) as u64;
+            }
+            Ok(())
+        }
+        fn cancelled(&self) -> bool {
+            false
+        }
+    }
+    let mut c = Count(TreeTotals::default());
+    match walk::walk(root, false, &mut c) {
+        Ok(()) => Ok(c.0),
+        Err(walk::WalkStop::Io(m)) => Err(std::io::Error::other(m)),
+        Err(walk::WalkStop::Cancelled) => Err(std::io::Error::other("cancelled")),
+        Err(walk::WalkStop::Visitor(never)) => match never {},
+    }
 }
 
 /// Writes a gzip-compressed tar of `root` to `out`.
+///
+/// Entries are sorted bytewise within each directory; regular files,
+/// directories and symlinks are stored, other file types skipped. Blocks
+/// of `BLOCK_SIZE` are compressed on `threads` workers into one gzip member.
 pub fn pack<W: Write>(
-    _root: &Path,
-    _out: W,
-    _options: &PackOptions,
-    _cancel: &AtomicBool,
-    _counters: &Counters,
+    root: &Path,
+    out: W,
+    options: &PackOptions,
+    cancel: &AtomicBool,
+    counters: &Counters,
 ) -> Result<PackSummary, PackError> {
-    unimplemented!("archive engine")
+    pack::pack(root, out, options, cancel, counters)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -103,48 +153,64 @@ pub enum ExtractError {
 
 /// A private directory beneath `<data>/.ferry-staging/` on the same
 /// filesystem as the data directory. Dropping it without `commit` removes it.
-pub struct Staging {
-    _private: (),
-}
-
-impl Staging {
-    pub fn create(_data_dir: &Path, _uuid: &str, _transfer_id: &str) -> std::io::Result<Staging> {
-        unimplemented!("archive engine")
-    }
-
-    pub fn path(&self) -> &Path {
-        unimplemented!("archive engine")
-    }
-
-    /// Renames staging to `<data>/<uuid>`; fails if that already exists.
-    pub fn commit(self) -> std::io::Result<PathBuf> {
-        unimplemented!("archive engine")
-    }
-
-    /// Removes staging without following links.
-    pub fn abort(self) -> std::io::Result<()> {
-        unimplemented!("archive engine")
-    }
-}
+///
+/// Layout: `<data>/.ferry-staging/` (mode 0700, created if missing) holds
+/// `<uuid>.<transfer_id>/` (mode 0700) for each incoming transfer.
+pub use staging::Staging;
 
 /// Streams `input` through SHA-256, multi-member gunzip and tar into staging.
+///
+/// Reads `input` to its end (the digest covers every byte, even past the
+/// tar end marker). Errors from `input` come back untouched as `Input`.
+/// On any error the caller drops or aborts `staging`.
 pub fn extract<R: Read>(
-    _input: R,
-    _staging: &Staging,
-    _limits: &ExtractLimits,
-    _cancel: &AtomicBool,
-    _counters: &Counters,
+    input: R,
+    staging: &Staging,
+    limits: &ExtractLimits,
+    cancel: &AtomicBool,
+    counters: &Counters,
 ) -> Result<ExtractSummary, ExtractError> {
-    unimplemented!("archive engine")
+    extract::extract(input, staging, limits, cancel, counters)
 }
 
-/// Removes a directory tree without ever following a symlink.
-pub fn remove_tree(_path: &Path) -> std::io::Result<()> {
-    unimplemented!("archive engine")
+/// Removes a directory tree without ever following a symlink. The final
+/// component itself is not followed either (a link is just unlinked); a
+/// missing path is not an error.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    staging::remove_tree(path)
 }
 
 /// Removes every staging directory left under `<data>/.ferry-staging/` by a
 /// daemon that died; returns the names removed.
-pub fn remove_stale_staging(_data_dir: &Path) -> std::io::Result<Vec<String>> {
-    unimplemented!("archive engine")
+pub fn remove_stale_staging(data_dir: &Path) -> std::io::Result<Vec<String>> {
+    staging::remove_stale_staging(data_dir)
 }
+
+impl std::fmt::Display for PackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PackError::Cancelled => f.write_str("archiving was cancelled"),
+            PackError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for PackError {}
+
+/// The texts SPEC §4 prescribes for `Unsafe` and `NoSpace`.
+impl std::fmt::Display for ExtractError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExtractError::Unsafe(p) => write!(f, "unsafe path in archive: {p}"),
+            ExtractError::NoSpace => {
+                f.write_str("There is not enough disk space available to perform that action.")
+            }
+            ExtractError::Corrupt(m) => write!(f, "corrupt archive: {m}"),
+            ExtractError::Io(m) => write!(f, "extracting the archive: {m}"),
+            ExtractError::Cancelled => f.write_str("extraction was cancelled"),
+            ExtractError::Input(e) => write!(f, "reading the archive: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExtractError {}

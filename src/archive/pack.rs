@@ -1,0 +1,439 @@
+//! The packing pipeline: walker+tar → N× deflate → ordered writer (+SHA-256).
+//!
+//! A fixed pool of slots (tar block + its compressed form) circulates
+//! walker → workers → writer → walker, which bounds memory whatever the
+//! tree size and makes a slow output throttle the walk. Every stage
+//! watches the cancel flag between slices of a block.
+
+use super::gzip::{self, BlockDeflater, DeflateError};
+use super::pipe::{self, Halt};
+use super::tarfmt::{self, EntryHeader};
+use super::walk::{self, Node, Visitor, WalkStop};
+use super::{Counters, PackError, PackOptions, PackSummary};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Uncompressed bytes per compression job.
+pub const BLOCK_SIZE: usize = 1 << 20;
+
+struct Slot {
+    /// Tar bytes; always `BLOCK_SIZE` long, `len` of them used.
+    raw: Vec<u8>,
+    len: usize,
+    /// The previous block's last 32 KiB (deflate dictionary).
+    dict: Vec<u8>,
+    /// Block and dictionary are all zeros: the worker may reuse a cached result.
+    zero: bool,
+    out: Vec<u8>,
+    crc: u32,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            // calloc'd: pages cost memory only once written.
+            raw: vec![0; BLOCK_SIZE],
+            len: 0,
+            dict: Vec::with_capacity(gzip::DICT),
+            zero: false,
+            out: Vec::new(),
+            crc: 0,
+        }
+    }
+}
+
+struct Job {
+    seq: u64,
+    slot: Slot,
+    last: bool,
+}
+
+/// Internal stage failure; `Halt::Closed` means another stage failed first.
+enum Fail {
+    Halt(Halt),
+    Error(String),
+}
+
+impl From<Halt> for Fail {
+    fn from(h: Halt) -> Fail {
+        Fail::Halt(h)
+    }
+}
+
+pub fn pack<W: Write>(
+    root: &Path,
+    mut out: W,
+    options: &PackOptions,
+    cancel: &AtomicBool,
+    counters: &Counters,
+) -> Result<PackSummary, PackError> {
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let level = options.level.min(9);
+    let slots = threads * 2 + 2;
+    let (pool_tx, pool_rx) = bounded(slots);
+    for _ in 0..slots {
+        // Cannot fail: the channel has room for every slot.
+        let _ = pool_tx.send(Slot::new());
+    }
+    let (job_tx, job_rx) = bounded::<Job>(slots);
+    let (done_tx, done_rx) = bounded::<Job>(slots);
+
+    let (walked, worked, written) = std::thread::scope(|s| {
+        let walker = s.spawn(move || produce(root, pool_rx, job_tx, cancel, counters));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = job_rx.clone();
+                let tx = done_tx.clone();
+                s.spawn(move || compress(rx, tx, level, cancel))
+            })
+            .collect();
+        drop(job_rx);
+        drop(done_tx);
+        let written = write_out(&mut out, done_rx, pool_tx, level, cancel, counters);
+        let walked = walker.join().unwrap_or_else(|_| Err(panicked()));
+        let worked: Vec<_> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(panicked())))
+            .collect();
+        (walked, worked, written)
+    });
+
+    if cancel.load(Ordering::Relaxed) {
+        return Err(PackError::Cancelled);
+    }
+    // Report the first real error in pipeline order; the other stages only
+    // saw a neighbour go away (`Halt::Closed`).
+    let mut fails: Vec<Fail> = Vec::new();
+    let totals = walked.map_err(|f| fails.push(f)).ok();
+    fails.extend(worked.into_iter().filter_map(Result::err));
+    let written = written.map_err(|f| fails.push(f)).ok();
+    if let Some(i) = fails.iter().position(|f| matches!(f, Fail::Error(_))) {
+        if let Fail::Error(m) = fails.swap_remove(i) {
+            return Err(PackError::Io(m));
+        }
+    }
+    if fails
+        .iter()
+        .any(|f| matches!(f, Fail::Halt(Halt::Cancelled)))
+    {
+        return Err(PackError::Cancelled);
+    }
+    match (totals, written, fails.is_empty()) {
+        (Some((files, bytes)), Some((wire_bytes, sha256_hex)), true) => Ok(PackSummary {
+            sha256_hex,
+            wire_bytes,
+            files,
+            bytes,
+        }),
+        _ => Err(PackError::Io(
+            "internal: pack pipeline stopped early".into(),
+        )),
+    }
+}
+
+fn panicked() -> Fail {
+    Fail::Error("internal: a pack thread panicked".into())
+}
+
+/// Turns the walk into tar bytes packed into slots.
+struct Producer<'a> {
+    slot: Option<Slot>,
+    seq: u64,
+    pool: Receiver<Slot>,
+    jobs: Sender<Job>,
+    /// Last `DICT` bytes of the stream so far, and whether they are zero.
+    tail: Vec<u8>,
+    tail_zero: bool,
+    stream_len: u64,
+    files: u64,
+    bytes: u64,
+    header: Vec<u8>,
+    cancel: &'a AtomicBool,
+    counters: &'a Counters,
+}
+
+impl Producer<'_> {
+    /// The current slot, with room for at least one byte.
+    fn room(&mut self) -> Result<&mut Slot, Fail> {
+        if self.slot.as_ref().is_some_and(|s| s.len == s.raw.len()) {
+            self.dispatch(false)?;
+        }
+        if self.slot.is_none() {
+            let mut s = pipe::recv(&self.pool, self.cancel)?;
+            s.len = 0;
+            self.slot = Some(s);
+        }
+        self.slot
+            .as_mut()
+            .ok_or_else(|| Fail::Error("internal: no slot".into()))
+    }
+
+    fn dispatch(&mut self, last: bool) -> Result<(), Fail> {
+        let Some(mut slot) = self.slot.take() else {
+            return Ok(());
+        };
+        let data = &slot.raw[..slot.len];
+        let block_zero = pipe::is_zero(data);
+        slot.zero = block_zero && self.tail_zero && self.tail.len() == gzip::DICT;
+        slot.dict.clear();
+        slot.dict.extend_from_slice(&self.tail);
+        // Update the carried dictionary with this block's end.
+        if data.len() >= gzip::DICT {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&data[data.len() - gzip::DICT..]);
+            self.tail_zero = pipe::is_zero(&self.tail);
+        } else {
+            self.tail.extend_from_slice(data);
+            let excess = self.tail.len().saturating_sub(gzip::DICT);
+            self.tail.drain(..excess);
+            self.tail_zero = pipe::is_zero(&self.tail);
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        pipe::send(&self.jobs, Job { seq, slot, last }, self.cancel)?;
+        Ok(())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), Fail> {
+        self.stream_len += data.len() as u64;
+        while !data.is_empty() {
+            let slot = self.room()?;
+            let n = data.len().min(slot.raw.len() - slot.len);
+            slot.raw[slot.len..slot.len + n].copy_from_slice(&data[..n]);
+            slot.len += n;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    fn write_zeros(&mut self, mut n: u64) -> Result<(), Fail> {
+        self.stream_len += n;
+        while n > 0 {
+            let slot = self.room()?;
+            let k = (n as usize).min(slot.raw.len() - slot.len);
+            slot.raw[slot.len..slot.len + k].fill(0);
+            slot.len += k;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, e: &EntryHeader<'_>) -> Result<(), Fail> {
+        let mut h = std::mem::take(&mut self.header);
+        h.clear();
+        tarfmt::encode(e, &mut h);
+        let r = self.write(&h);
+        self.header = h;
+        r
+    }
+
+    /// Copies exactly `size` bytes of `file` into the stream, reading
+    /// straight into the slot. A file that shrank is padded with zeros; one
+    /// that grew is cut at `size`, so the header stays true.
+    fn content(&mut self, path: &[u8], mut file: std::fs::File, size: u64) -> Result<(), Fail> {
+        let mut left = size;
+        while left > 0 {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Fail::Halt(Halt::Cancelled));
+            }
+            let slot = self.room()?;
+            let want = (slot.raw.len() - slot.len).min(left.min(usize::MAX as u64) as usize);
+            let buf = &mut slot.raw[slot.len..slot.len + want];
+            let n = loop {
+                match file.read(buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Fail::Error(format!(
+                            "reading {}: {e}",
+                            String::from_utf8_lossy(path)
+                        )))
+                    }
+                }
+            };
+            if n == 0 {
+                log::warn!(
+                    "archive: {} shrank while being archived; padded with zeros",
+                    String::from_utf8_lossy(path)
+                );
+                self.write_zeros(left)?;
+                break;
+            }
+            slot.len += n;
+            self.stream_len += n as u64;
+            left -= n as u64;
+            self.bytes += n as u64;
+            self.counters
+                .bytes_done
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        self.write_zeros(tarfmt::padding(size) as u64)
+    }
+
+    fn finish(&mut self) -> Result<(), Fail> {
+        // End-of-archive: two zero blocks, then pad to a whole record.
+        let end = self.stream_len + 2 * tarfmt::BLOCK as u64;
+        let pad = (tarfmt::RECORD as u64 - end % tarfmt::RECORD as u64) % tarfmt::RECORD as u64;
+        self.write_zeros(2 * tarfmt::BLOCK as u64 + pad)?;
+        self.dispatch(true)
+    }
+}
+
+impl Visitor for Producer<'_> {
+    type Error = Fail;
+
+    fn visit(&mut self, path: &[u8], node: Node) -> Result<(), Fail> {
+        let (st, kind, size, link) = match &node {
+            Node::Dir(st) => (st, tarfmt::DIRECTORY, 0, &[][..]),
+            Node::File(st, _) => (st, tarfmt::REGULAR, st.st_size.max(0) as u64, &[][..]),
+            Node::Symlink(st, target) => (st, tarfmt::SYMLINK, 0, &target[..]),
+        };
+        self.header(&EntryHeader {
+            path,
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid as u64,
+            gid: st.st_gid as u64,
+            size,
+            mtime: st.st_mtime,
+            link,
+        })?;
+        if let Node::File(_, Some(file)) = node {
+            self.content(path, file, size)?;
+        }
+        self.files += 1;
+        self.counters.files_done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+fn produce(
+    root: &Path,
+    pool: Receiver<Slot>,
+    jobs: Sender<Job>,
+    cancel: &AtomicBool,
+    counters: &Counters,
+) -> Result<(u64, u64), Fail> {
+    let mut p = Producer {
+        slot: None,
+        seq: 0,
+        pool,
+        jobs,
+        tail: Vec::with_capacity(gzip::DICT * 2),
+        tail_zero: true,
+        stream_len: 0,
+        files: 0,
+        bytes: 0,
+        header: Vec::with_capacity(2048),
+        cancel,
+        counters,
+    };
+    walk::walk(root, true, &mut p).map_err(|e| match e {
+        WalkStop::Cancelled => Fail::Halt(Halt::Cancelled),
+        WalkStop::Io(m) => Fail::Error(m),
+        WalkStop::Visitor(f) => f,
+    })?;
+    p.finish()?;
+    Ok((p.files, p.bytes))
+}
+
+fn compress(
+    jobs: Receiver<Job>,
+    done: Sender<Job>,
+    level: u32,
+    cancel: &AtomicBool,
+) -> Result<(), Fail> {
+    let mut deflater = BlockDeflater::new(level);
+    loop {
+        let mut job = match pipe::recv(&jobs, cancel) {
+            Ok(j) => j,
+            Err(Halt::Closed) => return Ok(()),
+            Err(h) => return Err(Fail::Halt(h)),
+        };
+        let s = &mut job.slot;
+        s.crc = deflater
+            .compress(
+                &s.dict,
+                &s.raw[..s.len],
+                s.zero,
+                job.last,
+                &mut s.out,
+                cancel,
+            )
+            .map_err(|e| match e {
+                DeflateError::Cancelled => Fail::Halt(Halt::Cancelled),
+                DeflateError::Failed(m) => Fail::Error(m),
+            })?;
+        match pipe::send(&done, job, cancel) {
+            Ok(()) => {}
+            Err(Halt::Closed) => return Ok(()),
+            Err(h) => return Err(Fail::Halt(h)),
+        }
+    }
+}
+
+/// Writes blocks in order with the gzip header and trailer, hashing
+/// exactly the bytes written. Returns (bytes written, SHA-256 hex).
+fn write_out<W: Write>(
+    out: &mut W,
+    done: Receiver<Job>,
+    pool: Sender<Slot>,
+    level: u32,
+    cancel: &AtomicBool,
+    counters: &Counters,
+) -> Result<(u64, String), Fail> {
+    let mut sha = Sha256::new();
+    let mut wire: u64 = 0;
+    let mut emit = |bytes: &[u8], out: &mut W| -> Result<(), Fail> {
+        out.write_all(bytes)
+            .map_err(|e| Fail::Error(format!("writing the archive: {e}")))?;
+        sha.update(bytes);
+        wire += bytes.len() as u64;
+        counters
+            .wire_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    };
+    emit(&gzip::header(level), out)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut total: u64 = 0;
+    let mut next: u64 = 0;
+    let mut pending: BTreeMap<u64, Job> = BTreeMap::new();
+    loop {
+        let job = pipe::recv(&done, cancel)?;
+        pending.insert(job.seq, job);
+        while let Some(job) = pending.remove(&next) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Fail::Halt(Halt::Cancelled));
+            }
+            emit(&job.slot.out, out)?;
+            crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                job.slot.crc,
+                job.slot.len as u64,
+            ));
+            total += job.slot.len as u64;
+            next += 1;
+            if job.last {
+                emit(&gzip::trailer(crc.finalize(), total), out)?;
+                out.flush()
+                    .map_err(|e| Fail::Error(format!("writing the archive: {e}")))?;
+                drop(emit);
+                return Ok((wire, hex::encode(sha.finalize())));
+            }
+            // The walker may be gone already; the slot is then just freed.
+            let _ = pool.send(job.slot);
+        }
+    }
+}
