@@ -190,7 +190,9 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
     p.wait_source_released();
     // One failure report from the source; the destination cleaned up and
     // reported its own failure once.
-    assert!(p.panel.wait_until(Duration::from_secs(10), |_| p.reports().len() >= 2));
+    assert!(p.panel.wait_until(Duration::from_secs(10), |calls| {
+        calls.iter().filter(|c| c.path.ends_with("/transfer/failure")).count() >= 2
+    }));
     std::thread::sleep(Duration::from_millis(300));
     let reports = p.reports();
     assert_eq!(reports.iter().filter(|(k, _)| k == "failure").count(), 2, "{reports:?}");
@@ -262,14 +264,27 @@ fn destination_killed_mid_stream_fails_the_source_which_can_retry() {
     let source_reports = p.reports();
     assert_eq!(source_reports, vec![("failure".to_string(), 204)]);
     // The destination restarts: it finishes the orphaned transfer as
-    // failed, removes its staging, and the panel can try again.
+    // failed, removes its staging, and the panel can try again. (The fake
+    // panel lists every server to every node; the real one lists only the
+    // node's own, so hide this one while the destination boots.)
+    p.panel.remove_server(SERVER);
+    let root = p.dest.keep_root();
     p.dest = TestNode::start_with(NodeOptions {
         remote: Some(p.panel.url()),
-        root: Some(p.dest.root.clone()),
+        root: Some(root),
         ..Default::default()
     });
+    p.panel.add_server(SERVER, settings());
     p.assert_destination_clean();
-    assert!(p.dest.audit_lines().iter().any(|l| l["to"] == "failed" && l["error"].as_str().is_some_and(|e| e.contains("restarted"))));
+    assert!(
+        p.dest
+            .audit_lines()
+            .iter()
+            .any(|l| l["to"] == "failed" && l["error"].as_str().is_some_and(|e| e.contains("restarted"))),
+        "{:?}\n{}",
+        p.dest.audit_lines(),
+        p.dest.log_text()
+    );
     let (code, _) = p.start();
     assert_eq!(code, 202);
     p.source.request("DELETE", &format!("/api/servers/{SERVER}/transfer"), None);
