@@ -107,18 +107,14 @@ start_engine() {
     if engine_answers "$sock"; then
         return 0
     fi
-    # A pidfile whose process is gone would make dockerd refuse to start.
-    if [ -f "$pidfile" ]; then
-        local pid
-        pid="$(cat "$pidfile" 2>/dev/null || true)"
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-            log "dockerd $pid (pidfile $pidfile) is alive but not answering on $sock yet; waiting"
-        else
-            rm -f "$pidfile"
-            pid=""
-        fi
-    fi
-    if ! engine_answers "$sock" && { [ ! -f "$pidfile" ]; }; then
+    # A live dockerd that owns the pidfile is still starting: wait for it.
+    # A pidfile whose process is gone would make a new dockerd refuse to start.
+    local pid=""
+    [ -f "$pidfile" ] && pid="$(cat "$pidfile" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        log "dockerd $pid ($pidfile) is not answering on $sock yet; waiting for it"
+    else
+        rm -f "$pidfile"
         log "starting dockerd on $sock (log: $logfile)"
         mkdir -p "$(dirname "$sock")" "$data_root" "$exec_root" "$(dirname "$logfile")"
         # A socket file left by a dead engine would make the listen fail.
