@@ -84,7 +84,11 @@ impl Flags {
     }
 
     fn check_known(&self, known: &[&str]) -> Result<(), String> {
-        match self.pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(format!("unknown option --{k}")),
             None => Ok(()),
         }
@@ -134,7 +138,9 @@ fn serve(args: &[String]) -> i32 {
 fn dev_config(flags: &Flags) -> Result<Config, String> {
     let dir = PathBuf::from(flags.value("dir").unwrap_or(".ferry"));
     let port: u16 = match flags.value("port") {
-        Some(p) => p.parse().map_err(|_| format!("--port: `{p}` is not a port number"))?,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("--port: `{p}` is not a port number"))?,
         None => 8080,
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -154,7 +160,9 @@ fn dev_config(flags: &Flags) -> Result<Config, String> {
     println!("  address: http://127.0.0.1:{port}");
     println!("  token:   {token}   (also in {})", token_file.display());
     println!("  data:    {}", dir.join("volumes").display());
-    println!("  try:     curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/api/system");
+    println!(
+        "  try:     curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/api/system"
+    );
     Ok(config::development(&dir, &token, port))
 }
 
@@ -186,16 +194,36 @@ fn check_config(args: &[String]) -> i32 {
     };
     let t = &c.system.transfers;
     println!("config ok");
-    println!("  listen:      {}:{}{}", c.api.host, c.api.port, if c.api.ssl.is_some() { " (TLS)" } else { "" });
-    println!("  panel:       {}", if c.standalone() { "none (standalone)" } else { &c.remote });
+    println!(
+        "  listen:      {}:{}{}",
+        c.api.host,
+        c.api.port,
+        if c.api.ssl.is_some() { " (TLS)" } else { "" }
+    );
+    println!(
+        "  panel:       {}",
+        if c.standalone() {
+            "none (standalone)"
+        } else {
+            &c.remote
+        }
+    );
     println!("  data:        {}", c.system.data.display());
     println!("  state:       {}", c.system.state_dir().display());
     println!("  environment: {:?}", c.system.environment);
-    println!("  docker:      {} (network {})", c.docker.socket.display(), c.docker.network);
+    println!(
+        "  docker:      {} (network {})",
+        c.docker.socket.display(),
+        c.docker.network
+    );
     println!(
         "  transfers:   level {}, {} thread(s), upload cap {}, download cap {}, stop timeout {}s",
         t.compression_level,
-        if t.compression_threads == 0 { "one per core".to_string() } else { t.compression_threads.to_string() },
+        if t.compression_threads == 0 {
+            "one per core".to_string()
+        } else {
+            t.compression_threads.to_string()
+        },
         cap(t.upload_limit),
         cap(t.download_limit),
         t.stop_timeout.as_secs()
@@ -223,7 +251,9 @@ fn token(args: &[String]) -> i32 {
         return usage_error("token needs --server UUID");
     };
     if !ferry::server::is_uuid(server) {
-        return usage_error(&format!("--server: `{server}` is not a lowercase server uuid"));
+        return usage_error(&format!(
+            "--server: `{server}` is not a lowercase server uuid"
+        ));
     }
     let Some(key_file) = flags.value("key-file") else {
         return usage_error("token needs --key-file F (a file holding the node token)");

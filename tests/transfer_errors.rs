@@ -28,7 +28,14 @@ fn jwt() -> String {
 fn archive_of_tree() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     make_server_tree(dir.path());
-    let out = Command::new("tar").arg("-czf").arg("-").arg("-C").arg(dir.path()).arg(".").output().unwrap();
+    let out = Command::new("tar")
+        .arg("-czf")
+        .arg("-")
+        .arg("-C")
+        .arg(dir.path())
+        .arg(".")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     out.stdout
 }
@@ -41,9 +48,17 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn body(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, filename, bytes) in parts {
-        write!(out, "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").unwrap();
+        write!(
+            out,
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\""
+        )
+        .unwrap();
         if let Some(f) = filename {
-            write!(out, "; filename=\"{f}\"\r\nContent-Type: application/octet-stream").unwrap();
+            write!(
+                out,
+                "; filename=\"{f}\"\r\nContent-Type: application/octet-stream"
+            )
+            .unwrap();
         }
         out.extend_from_slice(b"\r\n\r\n");
         out.extend_from_slice(bytes);
@@ -53,7 +68,13 @@ fn body(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     out
 }
 
-fn post(node: &TestNode, auth: &str, content_type: &str, body: Vec<u8>, extra: &[(&str, &str)]) -> (u16, serde_json::Value) {
+fn post(
+    node: &TestNode,
+    auth: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
     let mut req = ureq::http::Request::builder()
         .method("POST")
         .uri(node.url("/api/transfers"))
@@ -73,7 +94,10 @@ fn multipart() -> String {
 }
 
 fn assert_clean(node: &TestNode) {
-    assert!(!node.server_dir(SERVER).exists(), "server directory left behind");
+    assert!(
+        !node.server_dir(SERVER).exists(),
+        "server directory left behind"
+    );
     let staging = node.data.join(".ferry-staging");
     let left: Vec<_> = std::fs::read_dir(&staging)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -85,7 +109,10 @@ fn assert_clean(node: &TestNode) {
 fn expect(node: &TestNode, result: (u16, serde_json::Value), status: u16, message: &str) {
     assert_eq!(result.0, status, "{}", result.1);
     let error = result.1["error"].as_str().unwrap_or_default();
-    assert!(error.starts_with(message), "got `{error}`, want `{message}`");
+    assert!(
+        error.starts_with(message),
+        "got `{error}`, want `{message}`"
+    );
     assert_clean(node);
 }
 
@@ -98,15 +125,24 @@ fn a_good_upload_installs_the_tree() {
         &node,
         &format!("Bearer {}", jwt()),
         &multipart(),
-        body(&[("archive", Some("archive.tar.gz"), &archive), ("checksum", None, sum.as_bytes())]),
+        body(&[
+            ("archive", Some("archive.tar.gz"), &archive),
+            ("checksum", None, sum.as_bytes()),
+        ]),
         &[],
     );
     assert_eq!(r.0, 200, "{}", r.1);
     let expected = tempfile::tempdir().unwrap();
     make_server_tree(expected.path());
-    assert_eq!(tree_listing(&node.server_dir(SERVER)), tree_listing(expected.path()));
+    assert_eq!(
+        tree_listing(&node.server_dir(SERVER)),
+        tree_listing(expected.path())
+    );
     let (_, record) = node.get(&format!("/api/servers/{SERVER}/transfer"));
-    assert_eq!((record["direction"].as_str(), record["status"].as_str()), (Some("incoming"), Some("completed")));
+    assert_eq!(
+        (record["direction"].as_str(), record["status"].as_str()),
+        (Some("incoming"), Some("completed"))
+    );
 }
 
 #[test]
@@ -117,52 +153,137 @@ fn every_error_row_of_the_table() {
     let bearer = |t: &str| format!("Bearer {t}");
 
     // Authorization.
-    expect(&node, post(&node, "", &multipart(), Vec::new(), &[]), 401, "The required authorization heads were not present in the request.");
-    expect(&node, post(&node, "Basic abc", &multipart(), Vec::new(), &[]), 401, "The required authorization heads were not present in the request.");
+    expect(
+        &node,
+        post(&node, "", &multipart(), Vec::new(), &[]),
+        401,
+        "The required authorization heads were not present in the request.",
+    );
+    expect(
+        &node,
+        post(&node, "Basic abc", &multipart(), Vec::new(), &[]),
+        401,
+        "The required authorization heads were not present in the request.",
+    );
     let wrong_key = fake_panel::mint_transfer_jwt("some-other-node-token", SERVER);
-    expect(&node, post(&node, &bearer(&wrong_key), &multipart(), Vec::new(), &[]), 401, "Invalid or expired transfer token.");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    expect(
+        &node,
+        post(&node, &bearer(&wrong_key), &multipart(), Vec::new(), &[]),
+        401,
+        "Invalid or expired transfer token.",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let expired = fake_panel::sign_hs256(
         TOKEN.as_bytes(),
         &json!({"alg": "HS256", "typ": "JWT"}),
         &json!({"sub": SERVER, "exp": now - 3600, "iat": now - 7200}),
     );
-    expect(&node, post(&node, &bearer(&expired), &multipart(), Vec::new(), &[]), 401, "Invalid or expired transfer token.");
-    let no_exp = fake_panel::sign_hs256(TOKEN.as_bytes(), &json!({"alg": "HS256", "typ": "JWT"}), &json!({"sub": SERVER}));
-    expect(&node, post(&node, &bearer(&no_exp), &multipart(), Vec::new(), &[]), 401, "Invalid or expired transfer token.");
+    expect(
+        &node,
+        post(&node, &bearer(&expired), &multipart(), Vec::new(), &[]),
+        401,
+        "Invalid or expired transfer token.",
+    );
+    let no_exp = fake_panel::sign_hs256(
+        TOKEN.as_bytes(),
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &json!({"sub": SERVER}),
+    );
+    expect(
+        &node,
+        post(&node, &bearer(&no_exp), &multipart(), Vec::new(), &[]),
+        401,
+        "Invalid or expired transfer token.",
+    );
     let bad_sub = fake_panel::sign_hs256(
         TOKEN.as_bytes(),
         &json!({"alg": "HS256", "typ": "JWT"}),
         &json!({"sub": "../../etc", "exp": now + 600}),
     );
-    expect(&node, post(&node, &bearer(&bad_sub), &multipart(), Vec::new(), &[]), 401, "Invalid or expired transfer token.");
+    expect(
+        &node,
+        post(&node, &bearer(&bad_sub), &multipart(), Vec::new(), &[]),
+        401,
+        "Invalid or expired transfer token.",
+    );
     let no_scope = fake_panel::sign_hs256(
         TOKEN.as_bytes(),
         &json!({"alg": "HS256", "typ": "JWT"}),
         &json!({"sub": SERVER, "exp": now + 600, "scope": "backup websocket"}),
     );
-    expect(&node, post(&node, &bearer(&no_scope), &multipart(), Vec::new(), &[]), 403, "Forbidden.");
-
-    // Body shape.
-    expect(&node, post(&node, &bearer(&jwt()), "application/json", b"{}".to_vec(), &[]), 400, "invalid content type");
     expect(
         &node,
-        post(&node, &bearer(&jwt()), &multipart(), body(&[("checksum", None, good_sum.as_bytes()), ("archive", Some("archive.tar.gz"), &good)]), &[]),
+        post(&node, &bearer(&no_scope), &multipart(), Vec::new(), &[]),
+        403,
+        "Forbidden.",
+    );
+
+    // Body shape.
+    expect(
+        &node,
+        post(
+            &node,
+            &bearer(&jwt()),
+            "application/json",
+            b"{}".to_vec(),
+            &[],
+        ),
+        400,
+        "invalid content type",
+    );
+    expect(
+        &node,
+        post(
+            &node,
+            &bearer(&jwt()),
+            &multipart(),
+            body(&[
+                ("checksum", None, good_sum.as_bytes()),
+                ("archive", Some("archive.tar.gz"), &good),
+            ]),
+            &[],
+        ),
         400,
         "archive must be sent before the checksum",
     );
     expect(
         &node,
-        post(&node, &bearer(&jwt()), &multipart(), body(&[("archive", Some("archive.tar.gz"), &good)]), &[]),
+        post(
+            &node,
+            &bearer(&jwt()),
+            &multipart(),
+            body(&[("archive", Some("archive.tar.gz"), &good)]),
+            &[],
+        ),
         400,
         "missing archive or checksum",
     );
-    let mut truncated = body(&[("archive", Some("archive.tar.gz"), &good), ("checksum", None, good_sum.as_bytes())]);
+    let mut truncated = body(&[
+        ("archive", Some("archive.tar.gz"), &good),
+        ("checksum", None, good_sum.as_bytes()),
+    ]);
     truncated.truncate(good.len() / 2);
-    expect(&node, post(&node, &bearer(&jwt()), &multipart(), truncated, &[]), 400, "missing archive or checksum");
     expect(
         &node,
-        post(&node, &bearer(&jwt()), &multipart(), body(&[("archive", Some("archive.tar.gz"), &good), ("checksum", None, sha256_hex(b"other").as_bytes())]), &[]),
+        post(&node, &bearer(&jwt()), &multipart(), truncated, &[]),
+        400,
+        "missing archive or checksum",
+    );
+    expect(
+        &node,
+        post(
+            &node,
+            &bearer(&jwt()),
+            &multipart(),
+            body(&[
+                ("archive", Some("archive.tar.gz"), &good),
+                ("checksum", None, sha256_hex(b"other").as_bytes()),
+            ]),
+            &[],
+        ),
         400,
         "checksums don't match",
     );
@@ -188,7 +309,16 @@ fn every_error_row_of_the_table() {
     // Space: announced too big for the filesystem, refused before a byte is written.
     expect(
         &node,
-        post(&node, &bearer(&jwt()), &multipart(), body(&[("archive", Some("archive.tar.gz"), &good), ("checksum", None, good_sum.as_bytes())]), &[("X-Ferry-Bytes-Total", "999999999999999999")]),
+        post(
+            &node,
+            &bearer(&jwt()),
+            &multipart(),
+            body(&[
+                ("archive", Some("archive.tar.gz"), &good),
+                ("checksum", None, good_sum.as_bytes()),
+            ]),
+            &[("X-Ferry-Bytes-Total", "999999999999999999")],
+        ),
         400,
         "There is not enough disk space available to perform that action.",
     );
@@ -202,7 +332,11 @@ fn every_error_row_of_the_table() {
             &node,
             &bearer(&jwt()),
             &multipart(),
-            body(&[("configuration", None, config.as_bytes()), ("archive", Some("archive.tar.gz"), &bomb), ("checksum", None, bomb_sum.as_bytes())]),
+            body(&[
+                ("configuration", None, config.as_bytes()),
+                ("archive", Some("archive.tar.gz"), &bomb),
+                ("checksum", None, bomb_sum.as_bytes()),
+            ]),
             &[],
         ),
         400,
@@ -215,17 +349,57 @@ fn every_error_row_of_the_table() {
         *b = !*b;
     }
     let corrupt_sum = sha256_hex(&corrupt);
-    let r = post(&node, &bearer(&jwt()), &multipart(), body(&[("archive", Some("archive.tar.gz"), &corrupt), ("checksum", None, corrupt_sum.as_bytes())]), &[]);
+    let r = post(
+        &node,
+        &bearer(&jwt()),
+        &multipart(),
+        body(&[
+            ("archive", Some("archive.tar.gz"), &corrupt),
+            ("checksum", None, corrupt_sum.as_bytes()),
+        ]),
+        &[],
+    );
     assert_eq!(r.0, 500, "{}", r.1);
-    assert!(r.1["error"].as_str().unwrap().contains("extract"), "{}", r.1);
+    assert!(
+        r.1["error"].as_str().unwrap().contains("extract"),
+        "{}",
+        r.1
+    );
     assert_clean(&node);
 
     // Exists: a server already here.
-    let ok = post(&node, &bearer(&jwt()), &multipart(), body(&[("archive", Some("archive.tar.gz"), &good), ("checksum", None, good_sum.as_bytes())]), &[]);
+    let ok = post(
+        &node,
+        &bearer(&jwt()),
+        &multipart(),
+        body(&[
+            ("archive", Some("archive.tar.gz"), &good),
+            ("checksum", None, good_sum.as_bytes()),
+        ]),
+        &[],
+    );
     assert_eq!(ok.0, 200, "{}", ok.1);
-    let again = post(&node, &bearer(&jwt()), &multipart(), body(&[("archive", Some("archive.tar.gz"), &good), ("checksum", None, good_sum.as_bytes())]), &[]);
-    assert_eq!((again.0, again.1["error"].as_str()), (409, Some("A server with this identifier already exists on this instance.")));
-    assert!(node.server_dir(SERVER).exists(), "the existing server must stay");
+    let again = post(
+        &node,
+        &bearer(&jwt()),
+        &multipart(),
+        body(&[
+            ("archive", Some("archive.tar.gz"), &good),
+            ("checksum", None, good_sum.as_bytes()),
+        ]),
+        &[],
+    );
+    assert_eq!(
+        (again.0, again.1["error"].as_str()),
+        (
+            409,
+            Some("A server with this identifier already exists on this instance.")
+        )
+    );
+    assert!(
+        node.server_dir(SERVER).exists(),
+        "the existing server must stay"
+    );
 }
 
 #[test]
@@ -248,8 +422,20 @@ fn replayed_token_and_concurrent_upload_are_refused() {
         assert!(Instant::now() < deadline, "the open upload never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = post(&node, &format!("Bearer {}", jwt()), &multipart(), Vec::new(), &[]);
-    assert_eq!((r.0, r.1["error"].as_str()), (409, Some("A transfer is already in progress for this server.")));
+    let r = post(
+        &node,
+        &format!("Bearer {}", jwt()),
+        &multipart(),
+        Vec::new(),
+        &[],
+    );
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (
+            409,
+            Some("A transfer is already in progress for this server.")
+        )
+    );
     // Cancel the open one from the node side: aborted, nothing left.
     let (code, _) = node.request("DELETE", &format!("/api/transfers/{SERVER}"), None);
     assert_eq!(code, 202);
@@ -260,8 +446,20 @@ fn replayed_token_and_concurrent_upload_are_refused() {
     // The cancelled transfer's token cannot be used again.
     let good = archive_of_tree();
     let sum = sha256_hex(&good);
-    let r = post(&node, &format!("Bearer {token}"), &multipart(), body(&[("archive", Some("archive.tar.gz"), &good), ("checksum", None, sum.as_bytes())]), &[]);
-    assert_eq!((r.0, r.1["error"].as_str()), (401, Some("Invalid or expired transfer token.")));
+    let r = post(
+        &node,
+        &format!("Bearer {token}"),
+        &multipart(),
+        body(&[
+            ("archive", Some("archive.tar.gz"), &good),
+            ("checksum", None, sum.as_bytes()),
+        ]),
+        &[],
+    );
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (401, Some("Invalid or expired transfer token."))
+    );
     assert!(node.log_text().contains("replay"));
 }
 
@@ -283,18 +481,29 @@ fn curl_form_upload_as_in_the_docs() {
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.trim_end().ends_with("200"), "{text}\n{}", node.log_text());
+    assert!(
+        text.trim_end().ends_with("200"),
+        "{text}\n{}",
+        node.log_text()
+    );
     assert!(node.server_dir(SERVER).join("server.properties").exists());
 }
 
 #[test]
 fn panel_delete_while_the_source_waits_for_the_destination() {
     let panel = fake_panel::FakePanel::start("testtokenid", TOKEN);
-    let dest = TestNode::start_with(NodeOptions { remote: Some(panel.url()), ..Default::default() });
+    let dest = TestNode::start_with(NodeOptions {
+        remote: Some(panel.url()),
+        ..Default::default()
+    });
     panel.add_server(SERVER, json!({"uuid": SERVER}));
     let root = tempfile::tempdir().unwrap().keep();
     make_server_tree(&root.join("volumes").join(SERVER));
-    let source = TestNode::start_with(NodeOptions { remote: Some(panel.url()), root: Some(root), ..Default::default() });
+    let source = TestNode::start_with(NodeOptions {
+        remote: Some(panel.url()),
+        root: Some(root),
+        ..Default::default()
+    });
     let expected = tree_listing(&source.server_dir(SERVER));
     // The panel answers slowly, so the destination's success report (and
     // with it the 200 to the source) is late; the panel deletes on the
@@ -308,7 +517,14 @@ fn panel_delete_while_the_source_waits_for_the_destination() {
     );
     assert_eq!(code, 202);
     panel.set_delay(Duration::from_millis(1500));
-    assert!(source.wait_log("Finished streaming archive to destination.", Duration::from_secs(20)), "{}", source.log_text());
+    assert!(
+        source.wait_log(
+            "Finished streaming archive to destination.",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        source.log_text()
+    );
     let (code, _) = source.request("DELETE", &format!("/api/servers/{SERVER}"), None);
     assert_eq!(code, 204);
     let record = source.wait_transfer_end(SERVER, Duration::from_secs(30));
@@ -317,10 +533,16 @@ fn panel_delete_while_the_source_waits_for_the_destination() {
     while source.server_dir(SERVER).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!source.server_dir(SERVER).exists(), "source data must go once the transfer ended");
+    assert!(
+        !source.server_dir(SERVER).exists(),
+        "source data must go once the transfer ended"
+    );
     assert_eq!(tree_listing(&dest.server_dir(SERVER)), expected);
     panel.set_delay(Duration::ZERO);
-    assert_eq!(panel.transfer_reports(SERVER), vec![("success".to_string(), 204)]);
+    assert_eq!(
+        panel.transfer_reports(SERVER),
+        vec![("success".to_string(), 204)]
+    );
 }
 
 /// A gzip tar built by Python's tarfile with `script` run on `t` (the
@@ -329,8 +551,16 @@ fn python_archive(script: &str) -> Vec<u8> {
     let program = format!(
         "import io,sys,tarfile\nb=io.BytesIO()\nt=tarfile.open(fileobj=b,mode='w:gz')\ndef ti(n):\n    i=tarfile.TarInfo(n); i.size=1; return i\n{script}\nt.close()\nsys.stdout.buffer.write(b.getvalue())\n"
     );
-    let out = Command::new("python3").arg("-c").arg(program).output().expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
