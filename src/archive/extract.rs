@@ -1,10 +1,11 @@
 //! The extraction pipeline: input → SHA-256 tee (caller's thread) →
-//! multi-member gunzip (thread) → tar parsing and safe writes (thread).
+//! multi-member gunzip (thread, `gzip::GunzipReader`) → tar parsing and safe writes (thread).
 //!
 //! Every input byte is hashed, including anything after the tar end
 //! marker. Tar entries are parsed and validated here, not by a library, so
 //! every length is bounded; the writes themselves live in `unpack`.
 
+use super::gzip::GunzipReader;
 use super::pipe::{self, Halt};
 use super::tarfmt::{self, Overrides, BLOCK};
 use super::unpack::{Kind, Target};
@@ -157,6 +158,7 @@ impl BufRead for ChanReader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.len && !self.ended {
             let old = std::mem::take(&mut self.cur);
+            (self.pos, self.len) = (0, 0);
             if !old.is_empty() {
                 let _ = self.pool.try_send(old);
             }
@@ -208,7 +210,7 @@ fn inflate(
         halted: None,
         cancel,
     };
-    let mut dec = flate2::bufread::MultiGzDecoder::new(reader);
+    let mut dec = GunzipReader::new(reader);
     loop {
         let mut buf = out_pool.try_recv().unwrap_or_else(|_| vec![0; OUT_CHUNK]);
         let mut fill = 0;
@@ -225,11 +227,7 @@ fn inflate(
                     if let Some(h) = dec.get_mut().halted.take() {
                         return Err(Fail::Halt(h));
                     }
-                    return Err(corrupt(if e.kind() == io::ErrorKind::UnexpectedEof {
-                        format!("gzip: truncated stream ({e})")
-                    } else {
-                        format!("gzip: {e}")
-                    }));
+                    return Err(corrupt(format!("gzip: {e}")));
                 }
             }
             if cancel.load(Ordering::Relaxed) {
@@ -269,6 +267,7 @@ impl Blocks<'_> {
                 return Ok(false);
             }
             let old = std::mem::take(&mut self.cur);
+            (self.pos, self.len) = (0, 0);
             if !old.is_empty() {
                 let _ = self.pool.try_send(old);
             }
