@@ -7,7 +7,6 @@ mod archive_support;
 use archive_support::*;
 use ferry::archive::{self, Counters, ExtractLimits, PackOptions, Staging};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 

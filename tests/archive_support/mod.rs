@@ -233,9 +233,17 @@ pub fn assert_clean(data: &Path) {
 pub fn header(name: &[u8], kind: u8, size: u64, link: &[u8], mode: u32) -> [u8; 512] {
     let mut h = [0u8; 512];
     h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+    // Octal, or GNU base-256 when it does not fit.
     let oct = |f: &mut [u8], v: u64| {
         let s = format!("{:0w$o}\0", v, w = f.len() - 1);
-        f.copy_from_slice(s.as_bytes());
+        if s.len() == f.len() {
+            f.copy_from_slice(s.as_bytes());
+        } else {
+            f.fill(0);
+            f[0] = 0x80;
+            let n = f.len();
+            f[n - 8..].copy_from_slice(&v.to_be_bytes());
+        }
     };
     oct(&mut h[100..108], mode as u64);
     oct(&mut h[108..116], 0);
