@@ -48,6 +48,10 @@ pub enum DeflateError {
 /// One worker's compressor, reused from block to block.
 pub struct BlockDeflater {
     c: Compress,
+    /// Level 0, for blocks that look incompressible (already-compressed
+    /// jars, region chunks): deflate would spend time only to expand them.
+    stored: Compress,
+    level: u32,
     /// Compressed form of a full block of zeros after a zero dictionary
     /// (sparse files, preallocated space): computed once, reused.
     zero_block: Option<(usize, Vec<u8>, u32)>,
@@ -57,6 +61,8 @@ impl BlockDeflater {
     pub fn new(level: u32) -> BlockDeflater {
         BlockDeflater {
             c: Compress::new(Compression::new(level.min(9)), false),
+            stored: Compress::new(Compression::new(0), false),
+            level: level.min(9),
             zero_block: None,
         }
     }
@@ -85,7 +91,8 @@ impl BlockDeflater {
             self.zero_block = Some((data.len(), out.clone(), crc));
             return Ok(crc);
         }
-        self.deflate(dict, data, last, out, cancel)
+        let store = self.level > 0 && looks_incompressible(data);
+        self.deflate(dict, data, last, store, out, cancel)
     }
 
     fn deflate(
@@ -93,13 +100,16 @@ impl BlockDeflater {
         dict: &[u8],
         data: &[u8],
         last: bool,
+        store: bool,
         out: &mut Vec<u8>,
         cancel: &AtomicBool,
     ) -> Result<u32, DeflateError> {
         let fail = |e: flate2::CompressError| DeflateError::Failed(format!("deflate: {e}"));
-        self.c.reset();
-        if !dict.is_empty() {
-            self.c.set_dictionary(dict).map_err(fail)?;
+        let c = if store { &mut self.stored } else { &mut self.c };
+        c.reset();
+        // Stored blocks never refer back, so they need no dictionary.
+        if !dict.is_empty() && !store {
+            c.set_dictionary(dict).map_err(fail)?;
         }
         out.clear();
         let want = out_capacity(data.len());
@@ -117,11 +127,10 @@ impl BlockDeflater {
                 if out.capacity() - out.len() < 1024 {
                     out.reserve(SLICE);
                 }
-                let before = self.c.total_in();
-                self.c
-                    .compress_vec(rest, out, FlushCompress::None)
+                let before = c.total_in();
+                c.compress_vec(rest, out, FlushCompress::None)
                     .map_err(fail)?;
-                let used = (self.c.total_in() - before) as usize;
+                let used = (c.total_in() - before) as usize;
                 rest = &rest[used..];
             }
         }
@@ -134,7 +143,7 @@ impl BlockDeflater {
             if out.capacity() - out.len() < 1024 {
                 out.reserve(SLICE);
             }
-            let status = self.c.compress_vec(&[], out, flush).map_err(fail)?;
+            let status = c.compress_vec(&[], out, flush).map_err(fail)?;
             // Done when the stream ended (Finish) or the flush left room
             // in the output (Sync: everything pending was emitted).
             let done = match flush {
@@ -146,6 +155,36 @@ impl BlockDeflater {
             }
         }
     }
+}
+
+/// Bytes sampled from a block to judge whether it is worth compressing.
+const PROBE: usize = 8 * 1024;
+
+/// True when four 8 KiB samples spread over `data` have a byte entropy
+/// so close to 8 bits that deflate cannot gain (random or already
+/// compressed data). Windows of 8 KiB so data mixing 4 KiB compressed and
+/// plain sectors (region files) is never mistaken for incompressible.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    if data.len() < 8 * PROBE {
+        return false;
+    }
+    let mut hist = [0u32; 256];
+    for k in 0..4 {
+        let off = data.len() / 8 + k * (data.len() / 4);
+        for &b in &data[off..off + PROBE] {
+            hist[b as usize] += 1;
+        }
+    }
+    let n = (4 * PROBE) as f64;
+    let entropy: f64 = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.97
 }
 
 /// Deflate bits, least significant first.
@@ -539,5 +578,39 @@ mod tests {
             .to_string()
             .contains("checksum"));
         assert_eq!(kind(b"PK\x03\x04 not gzip"), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn incompressible_probe() {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random));
+        // 4 KiB random sectors alternating with text: worth compressing.
+        let mut mixed = random.clone();
+        for (i, sector) in mixed.chunks_mut(4096).enumerate() {
+            if i % 2 == 1 {
+                sector.copy_from_slice(&b"minecraft:stone ".repeat(256));
+            }
+        }
+        assert!(!looks_incompressible(&mixed));
+        assert!(!looks_incompressible(&vec![0u8; 1 << 20]));
+        assert!(!looks_incompressible(&random[..1000]));
+        // And stored blocks still round-trip.
+        let cancel = AtomicBool::new(false);
+        let mut d = BlockDeflater::new(1);
+        let mut out = Vec::new();
+        let crc = d.compress(&[], &random, false, true, &mut out, &cancel).unwrap();
+        assert!(out.len() < random.len() + random.len() / 100);
+        let mut gz = header(1).to_vec();
+        gz.extend_from_slice(&out);
+        gz.extend_from_slice(&trailer(crc, random.len() as u64));
+        assert_eq!(gunzip(&gz).unwrap(), random);
     }
 }
