@@ -3,8 +3,9 @@
 //! archive_bench pack SRC [LEVEL] [THREADS] [OUT]   pack+gzip+hash (OUT or a sink)
 //! archive_bench extract ARCHIVE DATA_DIR          extract into staging and commit
 //!
-//! Prints one line: `<op> secs=<s> bytes=<content bytes> wire=<archive bytes>
-//! files=<n> maxrss_kib=<peak RSS of this process> sha256=<hex>`.
+//! Prints one line: `<op> secs=<s> cpu=<s> bytes=<content bytes> wire=<archive bytes>
+//! files=<n> maxrss_kib=<peak RSS> sha256=<hex>`, plus `cpu=` (user+system
+//! seconds of all threads).
 
 use ferry::archive::{self, Counters, ExtractLimits, PackOptions, Staging};
 use std::io::{BufReader, BufWriter, Write};
@@ -12,11 +13,13 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-fn max_rss_kib() -> i64 {
+/// (peak RSS in KiB, user+system CPU seconds) of this process.
+fn usage_now() -> (i64, f64) {
     // SAFETY: getrusage fills the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_maxrss
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (ru.ru_maxrss, secs(ru.ru_utime) + secs(ru.ru_stime))
 }
 
 fn usage() -> ! {
@@ -89,10 +92,10 @@ fn main() {
 
 fn report(op: &str, secs: f64, bytes: u64, wire: u64, files: u64, sha: &str) {
     let mut out = std::io::stdout().lock();
+    let (rss, cpu) = usage_now();
     let _ = writeln!(
         out,
-        "{op} secs={secs:.3} bytes={bytes} wire={wire} files={files} maxrss_kib={} sha256={sha}",
-        max_rss_kib()
+        "{op} secs={secs:.3} cpu={cpu:.3} bytes={bytes} wire={wire} files={files} maxrss_kib={rss} sha256={sha}"
     );
 }
 

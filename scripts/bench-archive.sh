@@ -41,8 +41,13 @@ fi
 (cd "$ROOT" && cargo build --release --quiet --example archive_bench)
 BIN=$ROOT/target/release/examples/archive_bench
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f\n", b - a}'; }
+# Runs a shell pipeline; appends wall seconds to $1 and CPU seconds
+# (user+system of every process in it) to $2.
+timed() {
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time.out" bash -c "$3"
+    awk '{print $1}' "$WORK/time.out" >>"$1"
+    awk '{printf "%.3f\n", $2 + $3}' "$WORK/time.out" >>"$2"
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
@@ -55,26 +60,26 @@ ARCHIVE=$WORK/archive.tar.gz
 WIRE=$(stat -c %s "$ARCHIVE")
 
 rm -rf "$OUT"
-: >"$WORK/pack.ferry"; : >"$WORK/pack.pigz"; : >"$WORK/x.ferry"; : >"$WORK/x.pigz"; : >"$WORK/rss"
+for f in pack.ferry pack.pigz x.ferry x.pigz; do : >"$WORK/$f"; : >"$WORK/$f.cpu"; done
+: >"$WORK/rss"
 for round in $(seq "$ROUNDS"); do
     out=$("$BIN" pack "$FIXTURE" "$LEVEL" "$THREADS")
     echo "$out" | field secs >>"$WORK/pack.ferry"
+    echo "$out" | field cpu >>"$WORK/pack.ferry.cpu"
     echo "$out" | field maxrss_kib >>"$WORK/rss"
 
-    t0=$(now)
-    tar -cf - -C "$FIXTURE" . | pigz -1 -p2 | sha256sum >/dev/null
-    elapsed "$t0" >>"$WORK/pack.pigz"
+    timed "$WORK/pack.pigz" "$WORK/pack.pigz.cpu" \
+        "tar -cf - -C '$FIXTURE' . | pigz -1 -p2 | sha256sum >/dev/null"
 
     xf=$OUT/ferry-$round xp=$OUT/pigz-$round
     mkdir -p "$xf" "$xp"; sync
     out=$("$BIN" extract "$ARCHIVE" "$xf")
     echo "$out" | field secs >>"$WORK/x.ferry"
+    echo "$out" | field cpu >>"$WORK/x.ferry.cpu"
     echo "$out" | field maxrss_kib >>"$WORK/rss"
     sync
 
-    t0=$(now)
-    pigz -dc "$ARCHIVE" | tar -xf - -C "$xp"
-    elapsed "$t0" >>"$WORK/x.pigz"
+    timed "$WORK/x.pigz" "$WORK/x.pigz.cpu" "pigz -dc '$ARCHIVE' | tar -xf - -C '$xp'"
     sync
     echo "round $round: pack ferry $(tail -1 "$WORK/pack.ferry")s pigz $(tail -1 "$WORK/pack.pigz")s;" \
         "extract ferry $(tail -1 "$WORK/x.ferry")s pigz $(tail -1 "$WORK/x.pigz")s" >&2
@@ -84,6 +89,8 @@ rm -rf "$OUT"
 pf=$(median <"$WORK/pack.ferry"); pp=$(median <"$WORK/pack.pigz")
 xf=$(median <"$WORK/x.ferry"); xp=$(median <"$WORK/x.pigz")
 rss=$(sort -n "$WORK/rss" | tail -1)
+pfc=$(median <"$WORK/pack.ferry.cpu"); ppc=$(median <"$WORK/pack.pigz.cpu")
+xfc=$(median <"$WORK/x.ferry.cpu"); xpc=$(median <"$WORK/x.pigz.cpu")
 mbs() { awk -v b="$BYTES" -v s="$1" 'BEGIN {printf "%.1f", b / s / 1e6}'; }
 ratio() { awk -v f="$1" -v p="$2" 'BEGIN {printf "%.2f", p / f}'; }
 
@@ -92,4 +99,7 @@ printf "pack+gzip+sha256   ferry %6.2fs %7s MB/s   tar|pigz -1 -p2|sha256sum %6.
     "$pf" "$(mbs "$pf")" "$pp" "$(mbs "$pp")" "$(ratio "$pf" "$pp")"
 printf "extract            ferry %6.2fs %7s MB/s   pigz -dc|tar -xf -          %6.2fs %7s MB/s   ratio %sx (target 1.2x)\n" \
     "$xf" "$(mbs "$xf")" "$xp" "$(mbs "$xp")" "$(ratio "$xf" "$xp")"
+printf "CPU seconds (user+sys, all threads/processes): pack ferry %.2f vs %.2f (%sx), extract ferry %.2f vs %.2f (%sx)\n" \
+    "$pfc" "$ppc" "$(ratio "$pfc" "$ppc")" "$xfc" "$xpc" "$(ratio "$xfc" "$xpc")"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall times)"
 echo "ferry peak RSS: $((rss / 1024)) MiB ($rss KiB; target < 32 MiB)"

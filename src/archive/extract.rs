@@ -24,6 +24,8 @@ pub const MAX_TRAILING: u64 = 16 << 20;
 const IN_CHUNK: usize = 256 * 1024;
 /// Decompressed bytes per block handed to the tar stage.
 const OUT_CHUNK: usize = 1 << 20;
+const IN_DEPTH: usize = 6;
+const OUT_DEPTH: usize = 4;
 
 enum Msg {
     Data(Vec<u8>, usize),
@@ -60,10 +62,12 @@ pub fn extract<R: Read>(
     counters: &Counters,
 ) -> Result<ExtractSummary, ExtractError> {
     let root = staging.dir_fd();
-    let (in_tx, in_rx) = bounded::<Msg>(4);
-    let (in_pool_tx, in_pool_rx) = bounded::<Vec<u8>>(8);
-    let (out_tx, out_rx) = bounded::<Msg>(3);
-    let (out_pool_tx, out_pool_rx) = bounded::<Vec<u8>>(6);
+    // Depths let each stage run ahead when the scheduler gives it the CPU
+    // (about 2 MiB of input and 6 MiB of output in flight at most).
+    let (in_tx, in_rx) = bounded::<Msg>(IN_DEPTH);
+    let (in_pool_tx, in_pool_rx) = bounded::<Vec<u8>>(IN_DEPTH + 2);
+    let (out_tx, out_rx) = bounded::<Msg>(OUT_DEPTH);
+    let (out_pool_tx, out_pool_rx) = bounded::<Vec<u8>>(OUT_DEPTH + 2);
 
     let mut sha = Sha256::new();
     let mut wire: u64 = 0;

@@ -606,7 +606,9 @@ mod tests {
         let cancel = AtomicBool::new(false);
         let mut d = BlockDeflater::new(1);
         let mut out = Vec::new();
-        let crc = d.compress(&[], &random, false, true, &mut out, &cancel).unwrap();
+        let crc = d
+            .compress(&[], &random, false, true, &mut out, &cancel)
+            .unwrap();
         assert!(out.len() < random.len() + random.len() / 100);
         let mut gz = header(1).to_vec();
         gz.extend_from_slice(&out);
