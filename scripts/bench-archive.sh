@@ -26,9 +26,12 @@ ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-2}
 LEVEL=${BENCH_LEVEL:-1}
 
-if ! command -v pigz >/dev/null; then
-    echo "pigz missing: installing it" >&2
-    apt-get update -qq && apt-get install -y -qq pigz >/dev/null
+missing=()
+command -v pigz >/dev/null || missing+=(pigz)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 FIXTURE=$WORK/fixture-$SCALE
