@@ -157,6 +157,7 @@ impl BufRead for ChanReader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.len && !self.ended {
             let old = std::mem::take(&mut self.cur);
+            (self.pos, self.len) = (0, 0);
             if !old.is_empty() {
                 let _ = self.pool.try_send(old);
             }
@@ -274,6 +275,7 @@ impl Blocks<'_> {
                 return Ok(false);
             }
             let old = std::mem::take(&mut self.cur);
+            (self.pos, self.len) = (0, 0);
             if !old.is_empty() {
                 let _ = self.pool.try_send(old);
             }

@@ -120,6 +120,14 @@ impl TestNode {
         }
     }
 
+    /// Keeps the root directory after this node is dropped (restart tests).
+    pub fn keep_root(&mut self) -> PathBuf {
+        if let Some(tmp) = self._tmp.take() {
+            let _ = tmp.keep();
+        }
+        self.root.clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
