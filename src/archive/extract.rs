@@ -167,12 +167,7 @@ impl BufRead for ChanReader<'_> {
                     self.pos = 0;
                     self.len = n;
                 }
-                Ok(Msg::End) => {
-                    // `cur` was handed back to the pool above: nothing is left to read.
-                    self.pos = 0;
-                    self.len = 0;
-                    self.ended = true;
-                }
+                Ok(Msg::End) => self.ended = true,
                 Err(h) => {
                     self.halted = Some(h);
                     return Err(io::Error::other("upstream stopped"));
