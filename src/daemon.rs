@@ -126,11 +126,14 @@ fn open_environment(config: &Config) -> Result<Box<dyn Environment>, StartError>
         EnvironmentKind::None => Ok(Box::new(NoneEnvironment::new())),
         EnvironmentKind::Docker => {
             let socket = socket_from_env(&config.docker.socket).map_err(|e| StartError(e.to_string()))?;
-            let docker = DockerEnvironment::connect(&socket, &config.docker.network).map_err(|e| {
+            let mut docker = DockerEnvironment::connect(&socket, &config.docker.network).map_err(|e| {
                 StartError(format!(
                     "{e} (set `docker.socket`, or `system.environment: none` to run without containers)"
                 ))
             })?;
+            if let Some((uid, gid)) = config.system.user {
+                docker = docker.with_user(uid, gid);
+            }
             Ok(Box::new(docker))
         }
     }

@@ -4,7 +4,7 @@
 pub mod docker;
 pub mod none;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,47 +71,4 @@ pub trait Environment: Send + Sync {
     fn kill(&self, server: &ServerSpec) -> Result<(), EnvError>;
     /// Removes the container if it exists.
     fn destroy(&self, server: &ServerSpec) -> Result<(), EnvError>;
-}
-
-/// Opens the environment named by `system.environment`: `docker` connects to
-/// the Engine (`DOCKER_HOST=unix://…` overrides `docker_socket`) and fails at
-/// once when it cannot be reached; `none` needs nothing.
-pub fn open(
-    kind: &str,
-    docker_socket: &Path,
-    network: &str,
-) -> Result<Box<dyn Environment>, EnvError> {
-    match kind {
-        "docker" => {
-            let socket = docker::socket_from_env(docker_socket)?;
-            Ok(Box::new(docker::DockerEnvironment::connect(
-                &socket, network,
-            )?))
-        }
-        "none" => Ok(Box::new(none::NoneEnvironment::new())),
-        other => Err(EnvError::BadSettings(format!(
-            "system.environment must be `docker` or `none`, not {other:?}"
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn open_by_kind() {
-        let sock = Path::new("/nonexistent/docker.sock");
-        assert_eq!(open("none", sock, "none").unwrap().name(), "none");
-        assert!(matches!(
-            open("podman", sock, "none"),
-            Err(EnvError::BadSettings(_))
-        ));
-        if std::env::var_os("DOCKER_HOST").is_none() {
-            assert!(matches!(
-                open("docker", sock, "none"),
-                Err(EnvError::Unavailable(_))
-            ));
-        }
-    }
 }
