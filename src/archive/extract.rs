@@ -162,14 +162,12 @@ impl BufRead for ChanReader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.len && !self.ended {
             let old = std::mem::take(&mut self.cur);
+            // The buffer is gone: `pos`/`len` must not point into it, or
+            // the slice below panics when `End` follows.
             (self.pos, self.len) = (0, 0);
             if !old.is_empty() {
                 let _ = self.pool.try_send(old);
             }
-            // The buffer is gone: `pos`/`len` must not point into it, or
-            // the slice below panics when `End` follows.
-            self.pos = 0;
-            self.len = 0;
             match pipe::recv(&self.rx, self.cancel) {
                 Ok(Msg::Data(buf, n)) => {
                     self.cur = buf;
