@@ -118,6 +118,7 @@ pub fn pack<W: Write>(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<PackSummary, PackError> {
+    sys::map_large_buffers();
     pack::pack(root, out, options, cancel, counters)
 }
 
@@ -172,6 +173,7 @@ pub fn extract<R: Read>(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<ExtractSummary, ExtractError> {
+    sys::map_large_buffers();
     extract::extract(input, staging, limits, cancel, counters)
 }
 
