@@ -22,6 +22,13 @@ import sys
 SECTOR = 4096
 
 
+def random_bytes(rng, size):
+    """rng.randbytes(size) in 16 MiB pieces: one call overflows past
+    256 MiB (--scale 8). Pieces of whole 32-bit words draw the same bytes."""
+    piece = 16 << 20
+    return b"".join(rng.randbytes(min(piece, size - i)) for i in range(0, size, piece))
+
+
 def structured_pool(rng, count=256):
     """NBT-ish sectors: repeated names with small varying integers."""
     words = [b"minecraft:stone", b"minecraft:air", b"minecraft:dirt",
@@ -99,7 +106,7 @@ def main():
         return max(1, int(round(count * a.scale)))
 
     total = 0
-    jar = rng.randbytes(n(40 << 20))
+    jar = random_bytes(rng, n(40 << 20))
     write(os.path.join(a.out, "server.jar"), jar)
     total += len(jar)
 
