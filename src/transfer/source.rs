@@ -129,9 +129,19 @@ fn stream(
         "settings": spec.settings,
         "process_configuration": spec.process_configuration,
     });
+    let outgoing = node
+        .transfers
+        .all_active()
+        .iter()
+        .filter(|t| t.direction == crate::transfer::Direction::Outgoing)
+        .count();
     let options = PackOptions {
         level: node.config.system.transfers.compression_level,
-        threads: node.config.system.transfers.compression_threads,
+        threads: compression_threads(
+            node.config.system.transfers.compression_threads,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            outgoing,
+        ),
     };
     let producer = {
         let transfer = Arc::clone(transfer);
@@ -210,6 +220,17 @@ fn stream(
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.chars().take(200).collect());
     Err(format!("the destination answered {status}: {reason}"))
+}
+
+/// Compression workers for a transfer: the configured number, or for 0
+/// ("one per core") the cores divided among the outgoing transfers
+/// running now, at least one. Eight transfers on two cores each with two
+/// workers and six 2 MiB slots only add threads and cache misses.
+fn compression_threads(configured: usize, cores: usize, outgoing: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    (cores / outgoing.max(1)).max(1)
 }
 
 /// Writes the multipart body: configuration, archive, checksum.
@@ -317,4 +338,18 @@ pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
         })
         .ok();
     Monitor { stop, handle }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compression_threads;
+
+    #[test]
+    fn automatic_threads_share_the_cores_among_transfers() {
+        assert_eq!(compression_threads(0, 2, 1), 2);
+        assert_eq!(compression_threads(0, 2, 0), 2);
+        assert_eq!(compression_threads(0, 2, 8), 1);
+        assert_eq!(compression_threads(0, 16, 3), 5);
+        assert_eq!(compression_threads(3, 2, 8), 3, "an explicit setting wins");
+    }
 }
