@@ -6,7 +6,6 @@
 //! bounded pipe through the multipart writer; a monitor publishes progress.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -290,15 +289,18 @@ fn produce(
 }
 
 /// Publishes `transfer progress` every second and the Wings upload line
-/// every 5 seconds until dropped.
+/// every 5 seconds until dropped. Dropping it wakes the thread at once
+/// (it waits on a channel, not in a sleep), so ending a transfer is not
+/// delayed by up to a tick.
 pub struct Monitor {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Option<crossbeam_channel::Sender<()>>,
     handle: Option<thread::JoinHandle<()>>,
 }
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        // Disconnecting the channel is the stop signal.
+        self.stop.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -306,15 +308,16 @@ impl Drop for Monitor {
 }
 
 pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (node, transfer, flag) = (Arc::clone(node), Arc::clone(transfer), Arc::clone(&stop));
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let (node, transfer) = (Arc::clone(node), Arc::clone(transfer));
     let handle = thread::Builder::new()
         .name(format!("mon-{}", &transfer.id[..8]))
         .spawn(move || {
             let mut last_line = Instant::now();
             let mut last_progress = Instant::now();
-            while !flag.load(Ordering::SeqCst) {
-                thread::sleep(Duration::from_millis(100));
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(100))
+            {
                 if last_progress.elapsed() >= Duration::from_secs(1) {
                     last_progress = Instant::now();
                     let progress = transfer.progress();
@@ -337,7 +340,10 @@ pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
             }
         })
         .ok();
-    Monitor { stop, handle }
+    Monitor {
+        stop: Some(stop),
+        handle,
+    }
 }
 
 #[cfg(test)]
