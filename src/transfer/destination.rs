@@ -10,6 +10,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::archive::{self, ExtractError, ExtractLimits, Staging};
+use crate::environment::{EnvError, PowerState, ServerSpec};
 use crate::http::auth;
 use crate::http::reply::{self, ApiError};
 use crate::http::{Request, Response};
@@ -158,6 +159,7 @@ fn install(
     {
         preflight_space(node, limit, total)?;
     }
+    refuse_running_container(node, uuid)?;
     let staging = Staging::create(&node.config.system.data, uuid, &transfer.id)
         .map_err(|e| ApiError::new(500, format!("failed to create the staging directory: {e}")))?;
     node.transfer_log(transfer, "Receiving archive from source...");
@@ -226,6 +228,8 @@ fn install(
     }
     node.transfer_log(transfer, "Archive verified, installing server...");
     let config = config.unwrap_or_else(|| ServerConfig::minimal(uuid));
+    // Again: a container may have been started while the archive arrived.
+    refuse_running_container(node, uuid)?;
     staging
         .commit()
         .map_err(|e| ApiError::new(500, format!("failed to move the server into place: {e}")))?;
@@ -242,7 +246,7 @@ fn install(
         }
     };
     let spec = server.spec(&node.config.system.data);
-    if let Err(e) = node.environment.create(&spec) {
+    if let Err(e) = create_container(node, &spec) {
         uninstall(node, &config);
         return Err(ApiError::new(
             500,
@@ -254,6 +258,47 @@ fn install(
         return Err(ApiError::new(500, e));
     }
     Ok(config)
+}
+
+/// Refuses the install while a container with the server's name runs on
+/// this node's Engine. The server is new here, so such a container is not
+/// ours: another node may be using the same Engine (container names are
+/// server UUIDs, so two nodes need two Engines), and stopping it is not
+/// this transfer's call. Checked before the archive is received, so a
+/// doomed transfer fails at once, and again before anything is moved into
+/// place.
+fn refuse_running_container(node: &Node, uuid: &str) -> Result<(), ApiError> {
+    let minimal = ServerConfig::minimal(uuid);
+    let spec = ServerSpec {
+        uuid: minimal.uuid,
+        settings: minimal.settings,
+        process_configuration: minimal.process_configuration,
+        data_dir: crate::server::data_dir(&node.config.system.data, uuid),
+    };
+    let refused = |why: String| {
+        ApiError::new(
+            500,
+            format!("failed to create the server environment: {why}"),
+        )
+    };
+    match node.environment.state(&spec) {
+        Ok(PowerState::Offline) => Ok(()),
+        Ok(state) => Err(refused(format!(
+            "a container named {uuid} is already {} on this node's Docker Engine \
+             (is another node using the same Engine?)",
+            state.as_str()
+        ))),
+        Err(e) => Err(refused(e.to_string())),
+    }
+}
+
+/// Creates the server's container. One that exists already with its name
+/// (stopped: `refuse_running_container` ran) was left by an earlier install
+/// or delete and may carry stale settings, so it is replaced by one made
+/// from the configuration just received rather than kept.
+fn create_container(node: &Node, spec: &ServerSpec) -> Result<(), EnvError> {
+    node.environment.destroy(spec)?;
+    node.environment.create(spec)
 }
 
 /// Removes a just-installed server: container, files, registry entry.
