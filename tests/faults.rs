@@ -61,13 +61,20 @@ fn wait_dest_bytes(dest: &TestNode) {
         if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "the destination saw no bytes\n{}", dest.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the destination saw no bytes\n{}",
+            dest.log_text()
+        );
         std::thread::sleep(Duration::from_millis(30));
     }
 }
 
 fn assert_dest_clean(dest: &TestNode) {
-    assert!(!dest.server_dir(SERVER).exists(), "server directory on the destination");
+    assert!(
+        !dest.server_dir(SERVER).exists(),
+        "server directory on the destination"
+    );
     let staging = dest.data.join(".ferry-staging");
     let left: Vec<_> = std::fs::read_dir(&staging)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -91,7 +98,12 @@ fn wait_reports(panel: &FakePanel, n: usize) {
     }
     // Anything more than expected would arrive about now.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(failure_reports(panel), n, "{:?}", panel.transfer_reports(SERVER));
+    assert_eq!(
+        failure_reports(panel),
+        n,
+        "{:?}",
+        panel.transfer_reports(SERVER)
+    );
 }
 
 #[test]
@@ -131,17 +143,24 @@ fn source_killed_mid_stream() {
 
 /// Forwards one connection to `target`, cutting both sides once `limit`
 /// bytes went upstream.
-fn cutting_proxy(target: std::net::SocketAddr, limit: u64) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+fn cutting_proxy(
+    target: std::net::SocketAddr,
+    limit: u64,
+) -> (std::net::SocketAddr, Arc<AtomicBool>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let cut = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cut);
     std::thread::spawn(move || {
-        let Ok((client, _)) = listener.accept() else { return };
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
         let upstream = TcpStream::connect(target).unwrap();
         let sent = Arc::new(AtomicU64::new(0));
-        let (mut c_read, mut u_write) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-        let (mut u_read, mut c_write) = (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+        let (mut c_read, mut u_write) =
+            (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+        let (mut u_read, mut c_write) =
+            (upstream.try_clone().unwrap(), client.try_clone().unwrap());
         let counter = Arc::clone(&sent);
         let up = std::thread::spawn(move || {
             let mut buf = [0u8; 16 * 1024];
@@ -177,7 +196,12 @@ fn network_cut_mid_stream() {
     let source = start_source(&panel, "", make_server_tree);
     let before = tree_listing(&source.server_dir(SERVER));
     let (proxy, cut) = cutting_proxy(dest.addr, 1024 * 1024);
-    begin(&panel, &source, &dest.token, &format!("http://{proxy}/api/transfers"));
+    begin(
+        &panel,
+        &source,
+        &dest.token,
+        &format!("http://{proxy}/api/transfers"),
+    );
     let record = source.wait_transfer_end(SERVER, Duration::from_secs(30));
     assert!(cut.load(Ordering::SeqCst), "the proxy never cut");
     assert_eq!(record["status"], "failed", "{record}");
@@ -194,7 +218,10 @@ struct Mount(std::path::PathBuf);
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -212,7 +239,10 @@ fn destination_filesystem_full() {
         .arg(&data)
         .status()
         .expect("mount(8)");
-    assert!(status.success(), "this test needs to mount a tmpfs (run as root)");
+    assert!(
+        status.success(),
+        "this test needs to mount a tmpfs (run as root)"
+    );
     let _mount = Mount(data.clone());
     let dest = start_dest(&panel, Some(root));
     let source = start_source(&panel, "", |dir| {
@@ -226,7 +256,10 @@ fn destination_filesystem_full() {
     let record = source.wait_transfer_end(SERVER, Duration::from_secs(30));
     assert_eq!(record["status"], "failed");
     assert!(
-        record["error"].as_str().unwrap().contains("There is not enough disk space"),
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("There is not enough disk space"),
         "{record}"
     );
     let dest_record = dest.wait_transfer_end(SERVER, Duration::from_secs(10));
@@ -252,7 +285,10 @@ fn panel_refusing_reports_never_leaves_a_server_locked() {
     assert_eq!(record["status"], "cancelled");
     dest.wait_transfer_end(SERVER, Duration::from_secs(10));
     wait_reports(&panel, 2);
-    assert!(panel.transfer_reports(SERVER).iter().all(|(_, status)| *status == 409));
+    assert!(panel
+        .transfer_reports(SERVER)
+        .iter()
+        .all(|(_, status)| *status == 409));
     let (_, view) = source.get(&format!("/api/servers/{SERVER}"));
     assert_eq!(view["is_transferring"], false);
     assert_dest_clean(&dest);
@@ -276,9 +312,18 @@ fn shutdown_signal_mid_transfer_cancels_after_the_grace_period() {
     wait_dest_bytes(&dest);
     let status = source.terminate();
     assert_eq!(status.code(), Some(0), "{}", source.log_text());
-    assert!(source.log_text().contains("still running at shutdown"), "{}", source.log_text());
+    assert!(
+        source.log_text().contains("still running at shutdown"),
+        "{}",
+        source.log_text()
+    );
     let audit = source.audit_lines();
-    assert!(audit.iter().any(|l| l["to"] == "cancelled" && l["reason"] == "node shutting down"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["to"] == "cancelled" && l["reason"] == "node shutting down"),
+        "{audit:?}"
+    );
     dest.wait_transfer_end(SERVER, Duration::from_secs(10));
     assert_dest_clean(&dest);
     wait_reports(&panel, 2);
