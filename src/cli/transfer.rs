@@ -108,6 +108,10 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
         }
     };
 
+    if signal::interrupted() {
+        eprintln!("ferry transfer: interrupted before the transfer started; nothing was sent");
+        return Ok(130);
+    }
     let jwt = crate::jwt::mint_transfer_token(dest_token.as_bytes(), server, JWT_TTL);
     let body = json!({
         "url": dest,
