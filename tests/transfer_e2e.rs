@@ -49,7 +49,11 @@ fn pair(source_transfers: &str) -> Pair {
         transfers_yaml: source_transfers.to_string(),
         ..Default::default()
     });
-    Pair { panel, source, dest }
+    Pair {
+        panel,
+        source,
+        dest,
+    }
 }
 
 impl Pair {
@@ -76,7 +80,10 @@ impl Pair {
     /// Nothing of the server on the destination: no directory, no staging
     /// leftovers, not registered.
     fn assert_destination_clean(&self) {
-        assert!(!self.dest.server_dir(SERVER).exists(), "server directory left on the destination");
+        assert!(
+            !self.dest.server_dir(SERVER).exists(),
+            "server directory left on the destination"
+        );
         let staging = self.dest.data.join(".ferry-staging");
         let left: Vec<_> = std::fs::read_dir(&staging)
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -92,7 +99,10 @@ impl Pair {
             if view["is_transferring"] == false {
                 return;
             }
-            assert!(Instant::now() < deadline, "source still marked transferring: {view}");
+            assert!(
+                Instant::now() < deadline,
+                "source still marked transferring: {view}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -106,8 +116,16 @@ fn full_transfer_installs_an_identical_tree_and_reports_once() {
     assert_eq!(code, 202, "{record}");
     assert_eq!(record["direction"], "outgoing");
     let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(60));
-    assert_eq!(record["status"], "completed", "{record}\n{}", p.dest.log_text());
-    assert_eq!(record["progress"]["files_done"], record["progress"]["files_total"]);
+    assert_eq!(
+        record["status"],
+        "completed",
+        "{record}\n{}",
+        p.dest.log_text()
+    );
+    assert_eq!(
+        record["progress"]["files_done"],
+        record["progress"]["files_total"]
+    );
     assert!(record["progress"]["wire_bytes"].as_u64().unwrap() > 0);
     // Identical on the destination: links, empty dirs, modes and the
     // files the egg's denylist names all travelled.
@@ -117,25 +135,44 @@ fn full_transfer_installs_an_identical_tree_and_reports_once() {
     // Exactly one report: success, from the destination.
     assert!(p.panel.wait_until(Duration::from_secs(5), |_| true));
     assert_eq!(p.reports(), vec![("success".to_string(), 204)]);
-    let success = p.panel.calls_to("POST", &format!("/api/remote/servers/{SERVER}/transfer/success"));
+    let success = p.panel.calls_to(
+        "POST",
+        &format!("/api/remote/servers/{SERVER}/transfer/success"),
+    );
     assert_eq!(success.len(), 1);
     assert_eq!(success[0].body_str().trim(), "null");
     // The destination registered it with the panel's configuration.
     let (code, view) = p.dest.get(&format!("/api/servers/{SERVER}"));
     assert_eq!(code, 200);
-    assert_eq!(view["configuration"]["settings"]["meta"]["name"], "Survival");
+    assert_eq!(
+        view["configuration"]["settings"]["meta"]["name"],
+        "Survival"
+    );
     // Both sides recorded it; the destination's record is incoming.
     let (_, dest_record) = p.dest.get(&format!("/api/servers/{SERVER}/transfer"));
-    assert_eq!((dest_record["direction"].as_str(), dest_record["status"].as_str()), (Some("incoming"), Some("completed")));
+    assert_eq!(
+        (
+            dest_record["direction"].as_str(),
+            dest_record["status"].as_str()
+        ),
+        (Some("incoming"), Some("completed"))
+    );
     let (_, all) = p.source.get("/api/transfers");
     assert_eq!(all.as_array().unwrap().len(), 1);
     // Audit lines for every change on both sides.
-    let statuses: Vec<String> = p.source.audit_lines().iter().map(|l| l["to"].as_str().unwrap().to_string()).collect();
+    let statuses: Vec<String> = p
+        .source
+        .audit_lines()
+        .iter()
+        .map(|l| l["to"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(statuses, vec!["pending", "processing", "completed"]);
     assert!(p.dest.audit_lines().iter().any(|l| l["to"] == "completed"));
 
     // The panel's follow-up: delete on the source.
-    let (code, _) = p.source.request("DELETE", &format!("/api/servers/{SERVER}"), None);
+    let (code, _) = p
+        .source
+        .request("DELETE", &format!("/api/servers/{SERVER}"), None);
     assert_eq!(code, 204);
     let deadline = Instant::now() + Duration::from_secs(10);
     while p.source.server_dir(SERVER).exists() && Instant::now() < deadline {
@@ -153,10 +190,30 @@ fn double_start_is_409_and_power_is_refused_while_transferring() {
     let (code, _) = p.start();
     assert_eq!(code, 202);
     let (code, body) = p.start();
-    assert_eq!((code, body["error"].as_str()), (409, Some("A transfer is already in progress for this server.")));
-    let (code, body) = p.source.request("POST", &format!("/api/servers/{SERVER}/power"), Some(json!({"action": "start"})));
-    assert_eq!((code, body["error"].as_str()), (409, Some("The server cannot be powered while it is being transferred.")));
-    let (code, _) = p.source.request("DELETE", &format!("/api/servers/{SERVER}/transfer"), Some(json!({"reason": "test over"})));
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (
+            409,
+            Some("A transfer is already in progress for this server.")
+        )
+    );
+    let (code, body) = p.source.request(
+        "POST",
+        &format!("/api/servers/{SERVER}/power"),
+        Some(json!({"action": "start"})),
+    );
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (
+            409,
+            Some("The server cannot be powered while it is being transferred.")
+        )
+    );
+    let (code, _) = p.source.request(
+        "DELETE",
+        &format!("/api/servers/{SERVER}/transfer"),
+        Some(json!({"reason": "test over"})),
+    );
     assert_eq!(code, 202);
     p.source.wait_transfer_end(SERVER, Duration::from_secs(10));
 }
@@ -184,18 +241,30 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
     assert_eq!(code, 202);
     assert_eq!(record["status"], "cancelling");
     let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(5));
-    assert!(asked.elapsed() < Duration::from_secs(1), "took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(record["status"], "cancelled");
     assert_eq!(record["cancel_reason"], "operator changed their mind");
     p.wait_source_released();
     // One failure report from the source; the destination cleaned up and
     // reported its own failure once.
     assert!(p.panel.wait_until(Duration::from_secs(10), |calls| {
-        calls.iter().filter(|c| c.path.ends_with("/transfer/failure")).count() >= 2
+        calls
+            .iter()
+            .filter(|c| c.path.ends_with("/transfer/failure"))
+            .count()
+            >= 2
     }));
     std::thread::sleep(Duration::from_millis(300));
     let reports = p.reports();
-    assert_eq!(reports.iter().filter(|(k, _)| k == "failure").count(), 2, "{reports:?}");
+    assert_eq!(
+        reports.iter().filter(|(k, _)| k == "failure").count(),
+        2,
+        "{reports:?}"
+    );
     assert!(reports.iter().all(|(k, _)| k == "failure"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while p.dest.server_dir(SERVER).exists() && Instant::now() < deadline {
@@ -204,12 +273,15 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
     p.dest.wait_transfer_end(SERVER, Duration::from_secs(10));
     p.assert_destination_clean();
     // A second cancel finds nothing to cancel.
-    let (code, _) = p.source.request("DELETE", &format!("/api/servers/{SERVER}/transfer"), None);
+    let (code, _) = p
+        .source
+        .request("DELETE", &format!("/api/servers/{SERVER}/transfer"), None);
     assert_eq!(code, 409);
     // And a retry is possible.
     let (code, _) = p.start();
     assert_eq!(code, 202);
-    p.source.request("DELETE", &format!("/api/servers/{SERVER}/transfer"), None);
+    p.source
+        .request("DELETE", &format!("/api/servers/{SERVER}/transfer"), None);
     p.source.wait_transfer_end(SERVER, Duration::from_secs(10));
 }
 
@@ -227,10 +299,18 @@ fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let asked = Instant::now();
-    let (code, record) = p.dest.request("DELETE", &format!("/api/transfers/{SERVER}"), Some(json!({"reason": "disk maintenance"})));
+    let (code, record) = p.dest.request(
+        "DELETE",
+        &format!("/api/transfers/{SERVER}"),
+        Some(json!({"reason": "disk maintenance"})),
+    );
     assert_eq!(code, 202, "{record}");
     let dest_record = p.dest.wait_transfer_end(SERVER, Duration::from_secs(5));
-    assert!(asked.elapsed() < Duration::from_secs(1), "took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(dest_record["status"], "cancelled");
     let source_record = p.source.wait_transfer_end(SERVER, Duration::from_secs(10));
     assert_eq!(source_record["status"], "failed", "{source_record}");
@@ -240,7 +320,12 @@ fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
     while p.reports().len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(p.reports().iter().filter(|(k, _)| k == "failure").count(), 2, "{:?}", p.reports());
+    assert_eq!(
+        p.reports().iter().filter(|(k, _)| k == "failure").count(),
+        2,
+        "{:?}",
+        p.reports()
+    );
 }
 
 #[test]
@@ -259,7 +344,10 @@ fn destination_killed_mid_stream_fails_the_source_which_can_retry() {
     p.dest.kill9();
     let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(30));
     assert_eq!(record["status"], "failed", "{record}");
-    assert!(record["error"].as_str().unwrap().contains("destination"), "{record}");
+    assert!(
+        record["error"].as_str().unwrap().contains("destination"),
+        "{record}"
+    );
     p.wait_source_released();
     let source_reports = p.reports();
     assert_eq!(source_reports, vec![("failure".to_string(), 204)]);
@@ -280,14 +368,16 @@ fn destination_killed_mid_stream_fails_the_source_which_can_retry() {
         p.dest
             .audit_lines()
             .iter()
-            .any(|l| l["to"] == "failed" && l["error"].as_str().is_some_and(|e| e.contains("restarted"))),
+            .any(|l| l["to"] == "failed"
+                && l["error"].as_str().is_some_and(|e| e.contains("restarted"))),
         "{:?}\n{}",
         p.dest.audit_lines(),
         p.dest.log_text()
     );
     let (code, _) = p.start();
     assert_eq!(code, 202);
-    p.source.request("DELETE", &format!("/api/servers/{SERVER}/transfer"), None);
+    p.source
+        .request("DELETE", &format!("/api/servers/{SERVER}/transfer"), None);
     p.source.wait_transfer_end(SERVER, Duration::from_secs(10));
 }
 

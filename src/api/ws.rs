@@ -36,7 +36,11 @@ const TICK: Duration = Duration::from_millis(250);
 /// socket; a writer stuck on a client that stopped reading is cut then.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-pub fn upgrade(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn upgrade(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     let header_has = |name: &str, token: &str| {
         request
@@ -44,12 +48,20 @@ pub fn upgrade(node: &Arc<Node>, request: &mut Request, params: &Params) -> Resu
             .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
     };
     if !header_has("upgrade", "websocket") || !header_has("connection", "upgrade") {
-        return Err(ApiError::new(400, "This endpoint only accepts websocket connections."));
+        return Err(ApiError::new(
+            400,
+            "This endpoint only accepts websocket connections.",
+        ));
     }
     if request.header("sec-websocket-version") != Some("13") {
-        return Err(ApiError::new(400, "Unsupported websocket version.").with_header("Sec-WebSocket-Version", "13"));
+        return Err(ApiError::new(400, "Unsupported websocket version.")
+            .with_header("Sec-WebSocket-Version", "13"));
     }
-    let Some(key) = request.header("sec-websocket-key").map(str::trim).filter(|k| !k.is_empty()) else {
+    let Some(key) = request
+        .header("sec-websocket-key")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    else {
         return Err(ApiError::new(400, "Missing Sec-WebSocket-Key."));
     };
     if !origin_allowed(request.header("origin"), &node.config.remote) {
@@ -99,7 +111,9 @@ enum Control {
     /// Frame bytes the protocol produced while reading (pong, close echo).
     Raw(Vec<u8>),
     /// Authenticated (again): deliver events; logs only with permission.
-    Authorized { logs: bool },
+    Authorized {
+        logs: bool,
+    },
     /// The token expired: stop delivering events.
     Unauthorized,
     Ping,
@@ -187,7 +201,8 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
         pending: Vec::new(),
         to_writer: to_writer.clone(),
     };
-    let mut socket = WebSocket::from_partially_read(read_half, leftover, Role::Server, Some(config()));
+    let mut socket =
+        WebSocket::from_partially_read(read_half, leftover, Role::Server, Some(config()));
     read_loop(node, server, &mut socket, &to_writer, sub_id);
     // try_send: a full queue means the writer is stuck, and the grace
     // below ends it anyway.
@@ -215,14 +230,24 @@ fn read_loop(
         match socket.read() {
             Ok(Message::Text(text)) => {
                 last_heard = Instant::now();
-                if !on_message(node, server, text.as_str(), to_writer, &mut expires_at, &mut warned) {
+                if !on_message(
+                    node,
+                    server,
+                    text.as_str(),
+                    to_writer,
+                    &mut expires_at,
+                    &mut warned,
+                ) {
                     return;
                 }
             }
             Ok(Message::Close(_)) => return,
             Ok(_) => last_heard = Instant::now(),
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return,
             Err(e) => {
                 log::debug!("websocket {server}: {e}");
@@ -304,7 +329,12 @@ fn send(to_writer: &Sender<Control>, event: &str, arg: &str) {
     let _ = to_writer.send(Control::Text(text));
 }
 
-fn write_loop(server: &str, stream: Box<dyn Stream>, controls: &Receiver<Control>, events: &Receiver<Event>) {
+fn write_loop(
+    server: &str,
+    stream: Box<dyn Stream>,
+    controls: &Receiver<Control>,
+    events: &Receiver<Event>,
+) {
     let mut socket = WebSocket::from_raw_socket(stream, Role::Server, Some(config()));
     let mut authorized = false;
     let mut logs = false;
@@ -350,10 +380,25 @@ mod tests {
     fn origins() {
         assert!(origin_allowed(None, "https://panel.example.com"));
         assert!(origin_allowed(Some("https://anything"), ""));
-        assert!(origin_allowed(Some("https://panel.example.com"), "https://panel.example.com"));
-        assert!(origin_allowed(Some("https://PANEL.example.com"), "https://panel.example.com/"));
-        assert!(origin_allowed(Some("https://panel.example.com:8443"), "https://panel.example.com:8443/sub"));
-        assert!(!origin_allowed(Some("https://evil.example.com"), "https://panel.example.com"));
-        assert!(!origin_allowed(Some("http://panel.example.com"), "https://panel.example.com"));
+        assert!(origin_allowed(
+            Some("https://panel.example.com"),
+            "https://panel.example.com"
+        ));
+        assert!(origin_allowed(
+            Some("https://PANEL.example.com"),
+            "https://panel.example.com/"
+        ));
+        assert!(origin_allowed(
+            Some("https://panel.example.com:8443"),
+            "https://panel.example.com:8443/sub"
+        ));
+        assert!(!origin_allowed(
+            Some("https://evil.example.com"),
+            "https://panel.example.com"
+        ));
+        assert!(!origin_allowed(
+            Some("http://panel.example.com"),
+            "https://panel.example.com"
+        ));
     }
 }
