@@ -101,42 +101,64 @@ engine_answers() {
     docker -H "unix://$1" version --format '{{.Server.APIVersion}}' >/dev/null 2>&1
 }
 
+# True when PID is a live process (a zombie left by a killed dockerd is not).
+alive() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+    [ "$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null)" != Z ]
+}
+
+# launch_engine SOCKET DATA_ROOT EXEC_ROOT PIDFILE LOGFILE; sets LAUNCHED.
+launch_engine() {
+    local sock="$1" data_root="$2" exec_root="$3" pidfile="$4" logfile="$5"
+    log "starting dockerd on $sock (log: $logfile)"
+    mkdir -p "$(dirname "$sock")" "$data_root" "$exec_root" "$(dirname "$logfile")"
+    # Leftovers of a dead engine: its pidfile makes dockerd refuse to start,
+    # its socket file makes the listen fail.
+    rm -f "$pidfile"
+    if [ -S "$sock" ]; then rm -f "$sock"; fi
+    nohup dockerd \
+        --host "unix://$sock" \
+        --data-root "$data_root" \
+        --exec-root "$exec_root" \
+        --pidfile "$pidfile" \
+        --iptables=false \
+        --bridge=none \
+        --storage-driver=vfs \
+        >>"$logfile" 2>&1 </dev/null &
+    LAUNCHED=$!
+}
+
 # start_engine SOCKET DATA_ROOT EXEC_ROOT PIDFILE LOGFILE
 start_engine() {
-    local sock="$1" data_root="$2" exec_root="$3" pidfile="$4" logfile="$5"
+    local sock="$1" pidfile="$4" logfile="$5"
     if engine_answers "$sock"; then
         return 0
     fi
-    # A pidfile whose process is gone would make dockerd refuse to start.
-    if [ -f "$pidfile" ]; then
-        local pid
-        pid="$(cat "$pidfile" 2>/dev/null || true)"
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-            log "dockerd $pid (pidfile $pidfile) is alive but not answering on $sock yet; waiting"
-        else
-            rm -f "$pidfile"
-            pid=""
-        fi
+    # A live dockerd that owns the pidfile is still starting: wait for it.
+    local pid="" ours=0 i
+    if [ -f "$pidfile" ]; then pid="$(cat "$pidfile" 2>/dev/null || true)"; fi
+    if alive "$pid"; then
+        log "dockerd $pid ($pidfile) is not answering on $sock yet; waiting for it"
+    else
+        launch_engine "$@"
+        pid="$LAUNCHED" ours=1
     fi
-    if ! engine_answers "$sock" && { [ ! -f "$pidfile" ]; }; then
-        log "starting dockerd on $sock (log: $logfile)"
-        mkdir -p "$(dirname "$sock")" "$data_root" "$exec_root" "$(dirname "$logfile")"
-        # A socket file left by a dead engine would make the listen fail.
-        [ -S "$sock" ] && rm -f "$sock"
-        nohup dockerd \
-            --host "unix://$sock" \
-            --data-root "$data_root" \
-            --exec-root "$exec_root" \
-            --pidfile "$pidfile" \
-            --iptables=false \
-            --bridge=none \
-            --storage-driver=vfs \
-            >>"$logfile" 2>&1 </dev/null &
-    fi
-    local i
     for i in $(seq 1 120); do
         if engine_answers "$sock"; then
             return 0
+        fi
+        if ! alive "$pid"; then
+            # The engine we were waiting for died: start our own. Ours gets
+            # a second try: after a crash, the old engine's containerd can
+            # make the first start time out.
+            if [ "$ours" -lt 2 ]; then
+                launch_engine "$@"
+                pid="$LAUNCHED" ours=$((ours + 1))
+                continue
+            fi
+            log "dockerd exited before answering on $sock; last lines of $logfile:"
+            tail -30 "$logfile" >&2 || true
+            exit 1
         fi
         sleep 0.5
     done

@@ -225,9 +225,16 @@ impl Reader<'_> {
                 format!("must be at least {} characters", crate::jwt::MIN_KEY_LEN),
             ));
         }
-        let remote = self.string("remote", "")?.trim().trim_end_matches('/').to_string();
-        if !remote.is_empty() && !(remote.starts_with("http://") || remote.starts_with("https://")) {
-            return Err(error("remote", format!("must be an http(s) URL, got `{remote}`")));
+        let remote = self
+            .string("remote", "")?
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        if !(remote.is_empty() || remote.starts_with("http://") || remote.starts_with("https://")) {
+            return Err(error(
+                "remote",
+                format!("must be an http(s) URL, got `{remote}`"),
+            ));
         }
         let uuid = self.string("uuid", "")?;
         let token_id = self.string("token_id", "")?;
@@ -254,17 +261,26 @@ impl Reader<'_> {
     fn api(&mut self) -> Result<ApiConfig, ConfigError> {
         let host = self.string("api.host", "0.0.0.0")?;
         if host.parse::<std::net::IpAddr>().is_err() {
-            return Err(error("api.host", format!("must be an IP address, got `{host}`")));
+            return Err(error(
+                "api.host",
+                format!("must be an IP address, got `{host}`"),
+            ));
         }
         let port = self.unsigned("api.port", 8080, u16::MAX as u64)? as u16;
         let ssl = if self.bool("api.ssl.enabled", false)? {
             let cert = self.string("api.ssl.cert", "")?;
             let key = self.string("api.ssl.key", "")?;
             if cert.is_empty() {
-                return Err(error("api.ssl.cert", "is required when api.ssl.enabled is true"));
+                return Err(error(
+                    "api.ssl.cert",
+                    "is required when api.ssl.enabled is true",
+                ));
             }
             if key.is_empty() {
-                return Err(error("api.ssl.key", "is required when api.ssl.enabled is true"));
+                return Err(error(
+                    "api.ssl.key",
+                    "is required when api.ssl.enabled is true",
+                ));
             }
             Some(SslConfig {
                 cert: cert.into(),
@@ -383,7 +399,9 @@ fn unknown_keys(node: &Value, prefix: &str, used: &BTreeSet<String>) -> Vec<Stri
                 continue;
             }
             let nested = unknown_keys(v, &key, used);
-            if matches!(v, Value::Mapping(_)) && used.iter().any(|u| u.starts_with(&format!("{key}."))) {
+            if matches!(v, Value::Mapping(_))
+                && used.iter().any(|u| u.starts_with(&format!("{key}.")))
+            {
                 out.extend(nested);
             } else {
                 out.push(key);
@@ -576,8 +594,14 @@ ignore_panel_config_updates: false
         assert_eq!(c.api.host, "0.0.0.0");
         assert_eq!(c.api.port, 8080);
         assert!(c.standalone());
-        assert_eq!(c.system.root_directory, PathBuf::from("/var/lib/pterodactyl"));
-        assert_eq!(c.system.state_dir(), PathBuf::from("/var/lib/pterodactyl/ferry"));
+        assert_eq!(
+            c.system.root_directory,
+            PathBuf::from("/var/lib/pterodactyl")
+        );
+        assert_eq!(
+            c.system.state_dir(),
+            PathBuf::from("/var/lib/pterodactyl/ferry")
+        );
         assert_eq!(c.system.user, None);
         let t = &c.system.transfers;
         assert_eq!((t.download_limit, t.upload_limit), (0, 0));
@@ -589,7 +613,12 @@ ignore_panel_config_updates: false
 
     #[test]
     fn compression_levels() {
-        for (text, level) in [("none", 0), ("best_speed", 1), ("best_compression", 9), ("6", 6)] {
+        for (text, level) in [
+            ("none", 0),
+            ("best_speed", 1),
+            ("best_compression", 9),
+            ("6", 6),
+        ] {
             let c = parse(&format!(
                 "token: tttttttttttt\nsystem:\n  transfers:\n    compression_level: {text}"
             ))
@@ -608,15 +637,42 @@ ignore_panel_config_updates: false
         assert_eq!(err("token: '  '").key, "token");
         assert_eq!(err("token: short").key, "token");
         assert_eq!(err("token: tttttttttttt\nremote: ftp://x").key, "remote");
-        assert_eq!(err("token: tttttttttttt\nremote: https://p\ntoken_id: x").key, "uuid");
-        assert_eq!(err("token: tttttttttttt\nremote: https://p\nuuid: x").key, "token_id");
-        assert_eq!(err("token: tttttttttttt\napi:\n  port: 70000").key, "api.port");
-        assert_eq!(err("token: tttttttttttt\napi:\n  port: http").key, "api.port");
-        assert_eq!(err("token: tttttttttttt\napi:\n  host: example.com").key, "api.host");
-        assert_eq!(err("token: tttttttttttt\napi:\n  ssl:\n    enabled: true\n    key: k").key, "api.ssl.cert");
-        assert_eq!(err("token: tttttttttttt\napi:\n  ssl:\n    enabled: true\n    cert: c").key, "api.ssl.key");
-        assert_eq!(err("token: tttttttttttt\napi:\n  ssl:\n    enabled: maybe").key, "api.ssl.enabled");
-        assert_eq!(err("token: tttttttttttt\nsystem:\n  environment: podman").key, "system.environment");
+        assert_eq!(
+            err("token: tttttttttttt\nremote: https://p\ntoken_id: x").key,
+            "uuid"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\nremote: https://p\nuuid: x").key,
+            "token_id"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\napi:\n  port: 70000").key,
+            "api.port"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\napi:\n  port: http").key,
+            "api.port"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\napi:\n  host: example.com").key,
+            "api.host"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\napi:\n  ssl:\n    enabled: true\n    key: k").key,
+            "api.ssl.cert"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\napi:\n  ssl:\n    enabled: true\n    cert: c").key,
+            "api.ssl.key"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\napi:\n  ssl:\n    enabled: maybe").key,
+            "api.ssl.enabled"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\nsystem:\n  environment: podman").key,
+            "system.environment"
+        );
         assert_eq!(
             err("token: tttttttttttt\nsystem:\n  transfers:\n    compression_level: fastest").key,
             "system.transfers.compression_level"
@@ -625,11 +681,23 @@ ignore_panel_config_updates: false
             err("token: tttttttttttt\nsystem:\n  transfers:\n    download_limit: -1").key,
             "system.transfers.download_limit"
         );
-        assert_eq!(err("token: tttttttttttt\nsystem:\n  user:\n    uid: [1]").key, "system.user.uid");
-        assert_eq!(err("token: tttttttttttt\nsystem:\n  data: ''").key, "system.data");
-        assert_eq!(err("token: tttttttttttt\ndocker:\n  network:\n    name: ''").key, "docker.network.name");
+        assert_eq!(
+            err("token: tttttttttttt\nsystem:\n  user:\n    uid: [1]").key,
+            "system.user.uid"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\nsystem:\n  data: ''").key,
+            "system.data"
+        );
+        assert_eq!(
+            err("token: tttttttttttt\ndocker:\n  network:\n    name: ''").key,
+            "docker.network.name"
+        );
         let e = err("token: tttttttttttt\napi:\n  port: 70000");
-        assert_eq!(e.to_string(), "config key `api.port`: must be at most 65535, got 70000");
+        assert_eq!(
+            e.to_string(),
+            "config key `api.port`: must be at most 65535, got 70000"
+        );
     }
 
     #[test]
@@ -640,12 +708,17 @@ ignore_panel_config_updates: false
 
     #[test]
     fn unknown_keys_are_listed_but_known_ones_are_not() {
-        let root: Value = serde_norway::from_str("token: tttttttttttt\nfoo: 1\napi:\n  port: 1\n  bar: 2").unwrap();
+        let root: Value =
+            serde_norway::from_str("token: tttttttttttt\nfoo: 1\napi:\n  port: 1\n  bar: 2")
+                .unwrap();
         let mut reader = Reader {
             root: &root,
             used: BTreeSet::new(),
         };
         reader.config().unwrap();
-        assert_eq!(unknown_keys(&root, "", &reader.used), vec!["foo", "api.bar"]);
+        assert_eq!(
+            unknown_keys(&root, "", &reader.used),
+            vec!["foo", "api.bar"]
+        );
     }
 }

@@ -61,11 +61,21 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     }
     let environment = open_environment(&config)?;
     let events = Arc::new(EventBus::default());
-    let transfers = Manager::new(&state_dir, Arc::clone(&events))
-        .map_err(|e| StartError(format!("cannot open transfer state in {}: {e}", state_dir.display())))?;
-    let registry = Registry::open(&state_dir.join("servers")).map_err(|e| StartError(e.to_string()))?;
+    let transfers = Manager::new(&state_dir, Arc::clone(&events)).map_err(|e| {
+        StartError(format!(
+            "cannot open transfer state in {}: {e}",
+            state_dir.display()
+        ))
+    })?;
+    let registry =
+        Registry::open(&state_dir.join("servers")).map_err(|e| StartError(e.to_string()))?;
     let panel = (!config.standalone()).then(|| {
-        PanelClient::new(&config.remote, &config.token_id, &config.token, PanelOptions::default())
+        PanelClient::new(
+            &config.remote,
+            &config.token_id,
+            &config.token,
+            PanelOptions::default(),
+        )
     });
     match &panel {
         Some(panel) => match panel.list_servers() {
@@ -79,12 +89,16 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
                         process_configuration: s.process_configuration,
                     })
                     .collect();
-                registry.replace_all(configs).map_err(|e| StartError(e.to_string()))?;
+                registry
+                    .replace_all(configs)
+                    .map_err(|e| StartError(e.to_string()))?;
                 log::info!("panel: {count} server(s) on this node");
             }
             // Keep serving what is known locally: a panel outage must not
             // keep a node (and its running servers) from coming up.
-            Err(e) => log::error!("panel: cannot list this node's servers, using the local registry: {e:?}"),
+            Err(e) => log::error!(
+                "panel: cannot list this node's servers, using the local registry: {e:?}"
+            ),
         },
         None => {
             registry
@@ -117,7 +131,8 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         }),
         ..ServerOptions::default()
     };
-    let http = HttpServer::bind(addr, options).map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    let http = HttpServer::bind(addr, options)
+        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
     Ok(Daemon { node, http })
 }
 
@@ -125,12 +140,16 @@ fn open_environment(config: &Config) -> Result<Box<dyn Environment>, StartError>
     match config.system.environment {
         EnvironmentKind::None => Ok(Box::new(NoneEnvironment::new())),
         EnvironmentKind::Docker => {
-            let socket = socket_from_env(&config.docker.socket).map_err(|e| StartError(e.to_string()))?;
-            let docker = DockerEnvironment::connect(&socket, &config.docker.network).map_err(|e| {
+            let socket =
+                socket_from_env(&config.docker.socket).map_err(|e| StartError(e.to_string()))?;
+            let mut docker = DockerEnvironment::connect(&socket, &config.docker.network).map_err(|e| {
                 StartError(format!(
                     "{e} (set `docker.socket`, or `system.environment: none` to run without containers)"
                 ))
             })?;
+            if let Some((uid, gid)) = config.system.user {
+                docker = docker.with_user(uid, gid);
+            }
             Ok(Box::new(docker))
         }
     }
@@ -143,7 +162,11 @@ fn recover(node: &Arc<Node>) {
     let orphans = node.transfers.take_orphans();
     match crate::archive::remove_stale_staging(&node.config.system.data) {
         Ok(removed) if !removed.is_empty() => {
-            log::warn!("recovery: removed {} staging director(ies): {}", removed.len(), removed.join(", "))
+            log::warn!(
+                "recovery: removed {} staging director(ies): {}",
+                removed.len(),
+                removed.join(", ")
+            )
         }
         Ok(_) => {}
         Err(e) => log::error!("recovery: cannot clean the staging area: {e}"),
@@ -161,13 +184,15 @@ fn recover(node: &Arc<Node>) {
         if node.panel.is_some() {
             let (node, server) = (Arc::clone(node), orphan.server.clone());
             // Retried until the panel answers, without holding up start-up.
-            let _ = std::thread::Builder::new().name("recover".into()).spawn(move || {
-                let mut wait = Duration::from_secs(1);
-                while node.report_to_panel(&server, false).is_err() {
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(300));
-                }
-            });
+            let _ = std::thread::Builder::new()
+                .name("recover".into())
+                .spawn(move || {
+                    let mut wait = Duration::from_secs(1);
+                    while node.report_to_panel(&server, false).is_err() {
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_secs(300));
+                    }
+                });
         }
     }
 }
@@ -198,12 +223,16 @@ pub fn serve(config: Config) -> i32 {
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_GRACE);
-    let waiter = std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let signal = wait_signal(&signals);
-        log::info!("received signal {signal}: shutting down (transfers get {grace:?} to finish)");
-        handle.shutdown();
-        drain_transfers(&node, grace);
-    });
+    let waiter = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let signal = wait_signal(&signals);
+            log::info!(
+                "received signal {signal}: shutting down (transfers get {grace:?} to finish)"
+            );
+            handle.shutdown();
+            drain_transfers(&node, grace);
+        });
     let waiter = match waiter {
         Ok(w) => w,
         Err(e) => {
@@ -238,9 +267,13 @@ pub fn drain_transfers(node: &Node, grace: Duration) {
     if left.is_empty() {
         return;
     }
-    log::warn!("cancelling {} transfer(s) still running at shutdown", left.len());
+    log::warn!(
+        "cancelling {} transfer(s) still running at shutdown",
+        left.len()
+    );
     for t in &left {
-        node.transfers.cancel(t, Some("node shutting down".to_string()));
+        node.transfers
+            .cancel(t, Some("node shutting down".to_string()));
     }
     for t in &left {
         t.wait_ended(Duration::from_secs(5));

@@ -71,7 +71,10 @@ impl EventBus {
     /// are full or gone are removed (their connection closes).
     pub fn publish(&self, server: &str, event: Event) {
         if event.event == "transfer logs" {
-            log::debug!("{server}: {}", event.args.first().map(String::as_str).unwrap_or(""));
+            log::debug!(
+                "{server}: {}",
+                event.args.first().map(String::as_str).unwrap_or("")
+            );
         }
         let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(list) = subs.get_mut(server) else {

@@ -11,6 +11,14 @@ struct StderrLogger;
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
+        // Library internals (the HTTP client's per-call trace) stay out of
+        // ferry's debug log; their warnings still show.
+        let library = ["ureq", "rustls", "tungstenite"]
+            .iter()
+            .any(|l| metadata.target().starts_with(l));
+        if library && metadata.level() > log::Level::Info {
+            return false;
+        }
         metadata.level() <= log::max_level()
     }
 

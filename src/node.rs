@@ -101,7 +101,11 @@ impl Node {
                     transfer.id
                 );
             } else {
-                log::info!("delete {}: cancelling transfer {} first", server.uuid, transfer.id);
+                log::info!(
+                    "delete {}: cancelling transfer {} first",
+                    server.uuid,
+                    transfer.id
+                );
                 self.transfers
                     .cancel(&transfer, Some("the server was deleted".to_string()));
             }

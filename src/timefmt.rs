@@ -26,7 +26,9 @@ fn split(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
 }
 
 pub fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn now_unix() -> u64 {

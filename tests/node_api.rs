@@ -32,7 +32,13 @@ fn node_with_server() -> TestNode {
 #[test]
 fn every_auth_outcome_has_wings_status_and_message() {
     let node = TestNode::start();
-    for auth in [None, Some(""), Some("Basic dXNlcjpwYXNz"), Some("Bearer"), Some("Bearer   ")] {
+    for auth in [
+        None,
+        Some(""),
+        Some("Basic dXNlcjpwYXNz"),
+        Some("Bearer"),
+        Some("Bearer   "),
+    ] {
         let (code, body) = node.request_auth("GET", "/api/system", None, auth);
         assert_eq!(code, 401, "{auth:?}");
         assert_eq!(body["error"], MISSING, "{auth:?}");
@@ -42,13 +48,26 @@ fn every_auth_outcome_has_wings_status_and_message() {
     assert_eq!((code, body["error"].as_str()), (403, Some(FORBIDDEN)));
     let (code, body) = node.get("/api/system");
     assert_eq!(code, 200);
-    for key in ["architecture", "cpu_count", "kernel_version", "os", "version"] {
+    for key in [
+        "architecture",
+        "cpu_count",
+        "kernel_version",
+        "os",
+        "version",
+    ] {
         assert!(body.get(key).is_some(), "{key} missing in {body}");
     }
     // The 401 carries the challenge header.
-    let raw = node.raw(b"GET /api/system HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+    let raw = node.raw(
+        b"GET /api/system HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
-    assert!(raw.to_ascii_lowercase().contains("www-authenticate: bearer"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{raw}"
+    );
     // The token never reaches the log.
     assert!(!node.log_text().contains(node::TOKEN));
 }
@@ -92,8 +111,15 @@ fn server_routes_list_view_power_and_validation() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, vec!["url", "token"]);
-    let (code, body) = node.request("POST", &path, Some(json!({"url": "ftp://x", "token": "Bearer y"})));
-    assert_eq!((code, body["validation_errors"][0]["field"].as_str()), (400, Some("url")));
+    let (code, body) = node.request(
+        "POST",
+        &path,
+        Some(json!({"url": "ftp://x", "token": "Bearer y"})),
+    );
+    assert_eq!(
+        (code, body["validation_errors"][0]["field"].as_str()),
+        (400, Some("url"))
+    );
     // Not JSON at all.
     let raw = node.raw(
         format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{{nope", node::TOKEN).as_bytes(),
@@ -104,12 +130,18 @@ fn server_routes_list_view_power_and_validation() {
 
     let power = format!("/api/servers/{SERVER}/power");
     let (code, body) = node.request("POST", &power, Some(json!({"action": "dance"})));
-    assert_eq!((code, body["validation_errors"][0]["field"].as_str()), (400, Some("action")));
+    assert_eq!(
+        (code, body["validation_errors"][0]["field"].as_str()),
+        (400, Some("action"))
+    );
     let (code, _) = node.request("POST", &power, Some(json!({"action": "start"})));
     assert_eq!(code, 202);
     // Nothing to cancel.
     let (code, body) = node.request("DELETE", &path, None);
-    assert_eq!((code, body["error"].as_str()), (409, Some("Server is not currently being transferred.")));
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (409, Some("Server is not currently being transferred."))
+    );
     let (code, _) = node.get(&path);
     assert_eq!(code, 404);
 }
@@ -131,8 +163,15 @@ fn delete_removes_data_without_following_links() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!dir.exists(), "data directory left behind");
-    assert_eq!(std::fs::read_to_string(outside.path().join("precious.txt")).unwrap(), "keep me");
-    assert!(!node.root.join("root/ferry/servers").join(format!("{SERVER}.json")).exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("precious.txt")).unwrap(),
+        "keep me"
+    );
+    assert!(!node
+        .root
+        .join("root/ferry/servers")
+        .join(format!("{SERVER}.json"))
+        .exists());
 }
 
 #[test]
@@ -156,13 +195,18 @@ fn idle_connections_do_not_block_a_normal_request() {
     let mut idle = Vec::new();
     for _ in 0..200 {
         let mut s = TcpStream::connect(node.addr).unwrap();
-        s.write_all(b"GET /api/system HTTP/1.1\r\nHost: x\r\n").unwrap();
+        s.write_all(b"GET /api/system HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         idle.push(s);
     }
     let started = Instant::now();
     let (code, _) = node.get("/api/system");
     assert_eq!(code, 200);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -199,7 +243,10 @@ fn pipelined_keep_alive_requests_are_answered_in_order() {
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let statuses: Vec<&str> = out.match_indices("HTTP/1.1 ").map(|(i, _)| &out[i + 9..i + 12]).collect();
+    let statuses: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
     assert_eq!(statuses, vec!["200", "404", "200"], "{out}");
 }
 
@@ -207,9 +254,13 @@ fn pipelined_keep_alive_requests_are_answered_in_order() {
 fn smuggling_shapes_are_refused() {
     let node = TestNode::start();
     let cl_te = "POST /api/transfers/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-    assert!(node.raw(cl_te.as_bytes(), Duration::from_secs(5)).starts_with("HTTP/1.1 400"));
+    assert!(node
+        .raw(cl_te.as_bytes(), Duration::from_secs(5))
+        .starts_with("HTTP/1.1 400"));
     let two_cl = "POST /api/transfers/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde";
-    assert!(node.raw(two_cl.as_bytes(), Duration::from_secs(5)).starts_with("HTTP/1.1 400"));
+    assert!(node
+        .raw(two_cl.as_bytes(), Duration::from_secs(5))
+        .starts_with("HTTP/1.1 400"));
     assert_eq!(node.get("/api/system").0, 200);
 }
 
@@ -246,7 +297,11 @@ fn config_errors_name_the_key_and_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    std::fs::write(&path, "token: long-enough-token\nremote: https://panel.example\nuuid: u\ntoken_id: t\n").unwrap();
+    std::fs::write(
+        &path,
+        "token: long-enough-token\nremote: https://panel.example\nuuid: u\ntoken_id: t\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["check-config", "--config"])
         .arg(&path)

@@ -9,7 +9,11 @@ use crate::http::{Request, Response};
 use crate::node::Node;
 use crate::transfer::Direction;
 
-pub fn get(node: &Arc<Node>, _request: &mut Request, _params: &Params) -> Result<Response, ApiError> {
+pub fn get(
+    node: &Arc<Node>,
+    _request: &mut Request,
+    _params: &Params,
+) -> Result<Response, ApiError> {
     Ok(Response::new(200)
         .header("Content-Type", "text/plain; version=0.0.4")
         .bytes(render(node).into_bytes()))
@@ -17,7 +21,10 @@ pub fn get(node: &Arc<Node>, _request: &mut Request, _params: &Params) -> Result
 
 pub fn render(node: &Node) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP ferry_transfers_total Transfers that ended, by direction and final status.");
+    let _ = writeln!(
+        out,
+        "# HELP ferry_transfers_total Transfers that ended, by direction and final status."
+    );
     let _ = writeln!(out, "# TYPE ferry_transfers_total counter");
     for ((direction, status), count) in node.transfers.totals() {
         let _ = writeln!(
@@ -27,7 +34,10 @@ pub fn render(node: &Node) -> String {
             status.as_str()
         );
     }
-    let _ = writeln!(out, "# HELP ferry_transfer_bytes_total Archive bytes sent or received.");
+    let _ = writeln!(
+        out,
+        "# HELP ferry_transfer_bytes_total Archive bytes sent or received."
+    );
     let _ = writeln!(out, "# TYPE ferry_transfer_bytes_total counter");
     let _ = writeln!(out, "# HELP ferry_transfers_active Transfers running now.");
     let _ = writeln!(out, "# TYPE ferry_transfers_active gauge");
@@ -46,16 +56,32 @@ pub fn render(node: &Node) -> String {
             active.iter().filter(|t| t.direction == direction).count()
         );
     }
-    let _ = writeln!(out, "# HELP ferry_http_requests_total HTTP requests by route and status code.");
+    let _ = writeln!(
+        out,
+        "# HELP ferry_http_requests_total HTTP requests by route and status code."
+    );
     let _ = writeln!(out, "# TYPE ferry_http_requests_total counter");
-    let requests = node.http_requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let requests = node
+        .http_requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for ((route, code), count) in requests {
-        let _ = writeln!(out, "ferry_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "ferry_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {count}"
+        );
     }
-    let _ = writeln!(out, "# HELP ferry_open_connections HTTP connections open now.");
+    let _ = writeln!(
+        out,
+        "# HELP ferry_open_connections HTTP connections open now."
+    );
     let _ = writeln!(out, "# TYPE ferry_open_connections gauge");
     let _ = writeln!(out, "ferry_open_connections {}", node.open_connections());
-    let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident set size.");
+    let _ = writeln!(
+        out,
+        "# HELP process_resident_memory_bytes Resident set size."
+    );
     let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
     let _ = writeln!(out, "process_resident_memory_bytes {}", resident_bytes());
     out

@@ -45,17 +45,83 @@ pub fn routes() -> Router<Endpoint> {
     use Auth::*;
     add("GET", "/api/system", "system", NodeToken, system::get);
     add("GET", "/api/servers", "servers", NodeToken, servers::list);
-    add("GET", "/api/servers/:server", "server", NodeToken, servers::get);
-    add("DELETE", "/api/servers/:server", "server_delete", NodeToken, servers::delete);
-    add("POST", "/api/servers/:server/power", "power", NodeToken, servers::power);
-    add("POST", "/api/servers/:server/transfer", "transfer_start", NodeToken, transfer_out::start);
-    add("DELETE", "/api/servers/:server/transfer", "transfer_cancel", NodeToken, transfer_out::cancel);
-    add("GET", "/api/servers/:server/transfer", "transfer_get", NodeToken, transfer_out::get);
-    add("GET", "/api/servers/:server/ws", "websocket", Handler, ws::upgrade);
-    add("POST", "/api/transfers/cancel", "transfers_cancel", NodeToken, transfers::bulk_cancel);
-    add("POST", "/api/transfers", "transfer_receive", Handler, transfer_in::receive);
-    add("DELETE", "/api/transfers/:server", "transfer_in_cancel", NodeToken, transfer_in::cancel);
-    add("GET", "/api/transfers", "transfers", NodeToken, transfers::list);
+    add(
+        "GET",
+        "/api/servers/:server",
+        "server",
+        NodeToken,
+        servers::get,
+    );
+    add(
+        "DELETE",
+        "/api/servers/:server",
+        "server_delete",
+        NodeToken,
+        servers::delete,
+    );
+    add(
+        "POST",
+        "/api/servers/:server/power",
+        "power",
+        NodeToken,
+        servers::power,
+    );
+    add(
+        "POST",
+        "/api/servers/:server/transfer",
+        "transfer_start",
+        NodeToken,
+        transfer_out::start,
+    );
+    add(
+        "DELETE",
+        "/api/servers/:server/transfer",
+        "transfer_cancel",
+        NodeToken,
+        transfer_out::cancel,
+    );
+    add(
+        "GET",
+        "/api/servers/:server/transfer",
+        "transfer_get",
+        NodeToken,
+        transfer_out::get,
+    );
+    add(
+        "GET",
+        "/api/servers/:server/ws",
+        "websocket",
+        Handler,
+        ws::upgrade,
+    );
+    add(
+        "POST",
+        "/api/transfers/cancel",
+        "transfers_cancel",
+        NodeToken,
+        transfers::bulk_cancel,
+    );
+    add(
+        "POST",
+        "/api/transfers",
+        "transfer_receive",
+        Handler,
+        transfer_in::receive,
+    );
+    add(
+        "DELETE",
+        "/api/transfers/:server",
+        "transfer_in_cancel",
+        NodeToken,
+        transfer_in::cancel,
+    );
+    add(
+        "GET",
+        "/api/transfers",
+        "transfers",
+        NodeToken,
+        transfers::list,
+    );
     add("GET", "/metrics", "metrics", NodeToken, metrics::get);
     r
 }
@@ -81,19 +147,21 @@ impl Handler for Api {
             Match::Found(route, params) => {
                 let endpoint = &route.handler;
                 let result = match endpoint.auth {
-                    Auth::NodeToken => check_node_token(
-                        request.header("authorization"),
-                        &self.node.config.token,
-                    )
-                    .and_then(|()| (endpoint.run)(&self.node, request, &params)),
+                    Auth::NodeToken => {
+                        check_node_token(request.header("authorization"), &self.node.config.token)
+                            .and_then(|()| (endpoint.run)(&self.node, request, &params))
+                    }
                     Auth::Handler => (endpoint.run)(&self.node, request, &params),
                 };
                 (endpoint.name, result)
             }
             Match::MethodNotAllowed(allowed) => (
                 "unknown",
-                Err(ApiError::new(405, "The requested method is not allowed for this resource.")
-                    .with_header("Allow", &allowed.join(", "))),
+                Err(ApiError::new(
+                    405,
+                    "The requested method is not allowed for this resource.",
+                )
+                .with_header("Allow", &allowed.join(", "))),
             ),
             Match::NotFound => ("unknown", Err(ApiError::not_found())),
         };
@@ -133,13 +201,19 @@ pub fn read_json(request: &mut Request, max: usize) -> Result<serde_json::Value,
         .read_to_end(&mut body)
         .map_err(|e| ApiError::new(400, format!("the request body could not be read: {e}")))?;
     if body.len() > max {
-        return Err(ApiError::new(413, format!("The request body is larger than {max} bytes.")));
+        return Err(ApiError::new(
+            413,
+            format!("The request body is larger than {max} bytes."),
+        ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Value::Null);
     }
     serde_json::from_slice(&body).map_err(|e| {
-        ApiError::validation(vec![FieldError::new("body", &format!("is not valid JSON: {e}"))])
+        ApiError::validation(vec![FieldError::new(
+            "body",
+            &format!("is not valid JSON: {e}"),
+        )])
     })
 }
 
@@ -149,6 +223,9 @@ pub fn read_reason(request: &mut Request) -> Result<Option<String>, ApiError> {
     match body.get("reason") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::validation(vec![FieldError::new("reason", "must be a string")])),
+        Some(_) => Err(ApiError::validation(vec![FieldError::new(
+            "reason",
+            "must be a string",
+        )])),
     }
 }

@@ -18,7 +18,10 @@ pub const POWER_WHILE_TRANSFERRING: &str =
 /// The server view: `{"uuid","state","is_suspended","is_transferring","transfer","configuration"}`.
 pub fn view(node: &Node, server: &Server) -> serde_json::Value {
     let config = server.config();
-    let state = match node.environment.state(&server.spec(&node.config.system.data)) {
+    let state = match node
+        .environment
+        .state(&server.spec(&node.config.system.data))
+    {
         Ok(state) => state,
         Err(e) => {
             log::warn!("{}: cannot read its state: {e}", server.uuid);
@@ -39,17 +42,29 @@ pub fn view(node: &Node, server: &Server) -> serde_json::Value {
     })
 }
 
-pub fn list(node: &Arc<Node>, _request: &mut Request, _params: &Params) -> Result<Response, ApiError> {
+pub fn list(
+    node: &Arc<Node>,
+    _request: &mut Request,
+    _params: &Params,
+) -> Result<Response, ApiError> {
     let views: Vec<_> = node.registry.list().iter().map(|s| view(node, s)).collect();
     Ok(reply::json(200, &views))
 }
 
-pub fn get(node: &Arc<Node>, _request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn get(
+    node: &Arc<Node>,
+    _request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     Ok(reply::json(200, &view(node, &server)))
 }
 
-pub fn delete(node: &Arc<Node>, _request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn delete(
+    node: &Arc<Node>,
+    _request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     node.delete_server(&server);
     Ok(reply::no_content())
@@ -76,7 +91,11 @@ pub fn parse_power(body: &serde_json::Value) -> Result<PowerAction, ApiError> {
     }
 }
 
-pub fn power(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn power(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     let action = parse_power(&read_json(request, 16 * 1024)?)?;
     if server.is_transferring() {
@@ -124,11 +143,28 @@ mod tests {
 
     #[test]
     fn power_body_validation() {
-        assert_eq!(parse_power(&json!({"action":"start"})).unwrap(), PowerAction::Start);
-        assert_eq!(parse_power(&json!({"action":"kill"})).unwrap(), PowerAction::Kill);
+        assert_eq!(
+            parse_power(&json!({"action":"start"})).unwrap(),
+            PowerAction::Start
+        );
+        assert_eq!(
+            parse_power(&json!({"action":"kill"})).unwrap(),
+            PowerAction::Kill
+        );
         let e = parse_power(&json!({})).unwrap_err();
-        assert_eq!((e.status, e.validation_errors[0].field.as_str()), (400, "action"));
-        assert_eq!(parse_power(&json!({"action":"explode"})).unwrap_err().status, 400);
-        assert_eq!(parse_power(&serde_json::Value::Null).unwrap_err().status, 400);
+        assert_eq!(
+            (e.status, e.validation_errors[0].field.as_str()),
+            (400, "action")
+        );
+        assert_eq!(
+            parse_power(&json!({"action":"explode"}))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            parse_power(&serde_json::Value::Null).unwrap_err().status,
+            400
+        );
     }
 }

@@ -7,7 +7,11 @@ use crate::http::router::Params;
 use crate::http::{Request, Response};
 use crate::node::Node;
 
-pub fn get(_node: &Arc<Node>, _request: &mut Request, _params: &Params) -> Result<Response, ApiError> {
+pub fn get(
+    _node: &Arc<Node>,
+    _request: &mut Request,
+    _params: &Params,
+) -> Result<Response, ApiError> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();

@@ -10,11 +10,19 @@ use crate::http::{Request, Response};
 use crate::node::Node;
 use crate::transfer::{destination, Direction};
 
-pub fn receive(node: &Arc<Node>, request: &mut Request, _params: &Params) -> Result<Response, ApiError> {
+pub fn receive(
+    node: &Arc<Node>,
+    request: &mut Request,
+    _params: &Params,
+) -> Result<Response, ApiError> {
     destination::receive(node, request)
 }
 
-pub fn cancel(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn cancel(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let reason = read_reason(request)?;
     cancel_active(node, params.get("server"), Direction::Incoming, reason)
 }

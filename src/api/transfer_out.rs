@@ -18,11 +18,18 @@ pub const NOT_TRANSFERRING: &str = "Server is not currently being transferred.";
 /// Validates the panel's body: `url` (http/https) and `token` required.
 pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
     let mut errors = Vec::new();
-    let text = |key: &str| body.get(key).and_then(|v| v.as_str()).map(str::trim).unwrap_or("");
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .unwrap_or("")
+    };
     let url = text("url");
     if url.is_empty() {
         errors.push(FieldError::new("url", "is required"));
-    } else if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<ureq::http::Uri>().is_err() {
+    } else if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.parse::<ureq::http::Uri>().is_err()
+    {
         errors.push(FieldError::new("url", "must be an http or https URL"));
     }
     let token = text("token");
@@ -36,7 +43,10 @@ pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => *b,
         Some(_) => {
-            errors.push(FieldError::new("server.start_on_completion", "must be true or false"));
+            errors.push(FieldError::new(
+                "server.start_on_completion",
+                "must be true or false",
+            ));
             false
         }
     };
@@ -50,7 +60,11 @@ pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
     })
 }
 
-pub fn start(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn start(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     let plan = parse_plan(&read_json(request, 64 * 1024)?)?;
     let mark = server
@@ -59,19 +73,28 @@ pub fn start(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result
     let spec = server.spec(&node.config.system.data);
     let env = &node.environment;
     let state = env.state(&spec).map_err(|e| {
-        log::error!("{}: cannot read its state before the transfer: {e}", server.uuid);
+        log::error!(
+            "{}: cannot read its state before the transfer: {e}",
+            server.uuid
+        );
         ApiError::new(500, STOP_FAILED)
     })?;
     if state != PowerState::Offline {
         let timeout = node.config.system.transfers.stop_timeout;
-        log::info!("{}: stopping before the transfer (up to {timeout:?})", server.uuid);
+        log::info!(
+            "{}: stopping before the transfer (up to {timeout:?})",
+            server.uuid
+        );
         let stopped = env
             .stop(&spec)
             .and_then(|()| env.wait_for_stop(&spec, timeout));
         match stopped {
             Ok(true) => {}
             Ok(false) => {
-                log::warn!("{}: did not stop within {timeout:?}; transfer refused, server left running", server.uuid);
+                log::warn!(
+                    "{}: did not stop within {timeout:?}; transfer refused, server left running",
+                    server.uuid
+                );
                 return Err(ApiError::new(500, STOP_FAILED));
             }
             Err(e) => {
@@ -85,13 +108,26 @@ pub fn start(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result
         .begin(&server.uuid, Direction::Outgoing, &plan.url)
         .map_err(|_| ApiError::new(409, ALREADY))?;
     let record = transfer.record();
-    log::info!("{}: transfer {} to {} started", server.uuid, transfer.id, plan.url);
+    log::info!(
+        "{}: transfer {} to {} started",
+        server.uuid,
+        transfer.id,
+        plan.url
+    );
     source::spawn(Arc::clone(node), transfer, mark, plan);
-    Ok(reply::json(202, &record).header("Location", &format!("/api/servers/{}/transfer", server.uuid)))
+    Ok(reply::json(202, &record).header(
+        "Location",
+        &format!("/api/servers/{}/transfer", server.uuid),
+    ))
 }
 
 /// Cancels the active transfer of `server` in `direction` (SPEC §5).
-pub fn cancel_active(node: &Node, server: &str, direction: Direction, reason: Option<String>) -> Result<Response, ApiError> {
+pub fn cancel_active(
+    node: &Node,
+    server: &str,
+    direction: Direction,
+    reason: Option<String>,
+) -> Result<Response, ApiError> {
     let transfer = node
         .transfers
         .active(server, direction)
@@ -105,13 +141,21 @@ pub fn cancel_active(node: &Node, server: &str, direction: Direction, reason: Op
     Ok(reply::json(202, &transfer.record()))
 }
 
-pub fn cancel(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn cancel(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     let reason = read_reason(request)?;
     cancel_active(node, &server.uuid, Direction::Outgoing, reason)
 }
 
-pub fn get(node: &Arc<Node>, _request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn get(
+    node: &Arc<Node>,
+    _request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let uuid = params.get("server");
     // Records outlive a server that moved away, so this does not need the
     // server to be registered any more.
@@ -133,10 +177,33 @@ mod tests {
         assert_eq!(ok.token, "Bearer x");
         assert!(ok.start_on_completion);
         let e = parse_plan(&json!({})).unwrap_err();
-        let fields: Vec<_> = e.validation_errors.iter().map(|f| f.field.as_str()).collect();
+        let fields: Vec<_> = e
+            .validation_errors
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
         assert_eq!(fields, vec!["url", "token"]);
-        assert_eq!(parse_plan(&json!({"url":"ftp://x","token":"t"})).unwrap_err().validation_errors[0].field, "url");
-        assert_eq!(parse_plan(&json!({"url":"http://x","token":"a\r\nX: y"})).unwrap_err().validation_errors[0].field, "token");
-        assert_eq!(parse_plan(&json!({"url":"http://x","token":"t","server":{"start_on_completion":"yes"}})).unwrap_err().status, 400);
+        assert_eq!(
+            parse_plan(&json!({"url":"ftp://x","token":"t"}))
+                .unwrap_err()
+                .validation_errors[0]
+                .field,
+            "url"
+        );
+        assert_eq!(
+            parse_plan(&json!({"url":"http://x","token":"a\r\nX: y"}))
+                .unwrap_err()
+                .validation_errors[0]
+                .field,
+            "token"
+        );
+        assert_eq!(
+            parse_plan(
+                &json!({"url":"http://x","token":"t","server":{"start_on_completion":"yes"}})
+            )
+            .unwrap_err()
+            .status,
+            400
+        );
     }
 }

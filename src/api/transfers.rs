@@ -11,7 +11,11 @@ use crate::http::{Request, Response};
 use crate::node::Node;
 use crate::transfer::{CancelFilter, Direction};
 
-pub fn list(node: &Arc<Node>, _request: &mut Request, _params: &Params) -> Result<Response, ApiError> {
+pub fn list(
+    node: &Arc<Node>,
+    _request: &mut Request,
+    _params: &Params,
+) -> Result<Response, ApiError> {
     Ok(reply::json(200, &node.transfers.records()))
 }
 
@@ -40,21 +44,33 @@ pub fn parse_bulk(body: &serde_json::Value) -> Result<(CancelFilter, String), Ap
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(_) => {
-            errors.push(FieldError::new("destination", "must be a non-empty URL prefix"));
+            errors.push(FieldError::new(
+                "destination",
+                "must be a non-empty URL prefix",
+            ));
             None
         }
     };
     let servers = match body.get("servers") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Array(items)) => {
-            let list: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+            let list: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect();
             if list.is_none() {
-                errors.push(FieldError::new("servers", "must be an array of server uuids"));
+                errors.push(FieldError::new(
+                    "servers",
+                    "must be an array of server uuids",
+                ));
             }
             list
         }
         Some(_) => {
-            errors.push(FieldError::new("servers", "must be an array of server uuids"));
+            errors.push(FieldError::new(
+                "servers",
+                "must be an array of server uuids",
+            ));
             None
         }
     };
@@ -66,7 +82,12 @@ pub fn parse_bulk(body: &serde_json::Value) -> Result<(CancelFilter, String), Ap
             false
         }
     };
-    if errors.is_empty() && direction.is_none() && destination.is_none() && servers.is_none() && !everything {
+    if errors.is_empty()
+        && direction.is_none()
+        && destination.is_none()
+        && servers.is_none()
+        && !everything
+    {
         errors.push(FieldError::new(
             "everything",
             "must be true to cancel every transfer when no selector is given",
@@ -85,7 +106,11 @@ pub fn parse_bulk(body: &serde_json::Value) -> Result<(CancelFilter, String), Ap
     ))
 }
 
-pub fn bulk_cancel(node: &Arc<Node>, request: &mut Request, _params: &Params) -> Result<Response, ApiError> {
+pub fn bulk_cancel(
+    node: &Arc<Node>,
+    request: &mut Request,
+    _params: &Params,
+) -> Result<Response, ApiError> {
     let (filter, reason) = parse_bulk(&read_json(request, 256 * 1024)?)?;
     let cancelled = node.transfers.cancel_matching(&filter, &reason);
     for id in &cancelled {
@@ -107,13 +132,25 @@ mod tests {
         assert_eq!(e.validation_errors[0].field, "reason");
         let e = parse_bulk(&json!({"reason": "x"})).unwrap_err();
         assert_eq!(e.validation_errors[0].field, "everything");
-        let (f, r) = parse_bulk(&json!({"reason": "node maintenance", "everything": true})).unwrap();
+        let (f, r) =
+            parse_bulk(&json!({"reason": "node maintenance", "everything": true})).unwrap();
         assert_eq!(r, "node maintenance");
         assert!(f.direction.is_none() && f.servers.is_none());
-        let (f, _) = parse_bulk(&json!({"reason": "r", "direction": "incoming", "servers": ["a"]})).unwrap();
+        let (f, _) =
+            parse_bulk(&json!({"reason": "r", "direction": "incoming", "servers": ["a"]})).unwrap();
         assert_eq!(f.direction, Some(Direction::Incoming));
         assert_eq!(f.servers, Some(vec!["a".to_string()]));
-        assert_eq!(parse_bulk(&json!({"reason": "r", "direction": "sideways"})).unwrap_err().status, 400);
-        assert_eq!(parse_bulk(&json!({"reason": "r", "servers": [1]})).unwrap_err().status, 400);
+        assert_eq!(
+            parse_bulk(&json!({"reason": "r", "direction": "sideways"}))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            parse_bulk(&json!({"reason": "r", "servers": [1]}))
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

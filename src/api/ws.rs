@@ -31,8 +31,16 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// How often the reader wakes to check expiry, pings and liveness.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a closing session lets the writer deliver what is queued (a
+/// `jwt error`, `token expired`) and the close frame before cutting the
+/// socket; a writer stuck on a client that stopped reading is cut then.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-pub fn upgrade(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn upgrade(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     let header_has = |name: &str, token: &str| {
         request
@@ -40,12 +48,20 @@ pub fn upgrade(node: &Arc<Node>, request: &mut Request, params: &Params) -> Resu
             .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
     };
     if !header_has("upgrade", "websocket") || !header_has("connection", "upgrade") {
-        return Err(ApiError::new(400, "This endpoint only accepts websocket connections."));
+        return Err(ApiError::new(
+            400,
+            "This endpoint only accepts websocket connections.",
+        ));
     }
     if request.header("sec-websocket-version") != Some("13") {
-        return Err(ApiError::new(400, "Unsupported websocket version.").with_header("Sec-WebSocket-Version", "13"));
+        return Err(ApiError::new(400, "Unsupported websocket version.")
+            .with_header("Sec-WebSocket-Version", "13"));
     }
-    let Some(key) = request.header("sec-websocket-key").map(str::trim).filter(|k| !k.is_empty()) else {
+    let Some(key) = request
+        .header("sec-websocket-key")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    else {
         return Err(ApiError::new(400, "Missing Sec-WebSocket-Key."));
     };
     if !origin_allowed(request.header("origin"), &node.config.remote) {
@@ -95,7 +111,9 @@ enum Control {
     /// Frame bytes the protocol produced while reading (pong, close echo).
     Raw(Vec<u8>),
     /// Authenticated (again): deliver events; logs only with permission.
-    Authorized { logs: bool },
+    Authorized {
+        logs: bool,
+    },
     /// The token expired: stop delivering events.
     Unauthorized,
     Ping,
@@ -160,6 +178,8 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
         return;
     }
     let (to_writer, controls) = bounded::<Control>(64);
+    // Disconnects when the writer ends.
+    let (writer_done, writer_ended) = bounded::<()>(0);
     let subscription = node.events.subscribe(server, QUEUE);
     let sub_id = subscription.id;
     let events = subscription.receiver;
@@ -167,7 +187,10 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
         let server = server.to_string();
         std::thread::Builder::new()
             .name("ws-write".into())
-            .spawn(move || write_loop(&server, write_stream, &controls, &events))
+            .spawn(move || {
+                write_loop(&server, write_stream, &controls, &events);
+                drop(writer_done);
+            })
     };
     let Ok(writer) = writer else {
         node.events.unsubscribe(server, sub_id);
@@ -178,11 +201,14 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
         pending: Vec::new(),
         to_writer: to_writer.clone(),
     };
-    let mut socket = WebSocket::from_partially_read(read_half, leftover, Role::Server, Some(config()));
+    let mut socket =
+        WebSocket::from_partially_read(read_half, leftover, Role::Server, Some(config()));
     read_loop(node, server, &mut socket, &to_writer, sub_id);
-    let _ = to_writer.send(Control::Close);
+    // try_send: a full queue means the writer is stuck, and the grace
+    // below ends it anyway.
+    let _ = to_writer.try_send(Control::Close);
     drop(to_writer);
-    // A writer stuck on a client that stopped reading is unblocked here.
+    let _ = writer_ended.recv_timeout(CLOSE_GRACE);
     let _ = closer.shutdown();
     let _ = writer.join();
     node.events.unsubscribe(server, sub_id);
@@ -204,14 +230,24 @@ fn read_loop(
         match socket.read() {
             Ok(Message::Text(text)) => {
                 last_heard = Instant::now();
-                if !on_message(node, server, text.as_str(), to_writer, &mut expires_at, &mut warned) {
+                if !on_message(
+                    node,
+                    server,
+                    text.as_str(),
+                    to_writer,
+                    &mut expires_at,
+                    &mut warned,
+                ) {
                     return;
                 }
             }
             Ok(Message::Close(_)) => return,
             Ok(_) => last_heard = Instant::now(),
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return,
             Err(e) => {
                 log::debug!("websocket {server}: {e}");
@@ -293,7 +329,12 @@ fn send(to_writer: &Sender<Control>, event: &str, arg: &str) {
     let _ = to_writer.send(Control::Text(text));
 }
 
-fn write_loop(server: &str, stream: Box<dyn Stream>, controls: &Receiver<Control>, events: &Receiver<Event>) {
+fn write_loop(
+    server: &str,
+    stream: Box<dyn Stream>,
+    controls: &Receiver<Control>,
+    events: &Receiver<Event>,
+) {
     let mut socket = WebSocket::from_raw_socket(stream, Role::Server, Some(config()));
     let mut authorized = false;
     let mut logs = false;
@@ -305,7 +346,12 @@ fn write_loop(server: &str, stream: Box<dyn Stream>, controls: &Receiver<Control
                 Ok(Control::Authorized { logs: l }) => { authorized = true; logs = l; Ok(()) }
                 Ok(Control::Unauthorized) => { authorized = false; Ok(()) }
                 Ok(Control::Ping) => socket.send(Message::Ping(Vec::new().into())),
-                Ok(Control::Close) | Err(_) => return,
+                Ok(Control::Close) => {
+                    let _ = socket.close(None);
+                    let _ = socket.flush();
+                    return;
+                }
+                Err(_) => return,
             },
             recv(events) -> event => match event {
                 Ok(event) if authorized && (logs || event.event != "transfer logs") => {
@@ -334,10 +380,25 @@ mod tests {
     fn origins() {
         assert!(origin_allowed(None, "https://panel.example.com"));
         assert!(origin_allowed(Some("https://anything"), ""));
-        assert!(origin_allowed(Some("https://panel.example.com"), "https://panel.example.com"));
-        assert!(origin_allowed(Some("https://PANEL.example.com"), "https://panel.example.com/"));
-        assert!(origin_allowed(Some("https://panel.example.com:8443"), "https://panel.example.com:8443/sub"));
-        assert!(!origin_allowed(Some("https://evil.example.com"), "https://panel.example.com"));
-        assert!(!origin_allowed(Some("http://panel.example.com"), "https://panel.example.com"));
+        assert!(origin_allowed(
+            Some("https://panel.example.com"),
+            "https://panel.example.com"
+        ));
+        assert!(origin_allowed(
+            Some("https://PANEL.example.com"),
+            "https://panel.example.com/"
+        ));
+        assert!(origin_allowed(
+            Some("https://panel.example.com:8443"),
+            "https://panel.example.com:8443/sub"
+        ));
+        assert!(!origin_allowed(
+            Some("https://evil.example.com"),
+            "https://panel.example.com"
+        ));
+        assert!(!origin_allowed(
+            Some("http://panel.example.com"),
+            "https://panel.example.com"
+        ));
     }
 }

@@ -48,16 +48,30 @@ mod tests {
     fn outcomes() {
         assert_eq!(check_node_token(None, "t").unwrap_err().status, 401);
         assert_eq!(check_node_token(Some(""), "t").unwrap_err().status, 401);
-        assert_eq!(check_node_token(Some("Basic dDp0"), "t").unwrap_err().status, 401);
-        assert_eq!(check_node_token(Some("Bearer "), "t").unwrap_err().status, 401);
-        assert_eq!(check_node_token(Some("Bearer"), "t").unwrap_err().status, 401);
+        assert_eq!(
+            check_node_token(Some("Basic dDp0"), "t")
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            check_node_token(Some("Bearer "), "t").unwrap_err().status,
+            401
+        );
+        assert_eq!(
+            check_node_token(Some("Bearer"), "t").unwrap_err().status,
+            401
+        );
         let e = check_node_token(Some("Bearer x"), "t").unwrap_err();
         assert_eq!((e.status, e.message.as_str()), (403, FORBIDDEN));
         assert!(check_node_token(Some("Bearer t"), "t").is_ok());
         assert!(check_node_token(Some("bearer  t "), "t").is_ok());
         let e = check_node_token(None, "t").unwrap_err();
         assert_eq!(e.message, MISSING);
-        assert!(e.headers.iter().any(|(k, v)| k == "WWW-Authenticate" && v == "Bearer"));
+        assert!(e
+            .headers
+            .iter()
+            .any(|(k, v)| k == "WWW-Authenticate" && v == "Bearer"));
     }
 
     #[test]

@@ -104,7 +104,10 @@ pub fn no_content() -> Response {
 /// Parses a JSON request body, mapping syntax errors to a 400 envelope.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::validation(vec![FieldError::new("body", &format!("is not valid JSON: {e}"))])
+        ApiError::validation(vec![FieldError::new(
+            "body",
+            &format!("is not valid JSON: {e}"),
+        )])
     })
 }
 
@@ -128,7 +131,8 @@ mod tests {
             body_json(&r),
             serde_json::json!({"error": NOT_FOUND, "request_id": "abc"})
         );
-        let r = ApiError::validation(vec![FieldError::new("url", "is required")]).into_response("r1");
+        let r =
+            ApiError::validation(vec![FieldError::new("url", "is required")]).into_response("r1");
         assert_eq!(r.status, 400);
         let v = body_json(&r);
         assert_eq!(v["validation_errors"][0]["field"], "url");

@@ -118,11 +118,23 @@ mod tests {
         let (h, p) = found(&r, "GET", "/api/servers/abc").unwrap();
         assert_eq!((h, p.get("server")), (2, "abc"));
         assert_eq!(found(&r, "DELETE", "/api/servers/abc").unwrap().0, 3);
-        assert_eq!(found(&r, "POST", "/api/servers/x/transfer").unwrap().1.get("server"), "x");
+        assert_eq!(
+            found(&r, "POST", "/api/servers/x/transfer")
+                .unwrap()
+                .1
+                .get("server"),
+            "x"
+        );
         // The literal route wins because it is registered first.
         assert_eq!(found(&r, "POST", "/api/transfers/cancel").unwrap().0, 5);
         assert_eq!(found(&r, "DELETE", "/api/transfers/u1").unwrap().0, 6);
-        assert_eq!(found(&r, "GET", "/api/servers/abc").unwrap().1.get("missing"), "");
+        assert_eq!(
+            found(&r, "GET", "/api/servers/abc")
+                .unwrap()
+                .1
+                .get("missing"),
+            ""
+        );
     }
 
     #[test]
@@ -130,8 +142,14 @@ mod tests {
         let r = router();
         assert!(matches!(r.find("GET", "/nope"), Match::NotFound));
         assert!(matches!(r.find("GET", "/api/servers/"), Match::NotFound));
-        assert!(matches!(r.find("GET", "/api/servers/a/b/c"), Match::NotFound));
-        assert!(matches!(r.find("GET", "/api/servers//transfer"), Match::NotFound));
+        assert!(matches!(
+            r.find("GET", "/api/servers/a/b/c"),
+            Match::NotFound
+        ));
+        assert!(matches!(
+            r.find("GET", "/api/servers//transfer"),
+            Match::NotFound
+        ));
         match r.find("PUT", "/api/servers/a") {
             Match::MethodNotAllowed(m) => assert_eq!(m, vec!["GET", "DELETE"]),
             _ => panic!("expected 405"),

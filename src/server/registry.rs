@@ -59,7 +59,11 @@ impl Registry {
                 Err(e) => log::warn!("registry: ignoring unreadable {}: {e}", path.display()),
             }
         }
-        log::info!("registry: {} server(s) loaded from {}", servers.len(), dir.display());
+        log::info!(
+            "registry: {} server(s) loaded from {}",
+            servers.len(),
+            dir.display()
+        );
         Ok(Registry {
             dir: dir.to_path_buf(),
             servers: RwLock::new(servers),
@@ -153,7 +157,12 @@ impl Registry {
         let entries = match fs::read_dir(data) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(adopted),
-            Err(e) => return Err(RegistryError::Io(format!("cannot read {}: {e}", data.display()))),
+            Err(e) => {
+                return Err(RegistryError::Io(format!(
+                    "cannot read {}: {e}",
+                    data.display()
+                )))
+            }
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -162,7 +171,10 @@ impl Registry {
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
             if is_dir && is_uuid(&name) && !self.contains(&name) {
                 self.insert(ServerConfig::minimal(&name))?;
-                log::info!("registry: adopted {name} from {} with a minimal configuration", data.display());
+                log::info!(
+                    "registry: adopted {name} from {} with a minimal configuration",
+                    data.display()
+                );
                 adopted.push(name);
             }
         }
@@ -178,8 +190,10 @@ impl Registry {
     fn persist(&self, config: &ServerConfig) -> Result<(), RegistryError> {
         let path = self.file(&config.uuid);
         let tmp = self.dir.join(format!(".{}.json.tmp", config.uuid));
-        let io = |e: std::io::Error| RegistryError::Io(format!("cannot write {}: {e}", path.display()));
-        let body = serde_json::to_vec_pretty(config).map_err(|e| RegistryError::Io(e.to_string()))?;
+        let io =
+            |e: std::io::Error| RegistryError::Io(format!("cannot write {}: {e}", path.display()));
+        let body =
+            serde_json::to_vec_pretty(config).map_err(|e| RegistryError::Io(e.to_string()))?;
         let mut file = fs::File::create(&tmp).map_err(io)?;
         file.write_all(&body).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -200,7 +214,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
         reg.insert(ServerConfig::minimal(A)).unwrap();
-        assert!(matches!(reg.insert(ServerConfig::minimal(A)), Err(RegistryError::Exists)));
+        assert!(matches!(
+            reg.insert(ServerConfig::minimal(A)),
+            Err(RegistryError::Exists)
+        ));
         drop(reg);
         let reg = Registry::open(dir.path()).unwrap();
         assert!(reg.contains(A));

@@ -34,7 +34,10 @@ const MAX_CONFIGURATION: usize = 1024 * 1024;
 
 /// `POST /api/transfers`.
 pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiError> {
-    let claims = match jwt::verify_transfer_token(request.header("authorization"), node.config.token.as_bytes()) {
+    let claims = match jwt::verify_transfer_token(
+        request.header("authorization"),
+        node.config.token.as_bytes(),
+    ) {
         Ok(claims) => claims,
         Err(TokenError::Missing) => {
             return Err(ApiError::new(401, auth::MISSING).with_header("WWW-Authenticate", "Bearer"))
@@ -44,12 +47,18 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
             return Err(ApiError::new(401, INVALID_TOKEN));
         }
         Err(TokenError::Forbidden) => {
-            log::warn!("transfer token from {} lacks the transfer scope", request.remote_addr);
+            log::warn!(
+                "transfer token from {} lacks the transfer scope",
+                request.remote_addr
+            );
             return Err(ApiError::new(403, "Forbidden."));
         }
     };
     if !is_uuid(&claims.server) {
-        log::warn!("transfer token refused: sub `{}` is not a server uuid", claims.server);
+        log::warn!(
+            "transfer token refused: sub `{}` is not a server uuid",
+            claims.server
+        );
         return Err(ApiError::new(401, INVALID_TOKEN));
     }
     if node.transfers.token_used(&claims.replay_key) {
@@ -70,16 +79,22 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
         .ok_or_else(|| ApiError::new(400, "invalid content type"))?;
     let transfer = node
         .transfers
-        .begin(&uuid, Direction::Incoming, &request.remote_addr.ip().to_string())
+        .begin(
+            &uuid,
+            Direction::Incoming,
+            &request.remote_addr.ip().to_string(),
+        )
         .map_err(|_| ApiError::new(409, IN_PROGRESS))?;
-    node.transfers.transition(&transfer, Status::Processing, None);
+    node.transfers
+        .transition(&transfer, Status::Processing, None);
     let connection = request.connection();
     transfer.on_cancel(move || connection.shutdown());
     let monitor = spawn_monitor(node, &transfer);
 
     let result = install(node, request, &transfer, &uuid, &boundary);
     drop(monitor);
-    node.transfers.remember_token(&claims.replay_key, claims.expires_at);
+    node.transfers
+        .remember_token(&claims.replay_key, claims.expires_at);
     match result {
         Ok(config) => {
             let status = node.transfers.finish(&transfer, Ok(()));
@@ -123,7 +138,10 @@ fn install(
     let mut config = match &node.panel {
         Some(panel) => {
             let remote = panel.server(uuid).map_err(|e| {
-                ApiError::new(500, format!("failed to get the server configuration from the panel: {e:?}"))
+                ApiError::new(
+                    500,
+                    format!("failed to get the server configuration from the panel: {e:?}"),
+                )
             })?;
             Some(ServerConfig {
                 uuid: uuid.to_string(),
@@ -156,7 +174,8 @@ fn install(
     while let Some(part) = parts.next_part().map_err(multipart_error)? {
         match part.name.as_str() {
             "configuration" if digest.is_none() => {
-                let text = read_bounded(&mut parts.part_body(), MAX_CONFIGURATION, "configuration")?;
+                let text =
+                    read_bounded(&mut parts.part_body(), MAX_CONFIGURATION, "configuration")?;
                 if config.is_none() {
                     config = Some(configuration_from_part(uuid, &text)?);
                 }
@@ -169,13 +188,22 @@ fn install(
                     max_bytes: config.as_ref().and_then(ServerConfig::disk_space_bytes),
                     owner: node.config.system.user,
                 };
-                let summary = archive::extract(parts.part_body(), &staging, &limits, &cancel, &transfer.counters)
-                    .map_err(extract_error)?;
+                let summary = archive::extract(
+                    parts.part_body(),
+                    &staging,
+                    &limits,
+                    &cancel,
+                    &transfer.counters,
+                )
+                .map_err(extract_error)?;
                 digest = Some(summary.sha256_hex);
             }
             "checksum" => {
                 if digest.is_none() {
-                    return Err(ApiError::new(400, "archive must be sent before the checksum"));
+                    return Err(ApiError::new(
+                        400,
+                        "archive must be sent before the checksum",
+                    ));
                 }
                 let text = read_bounded(&mut parts.part_body(), MAX_CHECKSUM, "checksum")?;
                 checksum = Some(String::from_utf8_lossy(&text).trim().to_ascii_lowercase());
@@ -187,7 +215,10 @@ fn install(
         return Err(ApiError::new(400, "missing archive or checksum"));
     };
     if !auth::constant_time_eq(digest.as_bytes(), checksum.as_bytes()) {
-        log::warn!("transfer {}: checksum {checksum} but the archive hashes to {digest}", transfer.id);
+        log::warn!(
+            "transfer {}: checksum {checksum} but the archive hashes to {digest}",
+            transfer.id
+        );
         return Err(ApiError::new(400, "checksums don't match"));
     }
     if transfer.is_cancelled() {
@@ -204,13 +235,19 @@ fn install(
             // Only possible if another path registered it meanwhile; the
             // directory we just moved in is ours to take back.
             let _ = archive::remove_tree(&crate::server::data_dir(&node.config.system.data, uuid));
-            return Err(ApiError::new(500, format!("failed to register the server: {e}")));
+            return Err(ApiError::new(
+                500,
+                format!("failed to register the server: {e}"),
+            ));
         }
     };
     let spec = server.spec(&node.config.system.data);
     if let Err(e) = node.environment.create(&spec) {
         uninstall(node, &config);
-        return Err(ApiError::new(500, format!("failed to create the server environment: {e}")));
+        return Err(ApiError::new(
+            500,
+            format!("failed to create the server environment: {e}"),
+        ));
     }
     if let Err(e) = node.report_to_panel(uuid, true) {
         uninstall(node, &config);
@@ -224,21 +261,29 @@ fn uninstall(node: &Node, config: &ServerConfig) {
     match node.registry.get(&config.uuid) {
         Some(server) => node.remove_server(&server),
         None => {
-            let _ = archive::remove_tree(&crate::server::data_dir(&node.config.system.data, &config.uuid));
+            let _ = archive::remove_tree(&crate::server::data_dir(
+                &node.config.system.data,
+                &config.uuid,
+            ));
         }
     }
 }
 
 fn start_later(node: &Arc<Node>, uuid: &str) {
     let (node, uuid) = (Arc::clone(node), uuid.to_string());
-    let _ = std::thread::Builder::new().name("start".into()).spawn(move || {
-        if let Some(server) = node.registry.get(&uuid) {
-            match node.environment.start(&server.spec(&node.config.system.data)) {
-                Ok(()) => log::info!("{uuid}: started after the transfer"),
-                Err(e) => log::error!("{uuid}: cannot start after the transfer: {e}"),
+    let _ = std::thread::Builder::new()
+        .name("start".into())
+        .spawn(move || {
+            if let Some(server) = node.registry.get(&uuid) {
+                match node
+                    .environment
+                    .start(&server.spec(&node.config.system.data))
+                {
+                    Ok(()) => log::info!("{uuid}: started after the transfer"),
+                    Err(e) => log::error!("{uuid}: cannot start after the transfer: {e}"),
+                }
             }
-        }
-    });
+        });
 }
 
 /// Refuses before any byte is written when the announced size cannot fit.
@@ -272,7 +317,10 @@ fn read_bounded(body: &mut impl Read, max: usize, part: &str) -> Result<Vec<u8>,
         .read_to_end(&mut out)
         .map_err(|e| input_error(&e))?;
     if out.len() > max {
-        return Err(ApiError::new(400, format!("the {part} part is larger than {max} bytes")));
+        return Err(ApiError::new(
+            400,
+            format!("the {part} part is larger than {max} bytes"),
+        ));
     }
     Ok(out)
 }
@@ -280,15 +328,25 @@ fn read_bounded(body: &mut impl Read, max: usize, part: &str) -> Result<Vec<u8>,
 /// Accepts the panel's shape (`{"settings","process_configuration"}`) or a
 /// bare settings object.
 fn configuration_from_part(uuid: &str, text: &[u8]) -> Result<ServerConfig, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(text)
-        .map_err(|e| ApiError::new(400, format!("the configuration part is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+        ApiError::new(
+            400,
+            format!("the configuration part is not valid JSON: {e}"),
+        )
+    })?;
     if !value.is_object() {
-        return Err(ApiError::new(400, "the configuration part must be a JSON object"));
+        return Err(ApiError::new(
+            400,
+            "the configuration part must be a JSON object",
+        ));
     }
     let (settings, process) = match value.get("settings") {
         Some(settings) => (
             settings.clone(),
-            value.get("process_configuration").cloned().unwrap_or_else(|| serde_json::json!({})),
+            value
+                .get("process_configuration")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({})),
         ),
         None => (value, serde_json::json!({})),
     };
@@ -309,7 +367,9 @@ fn input_error(e: &std::io::Error) -> ApiError {
 fn multipart_error(e: MultipartError) -> ApiError {
     match e {
         MultipartError::Truncated => ApiError::new(400, "missing archive or checksum"),
-        MultipartError::Malformed(m) => ApiError::new(400, format!("malformed multipart body: {m}")),
+        MultipartError::Malformed(m) => {
+            ApiError::new(400, format!("malformed multipart body: {m}"))
+        }
         MultipartError::Io(e) => input_error(&e),
     }
 }
@@ -318,8 +378,12 @@ fn extract_error(e: ExtractError) -> ApiError {
     match e {
         ExtractError::Unsafe(path) => ApiError::new(400, format!("unsafe path in archive: {path}")),
         ExtractError::NoSpace => ApiError::new(400, NO_SPACE),
-        ExtractError::Corrupt(m) => ApiError::new(500, format!("failed to extract the archive: {m}")),
-        ExtractError::Io(m) => ApiError::new(500, format!("failed to write the archive to disk: {m}")),
+        ExtractError::Corrupt(m) => {
+            ApiError::new(500, format!("failed to extract the archive: {m}"))
+        }
+        ExtractError::Io(m) => {
+            ApiError::new(500, format!("failed to write the archive to disk: {m}"))
+        }
         ExtractError::Cancelled => ApiError::new(400, ABORTED),
         ExtractError::Input(e) => input_error(&e),
     }
@@ -331,24 +395,43 @@ mod tests {
 
     #[test]
     fn configuration_part_shapes() {
-        let c = configuration_from_part("u", br#"{"settings":{"a":1},"process_configuration":{"stop":{"type":"signal"}}}"#).unwrap();
+        let c = configuration_from_part(
+            "u",
+            br#"{"settings":{"a":1},"process_configuration":{"stop":{"type":"signal"}}}"#,
+        )
+        .unwrap();
         assert_eq!(c.settings, serde_json::json!({"a":1}));
         assert_eq!(c.process_configuration["stop"]["type"], "signal");
         let c = configuration_from_part("u", br#"{"build":{"disk_space":1}}"#).unwrap();
         assert_eq!(c.disk_space_bytes(), Some(1024 * 1024));
-        assert_eq!(configuration_from_part("u", b"[1]").unwrap_err().status, 400);
+        assert_eq!(
+            configuration_from_part("u", b"[1]").unwrap_err().status,
+            400
+        );
         assert_eq!(configuration_from_part("u", b"{").unwrap_err().status, 400);
     }
 
     #[test]
     fn error_mapping_follows_the_table() {
-        assert_eq!(extract_error(ExtractError::Unsafe("../x".into())).message, "unsafe path in archive: ../x");
+        assert_eq!(
+            extract_error(ExtractError::Unsafe("../x".into())).message,
+            "unsafe path in archive: ../x"
+        );
         assert_eq!(extract_error(ExtractError::NoSpace).message, NO_SPACE);
-        assert_eq!(extract_error(ExtractError::Corrupt("gzip: bad header".into())).status, 500);
+        assert_eq!(
+            extract_error(ExtractError::Corrupt("gzip: bad header".into())).status,
+            500
+        );
         assert_eq!(extract_error(ExtractError::Cancelled).message, ABORTED);
         let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "x");
-        assert_eq!(extract_error(ExtractError::Input(eof)).message, "missing archive or checksum");
-        assert_eq!(multipart_error(MultipartError::Truncated).message, "missing archive or checksum");
+        assert_eq!(
+            extract_error(ExtractError::Input(eof)).message,
+            "missing archive or checksum"
+        );
+        assert_eq!(
+            multipart_error(MultipartError::Truncated).message,
+            "missing archive or checksum"
+        );
     }
 
     #[test]

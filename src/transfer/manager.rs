@@ -101,7 +101,8 @@ impl Transfer {
     }
 
     fn run_cancel_hooks(&self) {
-        let hooks = std::mem::take(&mut *self.cancel_hooks.lock().unwrap_or_else(|p| p.into_inner()));
+        let hooks =
+            std::mem::take(&mut *self.cancel_hooks.lock().unwrap_or_else(|p| p.into_inner()));
         for hook in hooks {
             hook();
         }
@@ -288,10 +289,15 @@ impl Manager {
         let current = state.status;
         let (next, error) = match (current, outcome) {
             (s, _) if s.is_terminal() => return s,
-            (Status::Cancelling, Ok(())) | (Status::Cancelling, Err(_)) => (Status::Cancelled, None),
+            (Status::Cancelling, Ok(())) | (Status::Cancelling, Err(_)) => {
+                (Status::Cancelled, None)
+            }
             (Status::Pending, Ok(())) => {
                 // Nothing ran: an empty success is still a failure to transfer.
-                (Status::Failed, Some("the transfer ended before it started".to_string()))
+                (
+                    Status::Failed,
+                    Some("the transfer ended before it started".to_string()),
+                )
             }
             (_, Ok(())) => (Status::Completed, None),
             (_, Err(e)) => (Status::Failed, Some(e)),
@@ -348,7 +354,13 @@ impl Manager {
         } else {
             None
         };
-        self.audit_line(transfer, from.as_str(), next, reason_for_audit, error.as_deref());
+        self.audit_line(
+            transfer,
+            from.as_str(),
+            next,
+            reason_for_audit,
+            error.as_deref(),
+        );
         match next {
             Status::Failed => log::warn!(
                 "transfer {} ({} {}): {} -> failed: {}",
@@ -378,8 +390,10 @@ impl Manager {
             },
         };
         if let Some(arg) = arg {
-            self.events
-                .publish(&transfer.server, Event::new("transfer status", arg.to_string()));
+            self.events.publish(
+                &transfer.server,
+                Event::new("transfer status", arg.to_string()),
+            );
         }
         true
     }
@@ -448,7 +462,11 @@ impl Manager {
 
     /// The newest transfer of a server, either direction.
     pub fn latest(&self, server: &str) -> Option<Arc<Transfer>> {
-        self.list().iter().rev().find(|t| t.server == server).cloned()
+        self.list()
+            .iter()
+            .rev()
+            .find(|t| t.server == server)
+            .cloned()
     }
 
     /// Every record, newest first.
@@ -499,7 +517,10 @@ impl Manager {
         if let Ok(bytes) = serde_json::to_vec(&*used) {
             let path = self.state_dir.join("used-tokens.json");
             let tmp = self.state_dir.join("used-tokens.json.tmp");
-            if fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, &path)).is_err() {
+            if fs::write(&tmp, bytes)
+                .and_then(|_| fs::rename(&tmp, &path))
+                .is_err()
+            {
                 log::warn!("cannot persist the used-token list in {}", path.display());
             }
         }
@@ -595,7 +616,14 @@ pub fn new_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -613,7 +641,10 @@ mod tests {
     fn one_active_transfer_per_server_and_direction() {
         let (_d, m, _) = manager();
         let t = m.begin("s", Direction::Outgoing, "http://d").unwrap();
-        assert_eq!(m.begin("s", Direction::Outgoing, "http://d").err(), Some(AlreadyActive));
+        assert_eq!(
+            m.begin("s", Direction::Outgoing, "http://d").err(),
+            Some(AlreadyActive)
+        );
         assert!(m.begin("s", Direction::Incoming, "src").is_ok());
         assert!(m.transition(&t, Status::Processing, None));
         assert!(m.transition(&t, Status::Failed, Some("x".into())));
@@ -631,7 +662,10 @@ mod tests {
         assert!(!m.transition(&t, Status::Failed, None));
         assert_eq!(t.status(), Status::Completed);
         assert!(t.record().finished_at.is_some());
-        assert_eq!(m.totals(), vec![((Direction::Outgoing, Status::Completed), 1)]);
+        assert_eq!(
+            m.totals(),
+            vec![((Direction::Outgoing, Status::Completed), 1)]
+        );
     }
 
     #[test]
@@ -664,8 +698,12 @@ mod tests {
     #[test]
     fn bulk_cancel_selectors() {
         let (_d, m, _) = manager();
-        let a = m.begin("a", Direction::Outgoing, "http://node2:8080/api/transfers").unwrap();
-        let b = m.begin("b", Direction::Outgoing, "http://node3:8080/api/transfers").unwrap();
+        let a = m
+            .begin("a", Direction::Outgoing, "http://node2:8080/api/transfers")
+            .unwrap();
+        let b = m
+            .begin("b", Direction::Outgoing, "http://node3:8080/api/transfers")
+            .unwrap();
         let c = m.begin("c", Direction::Incoming, "10.0.0.1").unwrap();
         let f = CancelFilter {
             destination: Some("http://node2".into()),
@@ -692,8 +730,10 @@ mod tests {
         m.transition(&t, Status::Processing, None);
         m.transition(&t, Status::Failed, Some("checksums don't match".into()));
         let text = fs::read_to_string(dir.path().join("audit.log")).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2]["from"], "processing");
         assert_eq!(lines[2]["to"], "failed");
@@ -715,7 +755,10 @@ mod tests {
         let m = Manager::new(dir.path(), events).unwrap();
         let orphans = m.take_orphans();
         assert_eq!(orphans.len(), 1);
-        assert_eq!((orphans[0].server.as_str(), orphans[0].status.as_str()), ("a", "processing"));
+        assert_eq!(
+            (orphans[0].server.as_str(), orphans[0].status.as_str()),
+            ("a", "processing")
+        );
         assert!(m.take_orphans().is_empty());
     }
 
@@ -724,7 +767,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let events = Arc::new(EventBus::default());
         let far = timefmt::now_unix() + 600;
-        Manager::new(dir.path(), Arc::clone(&events)).unwrap().remember_token("k1", far);
+        Manager::new(dir.path(), Arc::clone(&events))
+            .unwrap()
+            .remember_token("k1", far);
         let m = Manager::new(dir.path(), events).unwrap();
         assert!(m.token_used("k1"));
         assert!(!m.token_used("k2"));

@@ -3,11 +3,11 @@
 
 pub mod audit;
 pub mod destination;
-pub mod source;
 pub mod manager;
 pub mod pipe;
 pub mod progress;
 pub mod record;
+pub mod source;
 pub mod throttle;
 
 pub use manager::{CancelFilter, Manager, Transfer};

@@ -82,7 +82,10 @@ impl Read for PipeReader {
                 return Ok(0);
             }
             if self.cancel.load(Ordering::Relaxed) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "transfer cancelled"));
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "transfer cancelled",
+                ));
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(block) => {
@@ -129,7 +132,10 @@ mod tests {
         let (_w, mut r) = pipe(2, Arc::clone(&cancel));
         cancel.store(true, Ordering::SeqCst);
         let mut buf = [0u8; 10];
-        assert_eq!(r.read(&mut buf).unwrap_err().kind(), io::ErrorKind::Interrupted);
+        assert_eq!(
+            r.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::Interrupted
+        );
     }
 
     #[test]
@@ -138,6 +144,9 @@ mod tests {
         let (mut w, r) = pipe(1, cancel);
         drop(r);
         let big = vec![0u8; BLOCK * 3];
-        assert_eq!(w.write_all(&big).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            w.write_all(&big).unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
     }
 }

@@ -84,6 +84,9 @@ mod tests {
     fn rate_eta() {
         assert_eq!(rate_and_eta(0, 100, Duration::from_secs(1)), (0, None));
         assert_eq!(rate_and_eta(50, 100, Duration::from_secs(5)), (10, Some(5)));
-        assert_eq!(rate_and_eta(100, 100, Duration::from_secs(5)), (20, Some(0)));
+        assert_eq!(
+            rate_and_eta(100, 100, Duration::from_secs(5)),
+            (20, Some(0))
+        );
     }
 }

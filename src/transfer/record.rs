@@ -139,7 +139,13 @@ mod tests {
 
     #[test]
     fn serializes_lowercase() {
-        assert_eq!(serde_json::to_string(&Status::Cancelling).unwrap(), "\"cancelling\"");
-        assert_eq!(serde_json::to_string(&Direction::Incoming).unwrap(), "\"incoming\"");
+        assert_eq!(
+            serde_json::to_string(&Status::Cancelling).unwrap(),
+            "\"cancelling\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Direction::Incoming).unwrap(),
+            "\"incoming\""
+        );
     }
 }

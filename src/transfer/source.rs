@@ -41,9 +41,10 @@ pub fn spawn(node: Arc<Node>, transfer: Arc<Transfer>, mark: TransferMark, plan:
         .name(name)
         .spawn(move || run(&n, &t, mark, &plan));
     if let Err(e) = spawned {
-        let status = node
-            .transfers
-            .finish(&transfer, Err(format!("cannot start the transfer thread: {e}")));
+        let status = node.transfers.finish(
+            &transfer,
+            Err(format!("cannot start the transfer thread: {e}")),
+        );
         log::error!("transfer {}: {status:?}", transfer.id);
         let _ = node.report_to_panel(&transfer.server, false);
     }
@@ -96,10 +97,17 @@ fn stream(
     {
         return Err("the transfer was cancelled before it started".to_string());
     }
-    node.transfer_log(transfer, "Preparing to stream server data to destination...");
+    node.transfer_log(
+        transfer,
+        "Preparing to stream server data to destination...",
+    );
     let spec = server.spec(&node.config.system.data);
-    let totals = archive::scan(&spec.data_dir)
-        .map_err(|e| format!("cannot read the data directory {}: {e}", spec.data_dir.display()))?;
+    let totals = archive::scan(&spec.data_dir).map_err(|e| {
+        format!(
+            "cannot read the data directory {}: {e}",
+            spec.data_dir.display()
+        )
+    })?;
     transfer.set_totals(totals.files, totals.bytes);
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -131,7 +139,14 @@ fn stream(
         thread::Builder::new()
             .name(format!("pack-{}", &transfer.id[..8]))
             .spawn(move || {
-                let result = produce(writer, &boundary, &configuration, &root, &options, &transfer);
+                let result = produce(
+                    writer,
+                    &boundary,
+                    &configuration,
+                    &root,
+                    &options,
+                    &transfer,
+                );
                 if result.is_ok() {
                     transfer.mark_archive_sent();
                     node.transfer_log(&transfer, "Finished streaming archive to destination.");
@@ -160,7 +175,11 @@ fn stream(
         .header("X-Ferry-Files-Total", &totals.files.to_string())
         .header(
             "X-Ferry-Start-On-Completion",
-            if plan.start_on_completion { "true" } else { "false" },
+            if plan.start_on_completion {
+                "true"
+            } else {
+                "false"
+            },
         )
         .send(ureq::SendBody::from_reader(&mut { body }));
     // The producer ends on its own once the pipe's reader is gone.
@@ -208,7 +227,8 @@ fn produce(
         content_type: Some("application/json".into()),
     })
     .map_err(io)?;
-    serde_json::to_writer(&mut mp, configuration).map_err(|e| format!("cannot write the configuration part: {e}"))?;
+    serde_json::to_writer(&mut mp, configuration)
+        .map_err(|e| format!("cannot write the configuration part: {e}"))?;
     mp.begin_part(&PartInfo {
         name: "archive".into(),
         filename: Some("archive.tar.gz".into()),

@@ -65,7 +65,11 @@ pub struct ThrottledReader<'a, R> {
 impl<R: Read> Read for ThrottledReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Small reads keep the pacing smooth at low rates.
-        let cap = if self.throttle.unlimited() { buf.len() } else { buf.len().min(64 * 1024) };
+        let cap = if self.throttle.unlimited() {
+            buf.len()
+        } else {
+            buf.len().min(64 * 1024)
+        };
         let n = self.inner.read(&mut buf[..cap])?;
         self.throttle.take(n, self.cancel);
         Ok(n)
@@ -90,7 +94,11 @@ mod tests {
         for _ in 0..16 {
             limited.take(64 << 10, &cancel);
         }
-        assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]

@@ -66,7 +66,9 @@ impl TestNode {
             yaml.push_str(&format!("remote: {remote}\n"));
         }
         if let Some(socket) = &options.docker_socket {
-            yaml.push_str(&format!("docker:\n  socket: {socket}\n  network:\n    name: none\n"));
+            yaml.push_str(&format!(
+                "docker:\n  socket: {socket}\n  network:\n    name: none\n"
+            ));
         }
         let config_path = root.join("config.yml");
         std::fs::create_dir_all(&root).unwrap();
@@ -105,7 +107,10 @@ impl TestNode {
             Ok(a) => a.parse().expect("listen address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("node did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "node did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
         TestNode {
@@ -118,6 +123,14 @@ impl TestNode {
             _tmp: tmp,
             log,
         }
+    }
+
+    /// Keeps the root directory after this node is dropped (restart tests).
+    pub fn keep_root(&mut self) -> PathBuf {
+        if let Some(tmp) = self._tmp.take() {
+            let _ = tmp.keep();
+        }
+        self.root.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -136,7 +149,12 @@ impl TestNode {
             .into()
     }
 
-    pub fn request(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         self.request_auth(method, path, body, Some(&format!("Bearer {}", self.token)))
     }
 
@@ -255,7 +273,10 @@ impl TestNode {
                 }
             }
             if Instant::now() > deadline {
-                panic!("transfer of {server} did not end in {timeout:?}: {record}\n{}", self.log_text());
+                panic!(
+                    "transfer of {server} did not end in {timeout:?}: {record}\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -307,7 +328,11 @@ pub fn make_server_tree(dir: &Path) {
     std::fs::create_dir_all(dir.join("world/region")).unwrap();
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::create_dir_all(dir.join("plugins/empty")).unwrap();
-    std::fs::write(dir.join("server.properties"), "motd=hello\nmax-players=20\n").unwrap();
+    std::fs::write(
+        dir.join("server.properties"),
+        "motd=hello\nmax-players=20\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("eula.txt"), "eula=true\n").unwrap();
     let mut region = vec![0u8; 3 * 1024 * 1024 + 17];
     let mut x: u32 = 12345;
@@ -318,12 +343,20 @@ pub fn make_server_tree(dir: &Path) {
     std::fs::write(dir.join("world/region/r.0.0.mca"), &region).unwrap();
     std::fs::write(dir.join("world/level.dat"), b"\x1f\x8bnot-really").unwrap();
     for i in 0..50 {
-        std::fs::write(dir.join(format!("logs/{i}.log")), format!("line {i}\n").repeat(i + 1)).unwrap();
+        std::fs::write(
+            dir.join(format!("logs/{i}.log")),
+            format!("line {i}\n").repeat(i + 1),
+        )
+        .unwrap();
     }
     std::fs::write(dir.join("start.sh"), "#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(dir.join("start.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(dir.join("secret.key"), "k").unwrap();
-    std::fs::set_permissions(dir.join("secret.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        dir.join("secret.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::write(dir.join("empty.txt"), "").unwrap();
     std::os::unix::fs::symlink("server.properties", dir.join("link-relative")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("link-absolute")).unwrap();
@@ -340,7 +373,10 @@ pub fn tree_listing(root: &Path) -> Vec<String> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let path = rel.join(e.file_name());
@@ -356,7 +392,11 @@ pub fn tree_listing(root: &Path) -> Vec<String> {
             } else {
                 let bytes = std::fs::read(root.join(&path)).unwrap();
                 let hash = hex::encode(Sha256::digest(&bytes));
-                out.push(format!("F {} {mode:o} {} {hash}", path.display(), bytes.len()));
+                out.push(format!(
+                    "F {} {mode:o} {} {hash}",
+                    path.display(),
+                    bytes.len()
+                ));
             }
         }
     }

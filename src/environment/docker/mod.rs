@@ -31,6 +31,9 @@ pub const MIN_API_VERSION: &str = "1.41";
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest silence tolerated in an image pull's progress stream.
 const PULL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `send_command` waits for the Engine to confirm it passed the
+/// command on.
+const COMMAND_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `wait_for_stop` looks at the container.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -200,9 +203,23 @@ impl DockerEnvironment {
                 EnvError::Runtime(format!("cannot write to the console of {uuid}: {e}"))
             })?;
         // Closing only our side: the container's stdin stays open because
-        // it was created with StdinOnce=false.
+        // it was created with StdinOnce=false. The Engine ends the attach
+        // once it has passed everything before our EOF to the container, so
+        // waiting for its close makes the command delivered, in order, before
+        // the next one (two attaches in flight can overtake each other).
         let _ = conn.shutdown(std::net::Shutdown::Write);
-        Ok(())
+        let _ = conn.set_read_timeout(Some(COMMAND_DELIVERY_TIMEOUT));
+        let mut sink = [0u8; 1024];
+        loop {
+            match conn.read(&mut sink) {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => {
+                    log::warn!("docker: could not confirm delivery of a command to {uuid}: {e}");
+                    return Ok(());
+                }
+            }
+        }
     }
 
     fn set_stopping(&self, uuid: &str, on: bool) {
