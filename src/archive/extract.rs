@@ -166,10 +166,6 @@ impl BufRead for ChanReader<'_> {
             if !old.is_empty() {
                 let _ = self.pool.try_send(old);
             }
-            // The buffer is gone: `pos`/`len` must not point into it, or
-            // the slice below panics when `End` follows.
-            self.pos = 0;
-            self.len = 0;
             match pipe::recv(&self.rx, self.cancel) {
                 Ok(Msg::Data(buf, n)) => {
                     self.cur = buf;
