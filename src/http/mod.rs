@@ -17,6 +17,10 @@ pub mod auth;
 pub mod reply;
 pub mod router;
 
+/// Entry points for `fuzz/` only; not API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod body;
 mod chunked;
 mod conn;
