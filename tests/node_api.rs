@@ -2,6 +2,8 @@
 //! outcomes and messages, the error envelope, body validation, HTTP abuse
 //! the daemon must survive, server routes, config errors and SIGTERM.
 
+#[path = "support/fake_panel.rs"]
+mod fake_panel;
 #[path = "support/node.rs"]
 mod node;
 
@@ -313,8 +315,6 @@ fn config_errors_name_the_key_and_exit_2() {
 
 #[test]
 fn panel_boot_sync_registers_the_panels_servers() {
-    #[path = "support/fake_panel.rs"]
-    mod fake_panel;
     let panel = fake_panel::FakePanel::start("testtokenid", node::TOKEN);
     for i in 0..60 {
         let uuid = format!("00000000-0000-4000-8000-{i:012}");
@@ -375,8 +375,6 @@ impl Read for Generated {
 
 #[test]
 fn several_gib_chunked_upload_streams_with_flat_memory() {
-    #[path = "support/fake_panel.rs"]
-    mod fake_panel;
     use sha2::{Digest, Sha256};
     let node = TestNode::start();
     let dir = tempfile::tempdir().unwrap();
