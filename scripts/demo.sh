@@ -82,9 +82,7 @@ listing() {
 step "generating a game-server directory (scale $SCALE)"
 make_node source
 make_node destination
-FIXTURE=scripts/gen-fixture.py
-[ -f "$FIXTURE" ] || FIXTURE=scripts/demo-fixture.py
-python3 "$FIXTURE" --out "$WORK/source/volumes/$SERVER" --scale "$SCALE"
+python3 scripts/gen-fixture.py --out "$WORK/source/volumes/$SERVER" --scale "$SCALE"
 BYTES="$(du -sb --apparent-size "$WORK/source/volumes/$SERVER" | cut -f1)"
 
 step "starting two nodes on loopback (standalone, no Docker)"
