@@ -157,6 +157,23 @@ fn full_transfer_installs_an_identical_tree_and_reports_once() {
         ),
         (Some("incoming"), Some("completed"))
     );
+    // The destination knew the totals the source announced.
+    assert_eq!(
+        dest_record["progress"]["files_total"],
+        record["progress"]["files_total"]
+    );
+    assert_eq!(
+        dest_record["progress"]["bytes_total"],
+        record["progress"]["bytes_total"]
+    );
+    // The installed directory is an ordinary server directory, not private staging.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.dest.server_dir(SERVER))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o755);
     let (_, all) = p.source.get("/api/transfers");
     assert_eq!(all.as_array().unwrap().len(), 1);
     // Audit lines for every change on both sides.
