@@ -54,22 +54,6 @@ fn begin(panel: &FakePanel, source: &TestNode, dest_token: &str, url: &str) {
     assert_eq!(code, 202, "{body}");
 }
 
-fn wait_dest_bytes(dest: &TestNode) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, r) = dest.get(&format!("/api/servers/{SERVER}/transfer"));
-        if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the destination saw no bytes\n{}",
-            dest.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
 fn assert_dest_clean(dest: &TestNode) {
     assert!(
         !dest.server_dir(SERVER).exists(),
@@ -113,7 +97,7 @@ fn source_killed_mid_stream() {
     let mut source = start_source(&panel, "upload_limit: 1", make_server_tree);
     let before = tree_listing(&source.server_dir(SERVER));
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
-    wait_dest_bytes(&dest);
+    dest.wait_transfer_bytes(SERVER);
     source.kill9();
     // The destination sees the body end early: failed, cleaned, reported.
     let record = dest.wait_transfer_end(SERVER, Duration::from_secs(30));
@@ -275,7 +259,7 @@ fn panel_refusing_reports_never_leaves_a_server_locked() {
     let dest = start_dest(&panel, None);
     let source = start_source(&panel, "upload_limit: 1", make_server_tree);
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
-    wait_dest_bytes(&dest);
+    dest.wait_transfer_bytes(SERVER);
     // The panel stops knowing about the transfer: reports answer 409,
     // which is logged and not retried.
     panel.set_transferring(SERVER, false);
@@ -309,7 +293,7 @@ fn shutdown_signal_mid_transfer_cancels_after_the_grace_period() {
         ..Default::default()
     });
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
-    wait_dest_bytes(&dest);
+    dest.wait_transfer_bytes(SERVER);
     let status = source.terminate();
     assert_eq!(status.code(), Some(0), "{}", source.log_text());
     assert!(

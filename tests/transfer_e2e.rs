@@ -239,16 +239,7 @@ fn double_start_is_409_and_power_is_refused_while_transferring() {
 fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
     let p = pair("upload_limit: 1");
     assert_eq!(p.start().0, 202);
-    // Wait until bytes are flowing.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, r) = p.source.get(&format!("/api/servers/{SERVER}/transfer"));
-        if r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress: {r}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.source.wait_transfer_bytes(SERVER);
     let asked = Instant::now();
     let (code, record) = p.source.request(
         "DELETE",
@@ -306,15 +297,7 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
 fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
     let p = pair("upload_limit: 1");
     assert_eq!(p.start().0, 202);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, r) = p.dest.get(&format!("/api/servers/{SERVER}/transfer"));
-        if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "destination saw no bytes");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.dest.wait_transfer_bytes(SERVER);
     let asked = Instant::now();
     let (code, record) = p.dest.request(
         "DELETE",
@@ -349,15 +332,7 @@ fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
 fn destination_killed_mid_stream_fails_the_source_which_can_retry() {
     let mut p = pair("upload_limit: 1");
     assert_eq!(p.start().0, 202);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, r) = p.dest.get(&format!("/api/servers/{SERVER}/transfer"));
-        if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.dest.wait_transfer_bytes(SERVER);
     p.dest.kill9();
     let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(30));
     assert_eq!(record["status"], "failed", "{record}");
@@ -404,15 +379,7 @@ fn panel_failing_during_the_success_report_is_retried() {
     assert_eq!(p.start().0, 202);
     // Once the destination streams (its configuration fetch is done), the
     // panel's next three answers are 500s: the success report is retried.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, r) = p.dest.get(&format!("/api/servers/{SERVER}/transfer"));
-        if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.dest.wait_transfer_bytes(SERVER);
     p.panel.fail_next(3);
     let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(60));
     assert_eq!(record["status"], "completed", "{record}");
