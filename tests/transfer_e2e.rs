@@ -413,3 +413,88 @@ fn panel_failing_during_the_success_report_is_retried() {
     let (_, view) = p.dest.get(&format!("/api/servers/{SERVER}"));
     assert_eq!(view["is_transferring"], false);
 }
+
+#[test]
+fn bulk_cancel_with_a_reason_and_metrics() {
+    let p = pair("upload_limit: 1");
+    // Validation first: a reason is required, and no selector needs `everything`.
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(json!({"everything": true})),
+    );
+    assert_eq!(
+        (code, body["validation_errors"][0]["field"].as_str()),
+        (400, Some("reason"))
+    );
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(json!({"reason": "x"})),
+    );
+    assert_eq!(
+        (code, body["validation_errors"][0]["field"].as_str()),
+        (400, Some("everything"))
+    );
+
+    let (code, started) = p.start();
+    assert_eq!(code, 202);
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(json!({"reason": "node maintenance", "direction": "incoming"})),
+    );
+    assert_eq!(
+        (code, body["cancelled"].as_array().unwrap().len()),
+        (202, 0),
+        "no incoming transfer on the source"
+    );
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(
+            json!({"reason": "node maintenance", "destination": format!("http://{}", p.dest.addr)}),
+        ),
+    );
+    assert_eq!(code, 202);
+    assert_eq!(body["cancelled"], json!([started["id"]]));
+    let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(5));
+    assert_eq!(record["status"], "cancelled");
+    assert_eq!(record["cancel_reason"], "node maintenance");
+    let audit = p.source.audit_lines();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["to"] == "cancelling" && l["reason"] == "node maintenance"),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["to"] == "cancelled" && l["reason"] == "node maintenance"),
+        "{audit:?}"
+    );
+
+    let metrics = {
+        let agent = TestNode::agent();
+        let mut resp = agent
+            .get(&p.source.url("/metrics"))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        resp.body_mut().read_to_string().unwrap()
+    };
+    for line in [
+        "ferry_transfers_total{direction=\"outgoing\",status=\"cancelled\"} 1",
+        "ferry_transfers_active{direction=\"outgoing\"} 0",
+        "ferry_http_requests_total{route=\"transfers_cancel\",code=\"202\"} 2",
+        "ferry_http_requests_total{route=\"transfers_cancel\",code=\"400\"} 2",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+    assert!(metrics.contains("ferry_transfer_bytes_total{direction=\"outgoing\"}"));
+    assert!(metrics.contains("ferry_open_connections "));
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("process_resident_memory_bytes ") && !l.ends_with(" 0")));
+}

@@ -333,6 +333,11 @@ impl HttpServer {
         self.inner.local_addr()
     }
 
+    /// Connections open now (for metrics), live while the server runs.
+    pub fn open_connections(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::clone(&self.inner.open)
+    }
+
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             shared: Arc::clone(&self.inner.shared),
