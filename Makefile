@@ -53,7 +53,7 @@ fuzz:
 	done
 
 ## The short bounded run CI makes: about 20 s of fuzzing in all (plus the
-## build), from the seeds only.
+## build), from the committed seeds (and fuzz/corpus/ when present).
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=5
 

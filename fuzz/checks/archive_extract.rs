@@ -118,6 +118,19 @@ fn check_staging(dir: &Path) -> u64 {
     bytes
 }
 
+/// A fresh directory for one run: on tmpfs (`/dev/shm`) when there is one,
+/// where creating and removing a small tree is some 20 times faster than on
+/// a journaling disk filesystem, which is most of a run's cost.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 /// Runs one input; panics when an invariant breaks.
 pub fn run(data: &[u8]) {
     let [mode, rest @ ..] = data else {
@@ -135,7 +148,7 @@ pub fn run(data: &[u8]) {
         owner: None,
     };
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir();
     let data_dir = tmp.path().join("data");
     let outside = tmp.path().join("outside");
     fs::create_dir_all(data_dir.join(NEIGHBOUR)).unwrap();
