@@ -312,3 +312,27 @@ fn shutdown_signal_mid_transfer_cancels_after_the_grace_period() {
     assert_dest_clean(&dest);
     wait_reports(&panel, 2);
 }
+
+#[test]
+fn download_cap_paces_the_destination() {
+    let panel = FakePanel::start("testtokenid", TOKEN);
+    let dest = TestNode::start_with(NodeOptions {
+        remote: Some(panel.url()),
+        transfers_yaml: "download_limit: 1".into(),
+        ..Default::default()
+    });
+    let source = start_source(&panel, "", make_server_tree);
+    let started = Instant::now();
+    begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
+    let record = source.wait_transfer_end(SERVER, Duration::from_secs(60));
+    assert_eq!(record["status"], "completed", "{record}");
+    let wire = record["progress"]["wire_bytes"].as_u64().unwrap();
+    // At 1 MiB/s (a quarter second of burst allowed) the archive cannot
+    // arrive faster than this; without the cap it takes a fraction of it.
+    let floor = Duration::from_secs_f64(wire as f64 / (1024.0 * 1024.0) - 0.5);
+    assert!(
+        started.elapsed() >= floor,
+        "{wire} bytes in {:?}",
+        started.elapsed()
+    );
+}
