@@ -4,7 +4,6 @@
 //! then cancel what is left).
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,21 +105,6 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
                 .map_err(|e| StartError(e.to_string()))?;
         }
     }
-    let node = Arc::new(Node {
-        upload: Throttle::new(system.transfers.upload_limit),
-        download: Throttle::new(system.transfers.download_limit),
-        config: config.clone(),
-        registry,
-        transfers,
-        events,
-        environment,
-        panel,
-        http_requests: Mutex::new(Default::default()),
-        open_connections: AtomicU64::new(0),
-        started: Instant::now(),
-    });
-    recover(&node);
-
     let addr: SocketAddr = format!("{}:{}", config.api.host, config.api.port)
         .parse()
         .map_err(|e| StartError(format!("config key `api.host`/`api.port`: {e}")))?;
@@ -133,6 +117,21 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     };
     let http = HttpServer::bind(addr, options)
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    let node = Arc::new(Node {
+        upload: Throttle::new(system.transfers.upload_limit),
+        download: Throttle::new(system.transfers.download_limit),
+        config: config.clone(),
+        registry,
+        transfers,
+        events,
+        environment,
+        panel,
+        http_requests: Mutex::new(Default::default()),
+        open_connections: http.open_connections(),
+        started: Instant::now(),
+    });
+    recover(&node);
+
     Ok(Daemon { node, http })
 }
 

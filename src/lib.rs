@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod environment;

@@ -15,7 +15,6 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::server_param;
 use crate::events::{Event, TRANSFER_LOGS_PERMISSION};
 use crate::http::reply::ApiError;
 use crate::http::router::Params;
@@ -31,13 +30,27 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// How often the reader wakes to check expiry, pings and liveness.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a closing session lets the writer deliver what is queued (a
+/// `jwt error`, `token expired`) and the close frame before cutting the
+/// socket; a writer stuck on a client that stopped reading is cut then.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub fn upgrade(
     node: &Arc<Node>,
     request: &mut Request,
     params: &Params,
 ) -> Result<Response, ApiError> {
-    let server = server_param(node, params)?;
+    // A destination's server is not registered until it is installed, but
+    // its incoming transfer can be watched meanwhile.
+    let uuid = params.get("server").to_string();
+    let watchable = node.registry.contains(&uuid)
+        || node
+            .transfers
+            .active(&uuid, crate::transfer::Direction::Incoming)
+            .is_some();
+    if !watchable {
+        return Err(ApiError::not_found());
+    }
     let header_has = |name: &str, token: &str| {
         request
             .header(name)
@@ -63,14 +76,13 @@ pub fn upgrade(
     if !origin_allowed(request.header("origin"), &node.config.remote) {
         log::warn!(
             "websocket for {} refused: origin {:?} is not the panel",
-            server.uuid,
+            uuid,
             request.header("origin")
         );
         return Err(ApiError::new(403, "Forbidden."));
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let node = Arc::clone(node);
-    let uuid = server.uuid.clone();
     let mut response = Response::new(101)
         .header("Upgrade", "websocket")
         .header("Connection", "Upgrade")
@@ -174,6 +186,8 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
         return;
     }
     let (to_writer, controls) = bounded::<Control>(64);
+    // Disconnects when the writer ends.
+    let (writer_done, writer_ended) = bounded::<()>(0);
     let subscription = node.events.subscribe(server, QUEUE);
     let sub_id = subscription.id;
     let events = subscription.receiver;
@@ -181,7 +195,10 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
         let server = server.to_string();
         std::thread::Builder::new()
             .name("ws-write".into())
-            .spawn(move || write_loop(&server, write_stream, &controls, &events))
+            .spawn(move || {
+                write_loop(&server, write_stream, &controls, &events);
+                drop(writer_done);
+            })
     };
     let Ok(writer) = writer else {
         node.events.unsubscribe(server, sub_id);
@@ -195,9 +212,11 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
     let mut socket =
         WebSocket::from_partially_read(read_half, leftover, Role::Server, Some(config()));
     read_loop(node, server, &mut socket, &to_writer, sub_id);
-    let _ = to_writer.send(Control::Close);
+    // try_send: a full queue means the writer is stuck, and the grace
+    // below ends it anyway.
+    let _ = to_writer.try_send(Control::Close);
     drop(to_writer);
-    // A writer stuck on a client that stopped reading is unblocked here.
+    let _ = writer_ended.recv_timeout(CLOSE_GRACE);
     let _ = closer.shutdown();
     let _ = writer.join();
     node.events.unsubscribe(server, sub_id);
@@ -335,7 +354,12 @@ fn write_loop(
                 Ok(Control::Authorized { logs: l }) => { authorized = true; logs = l; Ok(()) }
                 Ok(Control::Unauthorized) => { authorized = false; Ok(()) }
                 Ok(Control::Ping) => socket.send(Message::Ping(Vec::new().into())),
-                Ok(Control::Close) | Err(_) => return,
+                Ok(Control::Close) => {
+                    let _ = socket.close(None);
+                    let _ = socket.flush();
+                    return;
+                }
+                Err(_) => return,
             },
             recv(events) -> event => match event {
                 Ok(event) if authorized && (logs || event.event != "transfer logs") => {

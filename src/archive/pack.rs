@@ -13,12 +13,14 @@ use super::{Counters, PackError, PackOptions, PackSummary};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Uncompressed bytes per compression job.
 pub const BLOCK_SIZE: usize = 1 << 20;
+/// Largest single write to the output.
+const WRITE_SLICE: usize = 256 * 1024;
 
 struct Slot {
     /// Tar bytes; always `BLOCK_SIZE` long, `len` of them used.
@@ -237,18 +239,50 @@ impl Producer<'_> {
 
     /// Copies exactly `size` bytes of `file` into the stream, reading
     /// straight into the slot. A file that shrank is padded with zeros; one
-    /// that grew is cut at `size`, so the header stays true.
-    fn content(&mut self, path: &[u8], mut file: std::fs::File, size: u64) -> Result<(), Fail> {
-        let mut left = size;
-        while left > 0 {
+    /// that grew is cut at `size`, so the header stays true. In a sparse
+    /// file, holes found with `SEEK_DATA` are filled with zeros unread.
+    fn content(
+        &mut self,
+        path: &[u8],
+        file: std::fs::File,
+        size: u64,
+        sparse: bool,
+    ) -> Result<(), Fail> {
+        use std::os::unix::fs::FileExt;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let mut pos: u64 = 0;
+        // Offset of the next data past `pos` when `pos` is in a hole.
+        let mut data_at: u64 = 0;
+        while pos < size {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Fail::Halt(Halt::Cancelled));
             }
+            if sparse && data_at <= pos {
+                // SAFETY: plain lseek on an fd we own.
+                let r = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+                // ENXIO: only a hole up to the end. Other errors: just read.
+                data_at = if r >= 0 {
+                    r as u64
+                } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                    size
+                } else {
+                    pos
+                };
+            }
             let slot = self.room()?;
-            let want = (slot.raw.len() - slot.len).min(left.min(usize::MAX as u64) as usize);
+            let space = (slot.raw.len() - slot.len) as u64;
+            if data_at > pos {
+                let k = space.min(data_at.min(size) - pos) as usize;
+                slot.raw[slot.len..slot.len + k].fill(0);
+                slot.len += k;
+                self.advance(k as u64);
+                pos += k as u64;
+                continue;
+            }
+            let want = space.min(size - pos) as usize;
             let buf = &mut slot.raw[slot.len..slot.len + want];
             let n = loop {
-                match file.read(buf) {
+                match file.read_at(buf, pos) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -264,18 +298,24 @@ impl Producer<'_> {
                     "archive: {} shrank while being archived; padded with zeros",
                     String::from_utf8_lossy(path)
                 );
+                let left = size - pos;
                 self.write_zeros(left)?;
+                self.bytes += left;
+                self.counters.bytes_done.fetch_add(left, Ordering::Relaxed);
                 break;
             }
             slot.len += n;
-            self.stream_len += n as u64;
-            left -= n as u64;
-            self.bytes += n as u64;
-            self.counters
-                .bytes_done
-                .fetch_add(n as u64, Ordering::Relaxed);
+            self.advance(n as u64);
+            pos += n as u64;
         }
         self.write_zeros(tarfmt::padding(size) as u64)
+    }
+
+    /// Accounts content bytes placed in the current slot.
+    fn advance(&mut self, n: u64) {
+        self.stream_len += n;
+        self.bytes += n;
+        self.counters.bytes_done.fetch_add(n, Ordering::Relaxed);
     }
 
     fn finish(&mut self) -> Result<(), Fail> {
@@ -306,8 +346,9 @@ impl Visitor for Producer<'_> {
             mtime: st.st_mtime,
             link,
         })?;
-        if let Node::File(_, Some(file)) = node {
-            self.content(path, file, size)?;
+        if let Node::File(st, Some(file)) = node {
+            let sparse = (st.st_blocks.max(0) as u64).saturating_mul(512) < size;
+            self.content(path, file, size, sparse)?;
         }
         self.files += 1;
         self.counters.files_done.fetch_add(1, Ordering::Relaxed);
@@ -396,14 +437,20 @@ fn write_out<W: Write>(
 ) -> Result<(u64, String), Fail> {
     let mut sha = Sha256::new();
     let mut wire: u64 = 0;
+    // Written in slices so a cancel is seen even when the output is slow.
     let mut emit = |bytes: &[u8], out: &mut W| -> Result<(), Fail> {
-        out.write_all(bytes)
-            .map_err(|e| Fail::Error(format!("writing the archive: {e}")))?;
-        sha.update(bytes);
-        wire += bytes.len() as u64;
-        counters
-            .wire_bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        for piece in bytes.chunks(WRITE_SLICE) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Fail::Halt(Halt::Cancelled));
+            }
+            out.write_all(piece)
+                .map_err(|e| Fail::Error(format!("writing the archive: {e}")))?;
+            sha.update(piece);
+            wire += piece.len() as u64;
+            counters
+                .wire_bytes
+                .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
         Ok(())
     };
     emit(&gzip::header(level), out)?;
@@ -429,7 +476,6 @@ fn write_out<W: Write>(
                 emit(&gzip::trailer(crc.finalize(), total), out)?;
                 out.flush()
                     .map_err(|e| Fail::Error(format!("writing the archive: {e}")))?;
-                drop(emit);
                 return Ok((wire, hex::encode(sha.finalize())));
             }
             // The walker may be gone already; the slot is then just freed.

@@ -23,6 +23,10 @@ pub enum Kind {
 
 /// Free space is re-read from the filesystem at least this often.
 const FREE_RECHECK: u64 = 256 << 20;
+/// Bytes of directory paths kept for the final mode/mtime pass; past this
+/// (a hostile archive of millions of deep directories) directories get
+/// their metadata at once instead, so memory stays bounded.
+const MAX_DEFERRED: usize = 64 << 20;
 /// Granularity at which all-zero runs are skipped (left as holes).
 const HOLE_PIECE: usize = 64 * 1024;
 
@@ -34,6 +38,7 @@ pub struct Target<'a> {
     max_bytes: Option<u64>,
     /// Directories to give their mode and mtime once their contents exist.
     dirs: Vec<(Vec<u8>, u32, (i64, u32))>,
+    deferred_bytes: usize,
     /// Free bytes when last measured, and bytes promised since.
     free: u64,
     since_free: u64,
@@ -74,6 +79,7 @@ impl<'a> Target<'a> {
             owner,
             max_bytes: limits.max_bytes,
             dirs: Vec::new(),
+            deferred_bytes: 0,
             free,
             since_free: 0,
             counters,
@@ -262,7 +268,13 @@ impl<'a> Target<'a> {
             }
             Err(e) => return Err(io_fail("creating directory", path, e)),
         }
-        self.dirs.push((comps.join(&b'/'), mode & 0o777, mtime));
+        let key = comps.join(&b'/');
+        if self.deferred_bytes + key.len() <= MAX_DEFERRED {
+            self.deferred_bytes += key.len();
+            self.dirs.push((key, mode & 0o777, mtime));
+        } else {
+            self.apply_dir(&key, mode & 0o777, mtime)?;
+        }
         self.done_entry();
         Ok(())
     }
@@ -307,13 +319,17 @@ impl<'a> Target<'a> {
         self.cache = None;
         let dirs = std::mem::take(&mut self.dirs);
         for (path, mode, mtime) in dirs.iter().rev() {
-            let display = String::from_utf8_lossy(path).into_owned();
-            let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
-            let fd = self.walk(&comps, &display, false)?;
-            sys::fchmod(fd.as_raw_fd(), *mode).map_err(|e| io_fail("chmod", &display, e))?;
-            sys::set_times_fd(fd.as_raw_fd(), mtime.0, mtime.1)
-                .map_err(|e| io_fail("setting times of", &display, e))?;
+            self.apply_dir(path, *mode, *mtime)?;
         }
         Ok(())
+    }
+
+    fn apply_dir(&self, path: &[u8], mode: u32, mtime: (i64, u32)) -> Result<(), Fail> {
+        let display = String::from_utf8_lossy(path).into_owned();
+        let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+        let fd = self.walk(&comps, &display, false)?;
+        sys::fchmod(fd.as_raw_fd(), mode).map_err(|e| io_fail("chmod", &display, e))?;
+        sys::set_times_fd(fd.as_raw_fd(), mtime.0, mtime.1)
+            .map_err(|e| io_fail("setting times of", &display, e))
     }
 }

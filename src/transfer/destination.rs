@@ -88,6 +88,19 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
         .map_err(|_| ApiError::new(409, IN_PROGRESS))?;
     node.transfers
         .transition(&transfer, Status::Processing, None);
+    // The source announces its totals so the destination's progress (and
+    // its websocket) can show a percentage.
+    let announced = |name: &str| {
+        request
+            .header(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let (Some(files), Some(bytes)) = (
+        announced("x-ferry-files-total"),
+        announced("x-ferry-bytes-total"),
+    ) {
+        transfer.set_totals(files, bytes);
+    }
     let connection = request.connection();
     transfer.on_cancel(move || connection.shutdown());
     let monitor = spawn_monitor(node, &transfer);
@@ -96,21 +109,34 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     drop(monitor);
     node.transfers
         .remember_token(&claims.replay_key, claims.expires_at);
+    let answer = finish(node, request, &transfer, &uuid, result);
+    transfer.finalize();
+    answer
+}
+
+/// Ends the transfer after `install`: status, panel report, the answer.
+fn finish(
+    node: &Arc<Node>,
+    request: &Request,
+    transfer: &Arc<Transfer>,
+    uuid: &str,
+    result: Result<ServerConfig, ApiError>,
+) -> Result<Response, ApiError> {
     match result {
         Ok(config) => {
-            let status = node.transfers.finish(&transfer, Ok(()));
+            let status = node.transfers.finish(transfer, Ok(()));
             if status != Status::Completed {
                 // Cancelled at the last moment: undo the install.
                 uninstall(node, &config);
-                let _ = node.report_to_panel(&uuid, false);
+                let _ = node.report_to_panel(uuid, false);
                 return Err(ApiError::new(400, ABORTED));
             }
-            node.transfer_log(&transfer, "Transfer completed.");
+            node.transfer_log(transfer, "Transfer completed.");
             if request
                 .header("x-ferry-start-on-completion")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"))
             {
-                start_later(node, &uuid);
+                start_later(node, uuid);
             }
             Ok(reply::json(200, &transfer.record()))
         }
@@ -120,9 +146,9 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
             } else {
                 error
             };
-            node.transfers.finish(&transfer, Err(error.message.clone()));
-            node.transfer_log(&transfer, &format!("Transfer failed: {}", error.message));
-            let _ = node.report_to_panel(&uuid, false);
+            node.transfers.finish(transfer, Err(error.message.clone()));
+            node.transfer_log(transfer, &format!("Transfer failed: {}", error.message));
+            let _ = node.report_to_panel(uuid, false);
             Err(error)
         }
     }
@@ -230,9 +256,16 @@ fn install(
     let config = config.unwrap_or_else(|| ServerConfig::minimal(uuid));
     // Again: a container may have been started while the archive arrived.
     refuse_running_container(node, uuid)?;
-    staging
+    let installed = staging
         .commit()
         .map_err(|e| ApiError::new(500, format!("failed to move the server into place: {e}")))?;
+    // Staging is private (0700); a server directory is not.
+    if let Err(e) = std::fs::set_permissions(
+        &installed,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    ) {
+        log::warn!("{uuid}: cannot open up {}: {e}", installed.display());
+    }
     let server = match node.registry.insert(config.clone()) {
         Ok(server) => server,
         Err(e) => {

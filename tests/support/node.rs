@@ -260,6 +260,24 @@ impl TestNode {
             .collect()
     }
 
+    /// Waits until this node's latest transfer of `server` has moved
+    /// archive bytes (the stream is under way).
+    pub fn wait_transfer_bytes(&self, server: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, r) = self.get(&format!("/api/servers/{server}/transfer"));
+            if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no bytes moved for {server}: {r}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
     /// Polls the latest transfer record of `server` until its status is
     /// terminal; returns it.
     pub fn wait_transfer_end(&self, server: &str, timeout: Duration) -> serde_json::Value {

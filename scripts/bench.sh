@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `make bench`: ferry end to end against the classic tar pipelines (issue 8).
+#
+# Builds the release binary, generates (once, cached) a ~500 MB
+# game-server-like fixture and a 1/8-size one, then runs
+# scripts/bench-e2e.py: two real nodes on loopback moving the server
+# panel-style, alternating A B A B with `tar|pigz -1 -p2|pigz -dc|tar -x`
+# (B2), `tar -cz|tar -xz` (B1) and ferry with one compression thread
+# (Wings-like); then 8 concurrent transfers with API latency, and cancel
+# latency. Prints the table; every number is measured in this run.
+#
+# Usage: scripts/bench.sh [--scale N] [--rounds N]
+# Environment: BENCH_DIR (cache and scratch, default /tmp/ferry-bench-e2e),
+# BENCH_SCALE (default 1 = ~500 MB; 8 = ~4 GB), BENCH_ROUNDS (default 3),
+# BENCH_CANCELS (default 20), BENCH_JSON (also write raw results there).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${BENCH_DIR:-/tmp/ferry-bench-e2e}
+SCALE=${BENCH_SCALE:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
+CANCELS=${BENCH_CANCELS:-20}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --scale) SCALE=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+SMALL_SCALE=$(awk -v s="$SCALE" 'BEGIN {printf "%g", s / 8}')
+
+started=$(date +%s)
+echo "== machine: $(nproc) cores, kernel $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if ! command -v pigz >/dev/null; then
+    echo "== installing pigz"
+    apt-get update -qq && apt-get install -y -qq pigz >/dev/null
+fi
+
+echo "== cargo build --release"
+(cd "$ROOT" && cargo build --release --quiet --bin ferry)
+BIN=$ROOT/target/release/ferry
+
+mkdir -p "$WORK"
+fixture() { # dir scale
+    if [ ! -f "$1.done" ]; then
+        echo "== generating fixture $1 (scale $2)"
+        rm -rf "$1"
+        python3 "$ROOT/scripts/gen-fixture.py" --out "$1" --scale "$2"
+        touch "$1.done"
+    else
+        echo "== fixture $1 (scale $2, cached)"
+    fi
+}
+fixture "$WORK/fixture-$SCALE" "$SCALE"
+fixture "$WORK/fixture-$SMALL_SCALE" "$SMALL_SCALE"
+
+RUN=$(mktemp -d "$WORK/run.XXXXXX")
+PY_PID=
+cleanup() {
+    if [ -n "$PY_PID" ] && kill -0 "$PY_PID" 2>/dev/null; then
+        kill -TERM "$PY_PID" 2>/dev/null || true
+        wait "$PY_PID" 2>/dev/null || true
+    fi
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "== scratch directory $RUN (removed on exit)"
+args=(--ferry "$BIN" --fixture "$WORK/fixture-$SCALE" --small "$WORK/fixture-$SMALL_SCALE"
+    --work "$RUN" --rounds "$ROUNDS" --cancels "$CANCELS")
+[ -n "${BENCH_JSON:-}" ] && args+=(--json "$BENCH_JSON")
+python3 "$ROOT/scripts/bench-e2e.py" "${args[@]}" &
+PY_PID=$!
+wait "$PY_PID"
+PY_PID=
+echo "machine: $(nproc) cores, kernel $(uname -r), load at the end $(cut -d' ' -f1-3 /proc/loadavg);" \
+    "other work on this machine skews wall times, which is why runs alternate and ratios are taken within one run"
+echo "make bench took $(($(date +%s) - started)) s"

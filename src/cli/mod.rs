@@ -1,0 +1,116 @@
+//! The `ferry` command line: verb dispatch and what the verbs share.
+//! `src/main.rs` only hands `argv` to [`run`] and exits with its status.
+//!
+//! Exit statuses: 0 ok, 1 runtime failure, 2 usage or config error,
+//! 130 when Ctrl-C cancelled a transfer.
+
+pub mod args;
+pub mod cancel;
+pub mod client;
+pub mod display;
+pub mod render;
+pub mod serve;
+pub mod signal;
+pub mod status;
+pub mod token;
+pub mod transfer;
+pub mod watch;
+
+use args::Usage;
+
+pub const USAGE: &str = "ferry — moves game servers between nodes (Wings-compatible)
+
+Usage:
+  ferry serve [--config PATH]            run the node daemon
+  ferry serve --dev [--dir DIR] [--port N]
+                                         run on the built-in development config
+                                         (loopback, data under DIR (./.ferry), no Docker, no panel)
+  ferry check-config [--config PATH]     validate a config file and print what it means
+  ferry transfer <server> --to URL       send a server to another node, with a progress bar
+  ferry status [<server>]                list a node's transfers
+  ferry cancel <server> [--incoming]     cancel a server's active transfer
+  ferry token --server UUID --key-file F mint a transfer (or websocket) JWT with a node token
+  ferry help                             this text
+
+`ferry <verb> --help` explains each verb and its options. The client verbs
+(transfer, status, cancel) talk to http://127.0.0.1:8080 with the token in
+.ferry/token unless given --node URL and --token-file F.
+The config path defaults to /etc/pterodactyl/config.yml.";
+
+/// Why a verb failed; each maps to an exit status and a message.
+#[derive(Debug)]
+pub enum Fail {
+    /// Bad usage: the message plus a pointer to `--help`; exit 2.
+    Usage(String),
+    /// An invalid config file; exit 2 (SPEC §1).
+    Config(String),
+    /// Anything that went wrong at run time; exit 1.
+    Runtime(String),
+}
+
+impl Fail {
+    pub fn usage(message: impl Into<String>) -> Fail {
+        Fail::Usage(message.into())
+    }
+}
+
+impl From<Usage> for Fail {
+    fn from(u: Usage) -> Fail {
+        Fail::Usage(u.0)
+    }
+}
+
+/// Runs `ferry <args…>` and returns the exit status.
+pub fn run(args: &[String]) -> u8 {
+    let Some(verb) = args.first().map(String::as_str) else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let rest = &args[1..];
+    let result = match verb {
+        "serve" => serve::serve(rest),
+        "check-config" => serve::check_config(rest),
+        "transfer" => transfer::run(rest),
+        "status" => status::run(rest),
+        "cancel" => cancel::run(rest),
+        "token" => token::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        "--version" | "version" => {
+            println!("ferry {}", crate::VERSION);
+            Ok(0)
+        }
+        other => {
+            eprintln!("ferry: unknown command `{other}`\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match result {
+        Ok(code) => u8::try_from(code).unwrap_or(1),
+        Err(Fail::Usage(message)) => {
+            eprintln!("ferry {verb}: {message}\nRun `ferry {verb} --help` for usage.");
+            2
+        }
+        Err(Fail::Config(message)) => {
+            eprintln!("ferry: {message}");
+            2
+        }
+        Err(Fail::Runtime(message)) => {
+            eprintln!("ferry {verb}: {message}");
+            1
+        }
+    }
+}
+
+/// Server arguments are full lowercase uuids, as the panel and the node use them.
+pub fn check_uuid(server: &str) -> Result<(), Fail> {
+    if crate::server::is_uuid(server) {
+        Ok(())
+    } else {
+        Err(Fail::usage(format!(
+            "`{server}` is not a server uuid (36 lowercase hex digits and dashes, like 0b8c2e5e-7c1a-4d1e-9a53-1f7a2b3c4d5e)"
+        )))
+    }
+}

@@ -1,0 +1,121 @@
+//! `ferry status [<server>]`: the node's transfer records as a table,
+//! newest first. A full server uuid shows that server's latest transfer;
+//! a shorter prefix filters the list by server or transfer id.
+
+use serde_json::Value;
+
+use super::args::{Args, Spec};
+use super::client::{node_url, read_token, NodeClient, DEFAULT_NODE, DEFAULT_TOKEN_FILE};
+use super::render::table;
+use super::Fail;
+use crate::server::is_uuid;
+
+pub const HELP: &str = "ferry status — list a node's transfers
+
+Usage:
+  ferry status [<server>] [--node URL] [--token-file F]
+
+With no argument, every transfer the node knows since it started, newest
+first. With a server uuid, that server's latest transfer; with a prefix of
+a server uuid or transfer id (as the table shows them), the matching ones.
+
+Options:
+  --node URL         the node [default: http://127.0.0.1:8080]
+  --token-file F     its node token [default: .ferry/token]
+  -h, --help         this text";
+
+const SPEC: Spec = Spec {
+    values: &["node", "token-file"],
+    switches: &[],
+    max_positionals: 1,
+};
+
+pub fn run(raw: &[String]) -> Result<i32, Fail> {
+    let args = Args::parse(raw, &SPEC)?;
+    if args.help {
+        println!("{HELP}");
+        return Ok(0);
+    }
+    let filter = args.positional(0);
+    if let Some(f) = filter {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(Fail::usage(format!(
+                "`{f}` is neither a server uuid nor a prefix of one (hex digits and dashes)"
+            )));
+        }
+    }
+    let node = node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?;
+    let token_file = args.value("token-file").unwrap_or(DEFAULT_TOKEN_FILE);
+    let token = read_token(token_file, "token-file").map_err(Fail::Runtime)?;
+    let client = NodeClient::new(&node, &token, token_file);
+
+    let records = match filter {
+        Some(server) if is_uuid(server) => {
+            let reply = client
+                .request("GET", &format!("/api/servers/{server}/transfer"), None)
+                .map_err(Fail::Runtime)?;
+            match reply.status {
+                200 => vec![reply.body],
+                404 => {
+                    eprintln!("ferry status: no transfer of {server} on {node} since it started");
+                    return Ok(1);
+                }
+                s => {
+                    return Err(Fail::Runtime(format!(
+                        "the node answered HTTP {s}: {}",
+                        reply.error()
+                    )))
+                }
+            }
+        }
+        _ => {
+            let reply = client
+                .request("GET", "/api/transfers", None)
+                .map_err(Fail::Runtime)?;
+            let Some(list) = reply.body.as_array().filter(|_| reply.status == 200) else {
+                return Err(Fail::Runtime(format!(
+                    "the node answered HTTP {} to GET /api/transfers: {}",
+                    reply.status,
+                    reply.error()
+                )));
+            };
+            let prefix = filter.unwrap_or("").to_ascii_lowercase();
+            list.iter()
+                .filter(|r| matches_prefix(r, &prefix))
+                .cloned()
+                .collect()
+        }
+    };
+    if records.is_empty() {
+        match filter {
+            Some(f) => println!("no transfers on {node} match `{f}`"),
+            None => println!("no transfers on {node} since it started"),
+        }
+        return Ok(0);
+    }
+    print!("{}", table(&records));
+    Ok(0)
+}
+
+fn matches_prefix(record: &Value, prefix: &str) -> bool {
+    ["server", "id"].iter().any(|key| {
+        record
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with(prefix))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_server_or_id() {
+        let r = serde_json::json!({"id": "9b74654f-x", "server": "0b8c2e5e-y"});
+        assert!(matches_prefix(&r, ""));
+        assert!(matches_prefix(&r, "0b8c"));
+        assert!(matches_prefix(&r, "9b7"));
+        assert!(!matches_prefix(&r, "ff"));
+    }
+}
