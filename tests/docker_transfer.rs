@@ -6,9 +6,14 @@
 //! Covered: a panel-driven transfer of a running server (stopped first,
 //! container created on arrival, started on completion), a server that
 //! will not stop (500, left running, released), power refused during a
-//! transfer, delete removing the container, a node booting next to a
-//! running container, and a missing Engine socket at start-up.
+//! transfer, a restart under way that must not start the server into its
+//! transfer, a container that cannot be created (transfer failed, nothing
+//! left), a container already named like the server on the destination's
+//! Engine, delete removing the container, a node booting next to a running
+//! container, and a missing Engine socket at start-up.
 //!
+//! Engine B's socket is `/run/ferry-docker-b.sock` unless
+//! `FERRY_DOCKER_SOCKET_B` says otherwise; engine A follows `DOCKER_HOST`.
 //! Without a reachable Engine each test says why and returns, unless
 //! `FERRY_REQUIRE_DOCKER=1`, when it fails instead (the rule of
 //! `tests/docker_env.rs`). Containers are removed from both Engines by a
