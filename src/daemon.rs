@@ -180,6 +180,9 @@ fn recover(node: &Arc<Node>) {
             orphan.status
         );
         node.transfers.audit_orphan(&orphan, error);
+        if orphan.direction == "incoming" && !node.registry.contains(&orphan.server) {
+            remove_unclaimed_install(node, &orphan.server);
+        }
         if node.panel.is_some() {
             let (node, server) = (Arc::clone(node), orphan.server.clone());
             // Retried until the panel answers, without holding up start-up.
@@ -193,6 +196,26 @@ fn recover(node: &Arc<Node>) {
                     }
                 });
         }
+    }
+}
+
+/// An incoming transfer that died after moving the server into place but
+/// before the panel took it leaves a directory (and maybe a container) no
+/// registry claims: the panel is told the transfer failed, so remove them.
+fn remove_unclaimed_install(node: &Node, uuid: &str) {
+    if !crate::server::is_uuid(uuid) {
+        return;
+    }
+    let server = crate::server::Server::new(ServerConfig::minimal(uuid));
+    let spec = server.spec(&node.config.system.data);
+    if let Err(e) = node.environment.destroy(&spec) {
+        log::warn!("recovery: cannot remove a container for {uuid}: {e}");
+    }
+    let existed = spec.data_dir.exists();
+    match crate::archive::remove_tree(&spec.data_dir) {
+        Ok(()) if existed => log::warn!("recovery: removed the unclaimed install of {uuid}"),
+        Ok(()) => {}
+        Err(e) => log::error!("recovery: cannot remove {}: {e}", spec.data_dir.display()),
     }
 }
 

@@ -336,3 +336,25 @@ fn download_cap_paces_the_destination() {
         started.elapsed()
     );
 }
+
+#[test]
+fn restart_removes_an_install_no_registry_claims() {
+    // A destination that died after moving a server into place but before
+    // the panel took it: a persisted incoming transfer, the directory, and
+    // no registry entry.
+    let root = tempfile::tempdir().unwrap().keep();
+    let dir = root.join("volumes").join(SERVER);
+    make_server_tree(&dir);
+    let state = root.join("root/ferry/transfers");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("a1b2c3d4-0000-4000-8000-000000000001.json"),
+        json!({"id": "a1b2c3d4-0000-4000-8000-000000000001", "server": SERVER, "direction": "incoming", "peer": "127.0.0.1", "status": "processing"}).to_string(),
+    )
+    .unwrap();
+    let panel = FakePanel::start("testtokenid", TOKEN);
+    let node = start_dest(&panel, Some(root));
+    assert!(!dir.exists(), "{}", node.log_text());
+    assert!(node.log_text().contains("removed the unclaimed install"));
+    wait_reports(&panel, 1);
+}

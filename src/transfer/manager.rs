@@ -342,7 +342,9 @@ impl Manager {
             state.finished_at = Some(timefmt::rfc3339(SystemTime::now()));
         }
         let reason = state.cancel_reason.clone();
-        drop(state);
+        // The audit line, counters and persisted state are written before
+        // the lock is released, so whoever sees the new status also finds
+        // them.
         if next.is_terminal() {
             *self
                 .totals
@@ -370,6 +372,7 @@ impl Manager {
             reason_for_audit,
             error.as_deref(),
         );
+        drop(state);
         match next {
             Status::Failed => log::warn!(
                 "transfer {} ({} {}): {} -> failed: {}",

@@ -56,11 +56,19 @@ impl TestNode {
         let data = root.join("volumes");
         let token = options.token.clone().unwrap_or_else(|| TOKEN.to_string());
         let mut yaml = format!(
-            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: testtokenid\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\nsystem:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n    stop_timeout: 3\n{}\n",
+            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: testtokenid\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\nsystem:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n{}\n",
             root.join("root").display(),
             data.display(),
             options.environment.as_deref().unwrap_or("none"),
-            indent(&options.transfers_yaml, 4),
+            // A short stop timeout by default, unless the test sets one.
+            indent(
+                &if options.transfers_yaml.contains("stop_timeout") {
+                    options.transfers_yaml.clone()
+                } else {
+                    format!("stop_timeout: 3\n{}", options.transfers_yaml)
+                },
+                4
+            ),
         );
         if let Some(remote) = &options.remote {
             yaml.push_str(&format!("remote: {remote}\n"));
