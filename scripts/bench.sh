@@ -12,7 +12,15 @@
 # Usage: scripts/bench.sh [--scale N] [--rounds N]
 # Environment: BENCH_DIR (cache and scratch, default /tmp/ferry-bench-e2e),
 # BENCH_SCALE (default 1 = ~500 MB; 8 = ~4 GB), BENCH_ROUNDS (default 3),
-# BENCH_CANCELS (default 20), BENCH_JSON (also write raw results there).
+# BENCH_CANCELS (default 20), BENCH_JSON (also write raw results there),
+# BENCH_OUT: where the destination node and the baselines write: `tmpfs`
+# (default, /dev/shm when it has room), `disk` (under BENCH_DIR), or a
+# directory. The default keeps the root filesystem's inode allocator out of
+# the numbers: this machine's ext4 has no journal, and there every file
+# created within a minute of thousands being deleted (the DELETE between
+# rounds) first scans the recently freed inodes (`recently_deleted` in a
+# profile), which tripled the destination's CPU time in later rounds and
+# hit whichever run came after a deletion. Sources always read from disk.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +65,7 @@ fixture "$WORK/fixture-$SCALE" "$SCALE"
 fixture "$WORK/fixture-$SMALL_SCALE" "$SMALL_SCALE"
 
 RUN=$(mktemp -d "$WORK/run.XXXXXX")
+OUT=
 PY_PID=
 cleanup() {
     if [ -n "$PY_PID" ] && kill -0 "$PY_PID" 2>/dev/null; then
@@ -64,6 +73,7 @@ cleanup() {
         wait "$PY_PID" 2>/dev/null || true
     fi
     rm -rf "$RUN"
+    if [ -n "$OUT" ]; then rm -rf "$OUT"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -72,6 +82,21 @@ trap 'exit 143' TERM
 echo "== scratch directory $RUN (removed on exit)"
 args=(--ferry "$BIN" --fixture "$WORK/fixture-$SCALE" --small "$WORK/fixture-$SMALL_SCALE"
     --work "$RUN" --rounds "$ROUNDS" --cancels "$CANCELS")
+case "${BENCH_OUT:-tmpfs}" in
+    disk) ;;
+    tmpfs)
+        # Room for two copies of the large tree (a transfer and a baseline
+        # never overlap, but deletions are asynchronous).
+        need_kib=$(($(du -sk "$WORK/fixture-$SCALE" | cut -f1) * 2))
+        free_kib=$(df --output=avail -k /dev/shm 2>/dev/null | tail -1 || echo 0)
+        if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ "$free_kib" -gt "$need_kib" ]; then
+            OUT=$(mktemp -d /dev/shm/ferry-bench-out.XXXXXX)
+        else
+            echo "== /dev/shm is not a tmpfs with $((need_kib / 1024)) MiB free: writing to disk"
+        fi ;;
+    *) mkdir -p "$BENCH_OUT"; OUT=$(mktemp -d "$BENCH_OUT/ferry-bench-out.XXXXXX") ;;
+esac
+[ -n "$OUT" ] && args+=(--out "$OUT")
 [ -n "${BENCH_JSON:-}" ] && args+=(--json "$BENCH_JSON")
 python3 "$ROOT/scripts/bench-e2e.py" "${args[@]}" &
 PY_PID=$!

@@ -9,7 +9,8 @@
 //! `gzip` (block deflate), `pack` (the packing pipeline), `extract` (the
 //! extraction pipeline and tar reader), `unpack` (safe writes beneath the
 //! staging root), `staging` (staging, commit, tree removal), `pipe` and
-//! `sys` (channel and libc helpers).
+//! `sys` (channel and libc helpers), `sched` (the scheduling class of bulk
+//! work).
 //!
 //! Archive layout (what GNU tar, Go's archive/tar and Python's tarfile all
 //! read, and what Wings writes): entries relative to the data directory,
@@ -20,6 +21,7 @@ mod extract;
 mod gzip;
 mod pack;
 mod pipe;
+pub mod sched;
 mod staging;
 mod sys;
 mod tarfmt;
@@ -116,6 +118,7 @@ pub fn pack<W: Write>(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<PackSummary, PackError> {
+    sys::map_large_buffers();
     pack::pack(root, out, options, cancel, counters)
 }
 
@@ -170,13 +173,16 @@ pub fn extract<R: Read>(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<ExtractSummary, ExtractError> {
+    sys::map_large_buffers();
     extract::extract(input, staging, limits, cancel, counters)
 }
 
 /// Removes a directory tree without ever following a symlink. The final
 /// component itself is not followed either (a link is just unlinked); a
-/// missing path is not an error.
+/// missing path is not an error. Runs as bulk work (`sched::batch`): a
+/// large tree is thousands of unlinks, called from API threads.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let _batch = sched::batch();
     staging::remove_tree(path)
 }
 

@@ -271,3 +271,22 @@ pub fn is_root() -> bool {
 pub fn file_type(st: &libc::stat) -> libc::mode_t {
     st.st_mode & libc::S_IFMT
 }
+
+/// Makes glibc map every allocation of 128 KiB or more on its own, once
+/// per process. Pipeline buffers (256 KiB to 1 MiB) live for one
+/// transfer; by default glibc raises its mmap threshold the first time
+/// such a buffer is freed, and from then on serves them from per-thread
+/// arenas that keep the memory after the transfer. Measured over five
+/// 500 MB transfers in a row: a source node's peak RSS grew 25 -> 48 MiB
+/// and stayed at 36 MiB idle; with a fixed threshold (setting one also
+/// turns the adjustment off) it stays at 25-27 MiB and drops to 7-8 MiB.
+pub fn map_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes allocator tuning; no memory is touched.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        });
+    }
+}

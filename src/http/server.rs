@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{debug, warn};
 use rustls::ServerConfig;
 
 use super::head::Limits;
@@ -98,7 +98,10 @@ impl Bound {
             let jobs = job_rx.clone();
             std::thread::Builder::new()
                 .name(format!("http-worker-{i}"))
-                .spawn(move || worker_loop(ctx, jobs))?;
+                .spawn(move || {
+                    raise_priority();
+                    worker_loop(ctx, jobs)
+                })?;
         }
         drop(job_rx);
         drop(ctx);
@@ -113,6 +116,7 @@ impl Bound {
             back_rx,
             Arc::clone(&open),
         );
+        raise_priority();
         reactor.run();
         // Closes the listener, every waiting connection and the job queue
         // (idle workers exit once it is drained).
@@ -136,5 +140,28 @@ impl Bound {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Nice value of the reactor and the workers when the daemon may raise it
+/// (as root): a request is answered within milliseconds even when every
+/// core is busy with transfers, whose threads run at nice 0 in
+/// `SCHED_BATCH` (see `archive::sched`). Handlers are short; the one
+/// that receives a transfer drops to the transfer class while it does.
+const API_NICE: libc::c_int = -10;
+
+/// Raises the calling thread to `API_NICE`; without the privilege it
+/// stays where it is.
+fn raise_priority() {
+    // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
+    let raised = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, API_NICE) == 0
+    };
+    if !raised {
+        debug!(
+            "http: API threads keep the default priority: {}",
+            io::Error::last_os_error()
+        );
     }
 }

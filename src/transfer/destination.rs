@@ -105,7 +105,11 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     transfer.on_cancel(move || connection.shutdown());
     let monitor = spawn_monitor(node, &transfer);
 
+    // Receiving, hashing and unpacking are bulk work; this worker thread
+    // goes back to the normal class when they end.
+    let batch = crate::archive::sched::batch();
     let result = install(node, request, &transfer, &uuid, &boundary);
+    drop(batch);
     drop(monitor);
     node.transfers
         .remember_token(&claims.replay_key, claims.expires_at);

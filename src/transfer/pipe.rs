@@ -13,13 +13,18 @@ const BLOCK: usize = 256 * 1024;
 
 pub fn pipe(depth: usize, cancel: Arc<AtomicBool>) -> (PipeWriter, PipeReader) {
     let (tx, rx) = bounded(depth.max(1));
+    // Emptied blocks go back to the writer, so a transfer allocates at most
+    // depth + 2 blocks instead of one per 256 KiB.
+    let (pool_tx, pool_rx) = bounded(depth.max(1) + 1);
     (
         PipeWriter {
             tx,
+            pool: pool_rx,
             buf: Vec::with_capacity(BLOCK),
         },
         PipeReader {
             rx,
+            pool: pool_tx,
             current: Vec::new(),
             pos: 0,
             cancel,
@@ -30,6 +35,7 @@ pub fn pipe(depth: usize, cancel: Arc<AtomicBool>) -> (PipeWriter, PipeReader) {
 
 pub struct PipeWriter {
     tx: Sender<Vec<u8>>,
+    pool: Receiver<Vec<u8>>,
     buf: Vec<u8>,
 }
 
@@ -38,7 +44,14 @@ impl PipeWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let block = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let next = match self.pool.try_recv() {
+            Ok(mut v) => {
+                v.clear();
+                v
+            }
+            Err(_) => Vec::with_capacity(BLOCK),
+        };
+        let block = std::mem::replace(&mut self.buf, next);
         self.tx
             .send(block)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped reading"))
@@ -69,6 +82,7 @@ impl Drop for PipeWriter {
 
 pub struct PipeReader {
     rx: Receiver<Vec<u8>>,
+    pool: Sender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
     cancel: Arc<AtomicBool>,
@@ -89,8 +103,12 @@ impl Read for PipeReader {
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(block) => {
-                    self.current = block;
+                    let used = std::mem::replace(&mut self.current, block);
                     self.pos = 0;
+                    if used.capacity() > 0 {
+                        // Dropped if the pool is full or the writer is gone.
+                        let _ = self.pool.try_send(used);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
                 // The writer is gone: that is the end of the body. Whether it

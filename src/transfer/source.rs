@@ -52,6 +52,8 @@ pub fn spawn(node: Arc<Node>, transfer: Arc<Transfer>, mark: TransferMark, plan:
 }
 
 fn run(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, plan: &OutgoingPlan) {
+    // This thread and the packing threads it starts are bulk work.
+    let _batch = crate::archive::sched::batch();
     let server = Arc::clone(mark.server());
     let outcome = stream(node, transfer, &server, plan);
     let status = {
