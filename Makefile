@@ -2,7 +2,7 @@
 CARGO ?= cargo
 PORT ?= 8080
 
-.PHONY: build release run test lint fmt bench demo fuzz clean
+.PHONY: build release run test lint fmt bench demo fuzz fuzz-smoke fuzz-ci clean
 
 build:
 	$(CARGO) build
@@ -34,3 +34,30 @@ demo:
 clean:
 	$(CARGO) clean
 	rm -rf .ferry
+
+## Fuzzing (cargo-fuzz; fuzz/README.md). The stable toolchain runs it with
+## RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags). Each target starts from
+## its committed seeds plus whatever fuzz/corpus/ (not committed) gathered;
+## a crash stops the run and leaves the input in fuzz/artifacts/<target>/.
+FUZZ_TARGETS ?= http_head http_chunked multipart archive_extract
+FUZZ_SECONDS ?= 60
+FUZZ_RUN = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir fuzz
+
+## Every target for FUZZ_SECONDS each (60 s by default).
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_RUN) $$t fuzz/corpus/$$t fuzz/corpus-seed/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
+	done
+
+## The short bounded run CI makes: about 20 s of fuzzing in all (plus the
+## build), from the committed seeds (and fuzz/corpus/ when present).
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=5
+
+## For .ci/run: installs cargo-fuzz when missing, then the smoke run.
+fuzz-ci:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	$(MAKE) fuzz-smoke

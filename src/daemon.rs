@@ -4,7 +4,6 @@
 //! then cancel what is left).
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,21 +105,6 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
                 .map_err(|e| StartError(e.to_string()))?;
         }
     }
-    let node = Arc::new(Node {
-        upload: Throttle::new(system.transfers.upload_limit),
-        download: Throttle::new(system.transfers.download_limit),
-        config: config.clone(),
-        registry,
-        transfers,
-        events,
-        environment,
-        panel,
-        http_requests: Mutex::new(Default::default()),
-        open_connections: AtomicU64::new(0),
-        started: Instant::now(),
-    });
-    recover(&node);
-
     let addr: SocketAddr = format!("{}:{}", config.api.host, config.api.port)
         .parse()
         .map_err(|e| StartError(format!("config key `api.host`/`api.port`: {e}")))?;
@@ -133,6 +117,21 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     };
     let http = HttpServer::bind(addr, options)
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    let node = Arc::new(Node {
+        upload: Throttle::new(system.transfers.upload_limit),
+        download: Throttle::new(system.transfers.download_limit),
+        config: config.clone(),
+        registry,
+        transfers,
+        events,
+        environment,
+        panel,
+        http_requests: Mutex::new(Default::default()),
+        open_connections: http.open_connections(),
+        started: Instant::now(),
+    });
+    recover(&node);
+
     Ok(Daemon { node, http })
 }
 
@@ -181,6 +180,9 @@ fn recover(node: &Arc<Node>) {
             orphan.status
         );
         node.transfers.audit_orphan(&orphan, error);
+        if orphan.direction == "incoming" && !node.registry.contains(&orphan.server) {
+            remove_unclaimed_install(node, &orphan.server);
+        }
         if node.panel.is_some() {
             let (node, server) = (Arc::clone(node), orphan.server.clone());
             // Retried until the panel answers, without holding up start-up.
@@ -194,6 +196,26 @@ fn recover(node: &Arc<Node>) {
                     }
                 });
         }
+    }
+}
+
+/// An incoming transfer that died after moving the server into place but
+/// before the panel took it leaves a directory (and maybe a container) no
+/// registry claims: the panel is told the transfer failed, so remove them.
+fn remove_unclaimed_install(node: &Node, uuid: &str) {
+    if !crate::server::is_uuid(uuid) {
+        return;
+    }
+    let server = crate::server::Server::new(ServerConfig::minimal(uuid));
+    let spec = server.spec(&node.config.system.data);
+    if let Err(e) = node.environment.destroy(&spec) {
+        log::warn!("recovery: cannot remove a container for {uuid}: {e}");
+    }
+    let existed = spec.data_dir.exists();
+    match crate::archive::remove_tree(&spec.data_dir) {
+        Ok(()) if existed => log::warn!("recovery: removed the unclaimed install of {uuid}"),
+        Ok(()) => {}
+        Err(e) => log::error!("recovery: cannot remove {}: {e}", spec.data_dir.display()),
     }
 }
 

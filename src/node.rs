@@ -2,7 +2,7 @@
 //! (config, registry, transfers, environment, panel, events, caps), and the
 //! server life-cycle steps shared by routes and pipelines.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,7 +26,8 @@ pub struct Node {
     pub upload: Throttle,
     pub download: Throttle,
     pub http_requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
-    pub open_connections: AtomicU64,
+    /// Shared with the HTTP server, which keeps it.
+    pub open_connections: Arc<AtomicUsize>,
     pub started: Instant,
 }
 
@@ -131,7 +132,7 @@ impl Node {
         }
     }
 
-    pub fn open_connections(&self) -> u64 {
+    pub fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
     }
 }

@@ -276,3 +276,74 @@ fn a_failed_transfer_exits_one_with_the_records_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is not on the node at"), "{stderr}");
 }
+
+#[test]
+fn cancel_stops_an_incoming_transfer_and_says_when_nothing_is_active() {
+    let p = pair("upload_limit: 1", |dir| {
+        make_server_tree(dir);
+        let mut x: u32 = 1;
+        let noise: Vec<u8> = (0..16 * 1024 * 1024)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        std::fs::write(dir.join("world/region/r.5.5.mca"), noise).unwrap();
+    });
+    let mut child = p.cli(&[]).spawn().unwrap();
+    let (out, _err) = drain(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.dst.get(&format!("/api/servers/{SERVER}/transfer")).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the destination never started receiving"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cancel = |node: &TestNode, token: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["cancel", SERVER, "--node", &node.url("")])
+            .arg("--token-file")
+            .arg(token)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let done = cancel(
+        &p.dst,
+        &p.dst_token_file,
+        &["--incoming", "--reason", "node maintenance"],
+    );
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(stdout.contains("cancelling incoming transfer"), "{stdout}");
+    assert!(stdout.contains("is cancelled"), "{stdout}");
+    let rec = p.dst.wait_transfer_end(SERVER, Duration::from_secs(10));
+    assert_eq!(rec["cancel_reason"], "node maintenance", "{rec}");
+    assert!(!p.dst.server_dir(SERVER).exists());
+
+    // The source's transfer fails with the destination's answer; the CLI
+    // following it exits 1 (it did not cancel it itself).
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let stdout = out.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        p.src.wait_transfer_end(SERVER, Duration::from_secs(10))["status"],
+        "failed"
+    );
+
+    // Nothing active any more: exit 1 with the node's message and a hint.
+    let none = cancel(&p.src, &p.src_token_file, &[]);
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Server is not currently being transferred.")
+            && stderr.contains("--incoming"),
+        "{stderr}"
+    );
+}

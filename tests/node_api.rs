@@ -2,6 +2,8 @@
 //! outcomes and messages, the error envelope, body validation, HTTP abuse
 //! the daemon must survive, server routes, config errors and SIGTERM.
 
+#[path = "support/fake_panel.rs"]
+mod fake_panel;
 #[path = "support/node.rs"]
 mod node;
 
@@ -313,8 +315,6 @@ fn config_errors_name_the_key_and_exit_2() {
 
 #[test]
 fn panel_boot_sync_registers_the_panels_servers() {
-    #[path = "support/fake_panel.rs"]
-    mod fake_panel;
     let panel = fake_panel::FakePanel::start("testtokenid", node::TOKEN);
     for i in 0..60 {
         let uuid = format!("00000000-0000-4000-8000-{i:012}");
@@ -334,4 +334,102 @@ fn panel_boot_sync_registers_the_panels_servers() {
         .map(|c| c.query_param("page").unwrap_or("").to_string())
         .collect();
     assert_eq!(pages[0], "0");
+}
+
+/// A body made of a head, `size` bytes of filler and a tail, produced on
+/// the fly so the client holds no big buffer either.
+struct Generated {
+    head: Vec<u8>,
+    size: u64,
+    tail: Vec<u8>,
+    pos: u64,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let head = self.head.len() as u64;
+        let total = head + self.size + self.tail.len() as u64;
+        if self.pos >= total {
+            return Ok(0);
+        }
+        let n = if self.pos < head {
+            let src = &self.head[self.pos as usize..];
+            let n = src.len().min(buf.len());
+            buf[..n].copy_from_slice(&src[..n]);
+            n
+        } else if self.pos < head + self.size {
+            let n = ((head + self.size - self.pos) as usize).min(buf.len());
+            // Filler that never contains the boundary's leading dashes.
+            buf[..n].fill(b'z');
+            n
+        } else {
+            let src = &self.tail[(self.pos - head - self.size) as usize..];
+            let n = src.len().min(buf.len());
+            buf[..n].copy_from_slice(&src[..n]);
+            n
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn several_gib_chunked_upload_streams_with_flat_memory() {
+    use sha2::{Digest, Sha256};
+    let node = TestNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hi").unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg("-")
+        .arg("-C")
+        .arg(dir.path())
+        .arg(".")
+        .output()
+        .unwrap();
+    let archive = out.stdout;
+    let sum = hex::encode(Sha256::digest(&archive));
+    let boundary = "bigbodyboundary0123456789";
+    // A 3 GiB part the node does not know comes first: it must stream
+    // through the HTTP body and the multipart reader without piling up.
+    let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"padding\"\r\n\r\n")
+        .into_bytes();
+    let mut tail = format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"archive.tar.gz\"\r\n\r\n").into_bytes();
+    tail.extend_from_slice(&archive);
+    tail.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"checksum\"\r\n\r\n{sum}\r\n--{boundary}--\r\n").as_bytes());
+    let size: u64 = 3 << 30;
+    let body = Generated {
+        head,
+        size,
+        tail,
+        pos: 0,
+    };
+    let before = node.status_kib("VmHWM");
+    let started = Instant::now();
+    let jwt = fake_panel::mint_transfer_jwt(node::TOKEN, SERVER);
+    let mut resp = TestNode::agent()
+        .post(&node.url("/api/transfers"))
+        .header("Authorization", &format!("Bearer {jwt}"))
+        .header(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send(ureq::SendBody::from_owned_reader(body))
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(status, 200, "{text}");
+    let growth = node.status_kib("VmHWM").saturating_sub(before);
+    eprintln!(
+        "3 GiB chunked upload in {:?}, peak RSS growth {growth} KiB",
+        started.elapsed()
+    );
+    assert!(
+        growth < 16 * 1024,
+        "peak RSS grew by {growth} KiB for a 3 GiB body"
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.server_dir(SERVER).join("hello.txt")).unwrap(),
+        "hi"
+    );
 }

@@ -157,6 +157,23 @@ fn full_transfer_installs_an_identical_tree_and_reports_once() {
         ),
         (Some("incoming"), Some("completed"))
     );
+    // The destination knew the totals the source announced.
+    assert_eq!(
+        dest_record["progress"]["files_total"],
+        record["progress"]["files_total"]
+    );
+    assert_eq!(
+        dest_record["progress"]["bytes_total"],
+        record["progress"]["bytes_total"]
+    );
+    // The installed directory is an ordinary server directory, not private staging.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.dest.server_dir(SERVER))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o755);
     let (_, all) = p.source.get("/api/transfers");
     assert_eq!(all.as_array().unwrap().len(), 1);
     // Audit lines for every change on both sides.
@@ -222,16 +239,7 @@ fn double_start_is_409_and_power_is_refused_while_transferring() {
 fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
     let p = pair("upload_limit: 1");
     assert_eq!(p.start().0, 202);
-    // Wait until bytes are flowing.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, r) = p.source.get(&format!("/api/servers/{SERVER}/transfer"));
-        if r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress: {r}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.source.wait_transfer_bytes(SERVER);
     let asked = Instant::now();
     let (code, record) = p.source.request(
         "DELETE",
@@ -289,15 +297,7 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
 fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
     let p = pair("upload_limit: 1");
     assert_eq!(p.start().0, 202);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, r) = p.dest.get(&format!("/api/servers/{SERVER}/transfer"));
-        if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "destination saw no bytes");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.dest.wait_transfer_bytes(SERVER);
     let asked = Instant::now();
     let (code, record) = p.dest.request(
         "DELETE",
@@ -332,15 +332,7 @@ fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
 fn destination_killed_mid_stream_fails_the_source_which_can_retry() {
     let mut p = pair("upload_limit: 1");
     assert_eq!(p.start().0, 202);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, r) = p.dest.get(&format!("/api/servers/{SERVER}/transfer"));
-        if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.dest.wait_transfer_bytes(SERVER);
     p.dest.kill9();
     let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(30));
     assert_eq!(record["status"], "failed", "{record}");
@@ -387,15 +379,7 @@ fn panel_failing_during_the_success_report_is_retried() {
     assert_eq!(p.start().0, 202);
     // Once the destination streams (its configuration fetch is done), the
     // panel's next three answers are 500s: the success report is retried.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, r) = p.dest.get(&format!("/api/servers/{SERVER}/transfer"));
-        if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.dest.wait_transfer_bytes(SERVER);
     p.panel.fail_next(3);
     let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(60));
     assert_eq!(record["status"], "completed", "{record}");
@@ -412,4 +396,89 @@ fn panel_failing_during_the_success_report_is_retried() {
     p.wait_source_released();
     let (_, view) = p.dest.get(&format!("/api/servers/{SERVER}"));
     assert_eq!(view["is_transferring"], false);
+}
+
+#[test]
+fn bulk_cancel_with_a_reason_and_metrics() {
+    let p = pair("upload_limit: 1");
+    // Validation first: a reason is required, and no selector needs `everything`.
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(json!({"everything": true})),
+    );
+    assert_eq!(
+        (code, body["validation_errors"][0]["field"].as_str()),
+        (400, Some("reason"))
+    );
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(json!({"reason": "x"})),
+    );
+    assert_eq!(
+        (code, body["validation_errors"][0]["field"].as_str()),
+        (400, Some("everything"))
+    );
+
+    let (code, started) = p.start();
+    assert_eq!(code, 202);
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(json!({"reason": "node maintenance", "direction": "incoming"})),
+    );
+    assert_eq!(
+        (code, body["cancelled"].as_array().unwrap().len()),
+        (202, 0),
+        "no incoming transfer on the source"
+    );
+    let (code, body) = p.source.request(
+        "POST",
+        "/api/transfers/cancel",
+        Some(
+            json!({"reason": "node maintenance", "destination": format!("http://{}", p.dest.addr)}),
+        ),
+    );
+    assert_eq!(code, 202);
+    assert_eq!(body["cancelled"], json!([started["id"]]));
+    let record = p.source.wait_transfer_end(SERVER, Duration::from_secs(5));
+    assert_eq!(record["status"], "cancelled");
+    assert_eq!(record["cancel_reason"], "node maintenance");
+    let audit = p.source.audit_lines();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["to"] == "cancelling" && l["reason"] == "node maintenance"),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["to"] == "cancelled" && l["reason"] == "node maintenance"),
+        "{audit:?}"
+    );
+
+    let metrics = {
+        let agent = TestNode::agent();
+        let mut resp = agent
+            .get(&p.source.url("/metrics"))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        resp.body_mut().read_to_string().unwrap()
+    };
+    for line in [
+        "ferry_transfers_total{direction=\"outgoing\",status=\"cancelled\"} 1",
+        "ferry_transfers_active{direction=\"outgoing\"} 0",
+        "ferry_http_requests_total{route=\"transfers_cancel\",code=\"202\"} 2",
+        "ferry_http_requests_total{route=\"transfers_cancel\",code=\"400\"} 2",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+    assert!(metrics.contains("ferry_transfer_bytes_total{direction=\"outgoing\"}"));
+    assert!(metrics.contains("ferry_open_connections "));
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("process_resident_memory_bytes ") && !l.ends_with(" 0")));
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{read_json, server_param};
-use crate::environment::PowerState;
+use crate::environment::{EnvError, PowerState, ServerSpec};
 use crate::http::reply::{self, ApiError, FieldError};
 use crate::http::router::Params;
 use crate::http::{Request, Response};
@@ -98,43 +98,82 @@ pub fn power(
 ) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     let action = parse_power(&read_json(request, 16 * 1024)?)?;
+    let spec = server.spec(&node.config.system.data);
+    let env = &node.environment;
+    let failed = |e: EnvError| ApiError::new(500, format!("power action failed: {e}"));
+    // The check and the action happen under the life-cycle lock, which an
+    // outgoing transfer also takes to set its mark: a start either finishes
+    // before the transfer's stop step looks at the server, or is refused.
+    // Otherwise a start racing the mark could run the server while it is
+    // archived. (A start that pulls an image holds the lock for the pull;
+    // a transfer or delete of that server waits for it.)
+    let life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
     if server.is_transferring() {
         return Err(ApiError::new(409, POWER_WHILE_TRANSFERRING));
     }
-    let spec = server.spec(&node.config.system.data);
-    let env = &node.environment;
-    // Start/stop/kill are quick requests to the runtime; a restart waits for
-    // the stop, so it runs on its own thread.
     match action {
-        PowerAction::Start => env.start(&spec),
-        PowerAction::Stop => env.stop(&spec),
-        PowerAction::Kill => env.kill(&spec),
+        PowerAction::Start => env.start(&spec).map_err(failed)?,
+        PowerAction::Stop => env.stop(&spec).map_err(failed)?,
+        PowerAction::Kill => env.kill(&spec).map_err(failed)?,
         PowerAction::Restart => {
-            let node = Arc::clone(node);
-            let timeout = node.config.system.transfers.stop_timeout;
-            let _ = std::thread::Builder::new().name("restart".into()).spawn(move || {
-                let env = &node.environment;
-                let result = env
-                    .stop(&spec)
-                    .and_then(|()| env.wait_for_stop(&spec, timeout))
-                    .and_then(|stopped| {
-                        if stopped {
-                            env.start(&spec)
-                        } else {
-                            log::warn!("{}: restart: did not stop within {timeout:?}; not started again", spec.uuid);
-                            Ok(())
-                        }
-                    });
-                if let Err(e) = result {
-                    log::error!("{}: restart failed: {e}", spec.uuid);
-                }
-            });
-            Ok(())
+            // The stop is asked for now; waiting for it (up to stop_timeout)
+            // and starting again happen on their own thread.
+            env.stop(&spec).map_err(failed)?;
+            drop(life);
+            let (node, server) = (Arc::clone(node), Arc::clone(&server));
+            std::thread::Builder::new()
+                .name("restart".into())
+                .spawn(move || finish_restart(&node, &server, spec))
+                .map_err(|e| {
+                    ApiError::new(
+                        500,
+                        format!("power action failed: cannot start a thread: {e}"),
+                    )
+                })?;
         }
     }
-    .map_err(|e| ApiError::new(500, format!("power action failed: {e}")))?;
     log::info!("{}: power {action:?}", server.uuid);
     Ok(Response::new(202))
+}
+
+/// The second half of a restart: waits for the stop, then starts the server
+/// again unless, meanwhile, it was deleted (a start would recreate its
+/// container) or a transfer took it (a start would run it while archived).
+fn finish_restart(node: &Node, server: &Arc<Server>, spec: ServerSpec) {
+    let env = &node.environment;
+    let timeout = node.config.system.transfers.stop_timeout;
+    match env.wait_for_stop(&spec, timeout) {
+        Ok(true) => {}
+        Ok(false) => {
+            log::warn!(
+                "{}: restart: did not stop within {timeout:?}; not started again",
+                spec.uuid
+            );
+            return;
+        }
+        Err(e) => {
+            log::error!("{}: restart failed: {e}", spec.uuid);
+            return;
+        }
+    }
+    let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+    let registered = node
+        .registry
+        .get(&server.uuid)
+        .is_some_and(|s| Arc::ptr_eq(&s, server));
+    if !registered {
+        log::info!(
+            "{}: restart: the server was deleted; not started again",
+            spec.uuid
+        );
+    } else if server.is_transferring() {
+        log::info!(
+            "{}: restart: the server is being transferred; not started again",
+            spec.uuid
+        );
+    } else if let Err(e) = env.start(&spec) {
+        log::error!("{}: restart failed: {e}", spec.uuid);
+    }
 }
 
 #[cfg(test)]

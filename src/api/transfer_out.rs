@@ -67,9 +67,14 @@ pub fn start(
 ) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
     let plan = parse_plan(&read_json(request, 64 * 1024)?)?;
-    let mark = server
-        .try_mark_transferring()
-        .ok_or_else(|| ApiError::new(409, ALREADY))?;
+    // Marked under the life-cycle lock that power actions hold while they
+    // check the mark and act, so no start can slip in after the stop step
+    // below has found the server offline (or stopped it).
+    let mark = {
+        let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        server.try_mark_transferring()
+    }
+    .ok_or_else(|| ApiError::new(409, ALREADY))?;
     let spec = server.spec(&node.config.system.data);
     let env = &node.environment;
     let state = env.state(&spec).map_err(|e| {

@@ -15,7 +15,6 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::server_param;
 use crate::events::{Event, TRANSFER_LOGS_PERMISSION};
 use crate::http::reply::ApiError;
 use crate::http::router::Params;
@@ -41,7 +40,17 @@ pub fn upgrade(
     request: &mut Request,
     params: &Params,
 ) -> Result<Response, ApiError> {
-    let server = server_param(node, params)?;
+    // A destination's server is not registered until it is installed, but
+    // its incoming transfer can be watched meanwhile.
+    let uuid = params.get("server").to_string();
+    let watchable = node.registry.contains(&uuid)
+        || node
+            .transfers
+            .active(&uuid, crate::transfer::Direction::Incoming)
+            .is_some();
+    if !watchable {
+        return Err(ApiError::not_found());
+    }
     let header_has = |name: &str, token: &str| {
         request
             .header(name)
@@ -67,14 +76,13 @@ pub fn upgrade(
     if !origin_allowed(request.header("origin"), &node.config.remote) {
         log::warn!(
             "websocket for {} refused: origin {:?} is not the panel",
-            server.uuid,
+            uuid,
             request.header("origin")
         );
         return Err(ApiError::new(403, "Forbidden."));
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let node = Arc::clone(node);
-    let uuid = server.uuid.clone();
     let mut response = Response::new(101)
         .header("Upgrade", "websocket")
         .header("Connection", "Upgrade")

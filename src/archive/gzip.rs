@@ -370,7 +370,8 @@ impl Bits<'_> {
         }
     }
 
-    /// A match of `len` (3..=258) bytes at distance 32768.
+    /// A match of `len` (3..=258) bytes at distance 258: never overlapping
+    /// itself, so inflaters copy it in one go.
     fn far_match(&mut self, len: u32) {
         const BASE: [u32; 29] = [
             3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99,
@@ -386,16 +387,17 @@ impl Bits<'_> {
         };
         self.symbol(257 + i as u32);
         self.put(len - BASE[i], EXTRA[i]);
-        // Distance code 29: base 24577 + 13 extra bits = 32768.
-        self.code(29, 5);
-        self.put(32768 - 24577, 13);
+        // Distance code 16: base 257 + 7 extra bits = 258.
+        self.code(16, 5);
+        self.put(258 - 257, 7);
     }
 }
 
 /// A fixed-Huffman deflate block producing `n` zero bytes by copying from
-/// 32 KiB back, then a sync flush. Only valid when the previous 32 KiB of
-/// output are zeros (the caller's `zero` condition). Far, non-overlapping
-/// copies inflate much faster than the distance-1 runs a compressor emits.
+/// 258 bytes back, then a sync flush. Only valid when the output before it
+/// ends in zeros (the caller's `zero` condition: 32 KiB of them).
+/// Non-overlapping copies inflate much faster than the distance-1 runs a
+/// compressor emits; 20 bits per 258 bytes.
 fn zero_run(n: usize, out: &mut Vec<u8>) {
     out.clear();
     let mut b = Bits { out, acc: 0, n: 0 };

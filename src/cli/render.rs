@@ -90,9 +90,9 @@ pub fn rate(bytes_per_sec: u64) -> String {
 fn details(s: &Snapshot) -> String {
     let percent = s
         .percent()
-        .map_or_else(|| "  -".to_string(), |p| format!("{p:>3}"));
+        .map_or_else(|| "-".to_string(), |p| format!("{p}%"));
     let mut out = format!(
-        "{percent}%  {}/{} files  {} / {}",
+        "{percent:>4}  {}/{} files  {} / {}",
         s.files_done,
         s.files_total,
         human_bytes(s.bytes_done),
@@ -107,6 +107,10 @@ fn details(s: &Snapshot) -> String {
     out
 }
 
+/// Columns kept for the details after the bar, as wide as they get:
+/// ` 100%  99999/99999 files  999.9 MiB / 999.9 MiB  999.9 MiB/s  ETA 59m59s`.
+const DETAILS_ROOM: usize = 76;
+
 /// The live one-line bar, fitted to `width` columns:
 /// `[=======>         ]  45%  12/40 files  90.0 MiB / 200.0 MiB  45.0 MiB/s  ETA 3s`,
 /// with the status in front when it is not `processing`.
@@ -117,8 +121,11 @@ pub fn bar_line(s: &Snapshot, width: usize) -> String {
         format!("{} ", s.status)
     };
     let tail = format!(" {}", details(s));
-    let room = width.saturating_sub(head.chars().count() + tail.chars().count() + 3);
-    let bar_width = room.clamp(10, 40);
+    // Sized from the width alone, with room for the longest details, so
+    // the bar does not jitter as the numbers change length.
+    let bar_width = width
+        .saturating_sub(head.chars().count() + DETAILS_ROOM)
+        .clamp(10, 40);
     let filled = match s.percent() {
         Some(p) => (p as usize * bar_width) / 100,
         None => 0,
@@ -307,6 +314,14 @@ mod tests {
             narrow.ends_with("ETA 3s") && narrow.chars().count() < 80,
             "{narrow}"
         );
+        // The bar keeps its width while the numbers change length.
+        let small = Snapshot {
+            status: "processing".into(),
+            bytes_done: 1,
+            bytes_total: 10,
+            ..Snapshot::default()
+        };
+        assert_eq!(bar_line(&small, 120).find(']'), line.find(']'));
         let done = Snapshot {
             status: "completed".into(),
             bytes_done: 5,

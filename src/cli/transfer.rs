@@ -100,14 +100,12 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
     let client = NodeClient::new(&node, &token, token_file);
     let mut display = Display::new(stdout_is_tty() && !args.has("no-progress"));
     // Connected before the POST so the first log lines are not missed.
-    let watch = match watch::start(&node, server, &token) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log_quietly(&mut display, &format!("(no live log lines: {e})"));
-            None
-        }
-    };
+    let watch = watch::start(&node, server, &token);
 
+    if signal::interrupted() {
+        eprintln!("ferry transfer: interrupted before the transfer started; nothing was sent");
+        return Ok(130);
+    }
     let jwt = crate::jwt::mint_transfer_token(dest_token.as_bytes(), server, JWT_TTL);
     let body = json!({
         "url": dest,
@@ -137,6 +135,15 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
         "transfer {} of {server}: {node} -> {dest}",
         id.chars().take(8).collect::<String>()
     ));
+    // Said only now: before the POST, a refused websocket usually means
+    // the server is not there, which the POST explains better.
+    let watch = match watch {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log_quietly(&mut display, &format!("(no live log lines: {e})"));
+            None
+        }
+    };
     let (record, cancelled_here) = follow(
         &client,
         server,

@@ -90,6 +90,55 @@ pub(crate) fn may_be_complete(buf: &[u8], from: usize) -> bool {
     })
 }
 
+/// What a head reader should do after new bytes arrived.
+#[derive(Debug)]
+pub(crate) enum Scan {
+    /// No complete head yet: read more (or refuse with 431 when full).
+    NeedMore,
+    /// A head and how many bytes it used, after dropping the skipped blank
+    /// lines.
+    Complete(Head, usize),
+    Reject(HeadError),
+}
+
+/// The head reader's decision over the bytes it holds: how many leading
+/// blank lines to drop first (the caller consumes them), then whether a
+/// head is complete. `scanned` is how many of the (post-skip) bytes were
+/// already searched for an end of head, so a slowly growing head is not
+/// re-parsed on every byte; it is updated for the next call.
+///
+/// The first bytes of a head are always parsed, even without an end of
+/// head in sight: a request line that is already invalid (binary junk, a
+/// TLS handshake sent to a plain listener) is refused at once instead of
+/// holding the connection until the header timeout. After that, parsing
+/// waits for a possible end of head; an error later in a partial head is
+/// found then, or when the buffer is full.
+pub(crate) fn scan_buffered(pending: &[u8], scanned: &mut usize, limits: &Limits) -> (usize, Scan) {
+    let skip = leading_empty_lines(pending);
+    if skip > 0 {
+        *scanned = 0;
+    }
+    let pending = &pending[skip..];
+    if *scanned < pending.len() && (*scanned == 0 || may_be_complete(pending, *scanned)) {
+        match parse_head(pending, limits) {
+            Ok(Parsed::Complete(head, n)) => return (skip, Scan::Complete(head, n)),
+            Ok(Parsed::Partial) => {}
+            Err(e) => return (skip, Scan::Reject(e)),
+        }
+    }
+    *scanned = pending.len();
+    (skip, Scan::NeedMore)
+}
+
+/// The verdict once the buffer holds `max_header_bytes` without a head
+/// having been found: a head that just fits, or 431.
+pub(crate) fn scan_full(pending: &[u8], limits: &Limits) -> Result<(Head, usize), HeadError> {
+    match parse_head(pending, limits)? {
+        Parsed::Complete(head, n) => Ok((head, n)),
+        Parsed::Partial => Err(TOO_LARGE),
+    }
+}
+
 /// Parses a request head at the start of `buf` (leading empty lines must have
 /// been skipped by the caller).
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HeadError> {
@@ -399,6 +448,31 @@ mod tests {
         assert_eq!((h.path.as_str(), h.query.as_str()), ("/a/b", "c=d"));
         let (h, _) = complete("GET https://host?q HTTP/1.1\r\n\r\n");
         assert_eq!((h.path.as_str(), h.query.as_str()), ("/", "q"));
+    }
+
+    #[test]
+    fn buffered_scan_refuses_junk_at_once_and_then_waits_for_an_end() {
+        // A TLS ClientHello on a plain listener: refused on the first read.
+        let mut scanned = 0;
+        let (_, scan) = scan_buffered(b"\x16\x03\x01\x02\x00\x01", &mut scanned, &LIMITS);
+        assert!(matches!(scan, Scan::Reject(HeadError { status: 400, .. })));
+        // A valid start waits; bytes arriving later are searched only for
+        // an end of head, and the head completes once it is there.
+        let mut scanned = 0;
+        let (skip, scan) = scan_buffered(b"\r\nGET / HTTP/1.1\r\nA:", &mut scanned, &LIMITS);
+        assert_eq!(skip, 2);
+        assert!(matches!(scan, Scan::NeedMore));
+        assert_eq!(scanned, 18, "counted after the skipped blank line");
+        let (_, scan) = scan_buffered(b"GET / HTTP/1.1\r\nA: b\r\n", &mut scanned, &LIMITS);
+        assert!(matches!(scan, Scan::NeedMore));
+        let whole = b"GET / HTTP/1.1\r\nA: b\r\n\r\n";
+        let (_, scan) = scan_buffered(whole, &mut scanned, &LIMITS);
+        assert!(matches!(scan, Scan::Complete(_, n) if n == whole.len()));
+        // Full without an end of head: 431; a head ending exactly there fits.
+        let full = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(1024 - 19));
+        assert_eq!(scan_full(full.as_bytes(), &LIMITS).unwrap_err().status, 431);
+        let exact = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(1024 - 23));
+        assert_eq!(scan_full(exact.as_bytes(), &LIMITS).unwrap().1, 1024);
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub mod auth;
 pub mod reply;
 pub mod router;
 
+/// Entry points for `fuzz/` only; not API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod body;
 mod chunked;
 mod conn;
@@ -327,6 +331,11 @@ impl HttpServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr()
+    }
+
+    /// Connections open now (for metrics), live while the server runs.
+    pub fn open_connections(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::clone(&self.inner.open)
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

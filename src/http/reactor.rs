@@ -26,7 +26,7 @@ use log::{debug, error, info, warn};
 use rustls::ServerConfig;
 
 use super::conn::{Conn, InBuf, SlotGuard};
-use super::head::{self, Head, HeadError, Limits, Parsed};
+use super::head::{self, Head, HeadError, Limits};
 use super::response::error_response;
 use super::transport::Transport;
 use super::{new_request_id, ServerOptions};
@@ -522,24 +522,16 @@ fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
 /// Looks for a complete head in what is buffered, searching only bytes not
 /// searched before.
 fn check_buffered(conn: &mut Conn, scanned: &mut usize, limits: &Limits) -> Option<Step> {
-    let skip = head::leading_empty_lines(conn.buf.pending());
-    if skip > 0 {
-        conn.buf.consume(skip);
-        *scanned = 0;
-    }
-    let pending = conn.buf.pending();
-    if *scanned < pending.len() && head::may_be_complete(pending, *scanned) {
-        match head::parse_head(pending, limits) {
-            Ok(Parsed::Complete(head, n)) => {
-                conn.buf.consume(n);
-                return Some(Step::Dispatch(head));
-            }
-            Ok(Parsed::Partial) => {}
-            Err(e) => return Some(Step::Reject(e)),
+    let (skip, scan) = head::scan_buffered(conn.buf.pending(), scanned, limits);
+    conn.buf.consume(skip);
+    match scan {
+        head::Scan::NeedMore => None,
+        head::Scan::Complete(head, n) => {
+            conn.buf.consume(n);
+            Some(Step::Dispatch(head))
         }
+        head::Scan::Reject(e) => Some(Step::Reject(e)),
     }
-    *scanned = conn.buf.len();
-    None
 }
 
 fn service_head(w: &mut Waiting, limits: &Limits, header_timeout: Duration, now: Instant) -> Step {
@@ -557,16 +549,13 @@ fn service_head(w: &mut Waiting, limits: &Limits, header_timeout: Duration, now:
     loop {
         let room = limits.max_header_bytes.saturating_sub(conn.buf.len());
         if room == 0 {
-            // Full and not complete (checked after every read): too large.
-            return match head::parse_head(conn.buf.pending(), limits) {
-                Ok(Parsed::Complete(head, n)) => {
+            // Full and not complete (checked after every read): too large,
+            // unless the head ends exactly at the limit.
+            return match head::scan_full(conn.buf.pending(), limits) {
+                Ok((head, n)) => {
                     conn.buf.consume(n);
                     Step::Dispatch(head)
                 }
-                Ok(Parsed::Partial) => Step::Reject(HeadError {
-                    status: 431,
-                    message: "request header fields too large",
-                }),
                 Err(e) => Step::Reject(e),
             };
         }

@@ -28,6 +28,8 @@ pub(crate) struct Bound {
     tls: Option<Arc<ServerConfig>>,
     pub shared: Arc<Shared>,
     wake_read: OwnedFd,
+    /// Open connections, kept by the reactor; read for metrics.
+    pub open: Arc<AtomicUsize>,
 }
 
 fn wake_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -59,6 +61,7 @@ pub(crate) fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<Bound
         tls,
         shared: Arc::new(Shared::new(wake_write)),
         wake_read,
+        open: Arc::new(AtomicUsize::new(0)),
     })
 }
 
@@ -74,6 +77,7 @@ impl Bound {
             tls,
             shared,
             wake_read,
+            open,
             ..
         } = self;
         let opts = Arc::new(options);
@@ -102,7 +106,6 @@ impl Bound {
         drop(job_rx);
         drop(ctx);
 
-        let open = Arc::new(AtomicUsize::new(0));
         let mut reactor = Reactor::new(
             listener,
             wake_read,

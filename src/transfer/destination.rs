@@ -10,6 +10,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::archive::{self, ExtractError, ExtractLimits, Staging};
+use crate::environment::{EnvError, PowerState, ServerSpec};
 use crate::http::auth;
 use crate::http::reply::{self, ApiError};
 use crate::http::{Request, Response};
@@ -87,6 +88,19 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
         .map_err(|_| ApiError::new(409, IN_PROGRESS))?;
     node.transfers
         .transition(&transfer, Status::Processing, None);
+    // The source announces its totals so the destination's progress (and
+    // its websocket) can show a percentage.
+    let announced = |name: &str| {
+        request
+            .header(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let (Some(files), Some(bytes)) = (
+        announced("x-ferry-files-total"),
+        announced("x-ferry-bytes-total"),
+    ) {
+        transfer.set_totals(files, bytes);
+    }
     let connection = request.connection();
     transfer.on_cancel(move || connection.shutdown());
     let monitor = spawn_monitor(node, &transfer);
@@ -99,21 +113,34 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     drop(monitor);
     node.transfers
         .remember_token(&claims.replay_key, claims.expires_at);
+    let answer = finish(node, request, &transfer, &uuid, result);
+    transfer.finalize();
+    answer
+}
+
+/// Ends the transfer after `install`: status, panel report, the answer.
+fn finish(
+    node: &Arc<Node>,
+    request: &Request,
+    transfer: &Arc<Transfer>,
+    uuid: &str,
+    result: Result<ServerConfig, ApiError>,
+) -> Result<Response, ApiError> {
     match result {
         Ok(config) => {
-            let status = node.transfers.finish(&transfer, Ok(()));
+            let status = node.transfers.finish(transfer, Ok(()));
             if status != Status::Completed {
                 // Cancelled at the last moment: undo the install.
                 uninstall(node, &config);
-                let _ = node.report_to_panel(&uuid, false);
+                let _ = node.report_to_panel(uuid, false);
                 return Err(ApiError::new(400, ABORTED));
             }
-            node.transfer_log(&transfer, "Transfer completed.");
+            node.transfer_log(transfer, "Transfer completed.");
             if request
                 .header("x-ferry-start-on-completion")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"))
             {
-                start_later(node, &uuid);
+                start_later(node, uuid);
             }
             Ok(reply::json(200, &transfer.record()))
         }
@@ -123,9 +150,9 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
             } else {
                 error
             };
-            node.transfers.finish(&transfer, Err(error.message.clone()));
-            node.transfer_log(&transfer, &format!("Transfer failed: {}", error.message));
-            let _ = node.report_to_panel(&uuid, false);
+            node.transfers.finish(transfer, Err(error.message.clone()));
+            node.transfer_log(transfer, &format!("Transfer failed: {}", error.message));
+            let _ = node.report_to_panel(uuid, false);
             Err(error)
         }
     }
@@ -162,6 +189,7 @@ fn install(
     {
         preflight_space(node, limit, total)?;
     }
+    refuse_running_container(node, uuid)?;
     let staging = Staging::create(&node.config.system.data, uuid, &transfer.id)
         .map_err(|e| ApiError::new(500, format!("failed to create the staging directory: {e}")))?;
     node.transfer_log(transfer, "Receiving archive from source...");
@@ -230,9 +258,18 @@ fn install(
     }
     node.transfer_log(transfer, "Archive verified, installing server...");
     let config = config.unwrap_or_else(|| ServerConfig::minimal(uuid));
-    staging
+    // Again: a container may have been started while the archive arrived.
+    refuse_running_container(node, uuid)?;
+    let installed = staging
         .commit()
         .map_err(|e| ApiError::new(500, format!("failed to move the server into place: {e}")))?;
+    // Staging is private (0700); a server directory is not.
+    if let Err(e) = std::fs::set_permissions(
+        &installed,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    ) {
+        log::warn!("{uuid}: cannot open up {}: {e}", installed.display());
+    }
     let server = match node.registry.insert(config.clone()) {
         Ok(server) => server,
         Err(e) => {
@@ -246,7 +283,7 @@ fn install(
         }
     };
     let spec = server.spec(&node.config.system.data);
-    if let Err(e) = node.environment.create(&spec) {
+    if let Err(e) = create_container(node, &spec) {
         uninstall(node, &config);
         return Err(ApiError::new(
             500,
@@ -258,6 +295,47 @@ fn install(
         return Err(ApiError::new(500, e));
     }
     Ok(config)
+}
+
+/// Refuses the install while a container with the server's name runs on
+/// this node's Engine. The server is new here, so such a container is not
+/// ours: another node may be using the same Engine (container names are
+/// server UUIDs, so two nodes need two Engines), and stopping it is not
+/// this transfer's call. Checked before the archive is received, so a
+/// doomed transfer fails at once, and again before anything is moved into
+/// place.
+fn refuse_running_container(node: &Node, uuid: &str) -> Result<(), ApiError> {
+    let minimal = ServerConfig::minimal(uuid);
+    let spec = ServerSpec {
+        uuid: minimal.uuid,
+        settings: minimal.settings,
+        process_configuration: minimal.process_configuration,
+        data_dir: crate::server::data_dir(&node.config.system.data, uuid),
+    };
+    let refused = |why: String| {
+        ApiError::new(
+            500,
+            format!("failed to create the server environment: {why}"),
+        )
+    };
+    match node.environment.state(&spec) {
+        Ok(PowerState::Offline) => Ok(()),
+        Ok(state) => Err(refused(format!(
+            "a container named {uuid} is already {} on this node's Docker Engine \
+             (is another node using the same Engine?)",
+            state.as_str()
+        ))),
+        Err(e) => Err(refused(e.to_string())),
+    }
+}
+
+/// Creates the server's container. One that exists already with its name
+/// (stopped: `refuse_running_container` ran) was left by an earlier install
+/// or delete and may carry stale settings, so it is replaced by one made
+/// from the configuration just received rather than kept.
+fn create_container(node: &Node, spec: &ServerSpec) -> Result<(), EnvError> {
+    node.environment.destroy(spec)?;
+    node.environment.create(spec)
 }
 
 /// Removes a just-installed server: container, files, registry entry.

@@ -28,6 +28,8 @@ struct State {
     finished_at: Option<String>,
     error: Option<String>,
     cancel_reason: Option<String>,
+    /// The pipeline is done with it: terminal, reported, mark released.
+    finalized: bool,
 }
 
 /// One transfer, shared by its pipeline threads and the API.
@@ -147,11 +149,18 @@ impl Transfer {
         }
     }
 
-    /// Waits until the transfer reaches a terminal status; false on timeout.
+    /// Called by the pipeline once nothing is left to do (terminal status
+    /// written, panel told, server released).
+    pub fn finalize(&self) {
+        self.lock().finalized = true;
+        self.ended.notify_all();
+    }
+
+    /// Waits until the pipeline finalized the transfer; false on timeout.
     pub fn wait_ended(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
-        while !state.status.is_terminal() {
+        while !state.finalized {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -246,6 +255,7 @@ impl Manager {
                 finished_at: None,
                 error: None,
                 cancel_reason: None,
+                finalized: false,
             }),
             cancel: Arc::new(AtomicBool::new(false)),
             counters: Counters::default(),
@@ -332,9 +342,10 @@ impl Manager {
             state.finished_at = Some(timefmt::rfc3339(SystemTime::now()));
         }
         let reason = state.cancel_reason.clone();
-        drop(state);
+        // The audit line, counters and persisted state are written before
+        // the lock is released, so whoever sees the new status also finds
+        // them.
         if next.is_terminal() {
-            transfer.ended.notify_all();
             *self
                 .totals
                 .lock()
@@ -361,6 +372,7 @@ impl Manager {
             reason_for_audit,
             error.as_deref(),
         );
+        drop(state);
         match next {
             Status::Failed => log::warn!(
                 "transfer {} ({} {}): {} -> failed: {}",

@@ -46,6 +46,7 @@ pub fn spawn(node: Arc<Node>, transfer: Arc<Transfer>, mark: TransferMark, plan:
         );
         log::error!("transfer {}: {status:?}", transfer.id);
         let _ = node.report_to_panel(&transfer.server, false);
+        transfer.finalize();
     }
 }
 
@@ -83,6 +84,7 @@ fn run(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, plan: &Ou
         let _ = node.report_to_panel(&transfer.server, false);
     }
     drop(mark);
+    transfer.finalize();
 }
 
 /// Streams the archive and returns Ok only on the destination's 200.

@@ -56,11 +56,19 @@ impl TestNode {
         let data = root.join("volumes");
         let token = options.token.clone().unwrap_or_else(|| TOKEN.to_string());
         let mut yaml = format!(
-            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: testtokenid\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\nsystem:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n    stop_timeout: 3\n{}\n",
+            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: testtokenid\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\nsystem:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n{}\n",
             root.join("root").display(),
             data.display(),
             options.environment.as_deref().unwrap_or("none"),
-            indent(&options.transfers_yaml, 4),
+            // A short stop timeout by default, unless the test sets one.
+            indent(
+                &if options.transfers_yaml.contains("stop_timeout") {
+                    options.transfers_yaml.clone()
+                } else {
+                    format!("stop_timeout: 3\n{}", options.transfers_yaml)
+                },
+                4
+            ),
         );
         if let Some(remote) = &options.remote {
             yaml.push_str(&format!("remote: {remote}\n"));
@@ -258,6 +266,24 @@ impl TestNode {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Waits until this node's latest transfer of `server` has moved
+    /// archive bytes (the stream is under way).
+    pub fn wait_transfer_bytes(&self, server: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, r) = self.get(&format!("/api/servers/{server}/transfer"));
+            if code == 200 && r["progress"]["wire_bytes"].as_u64().unwrap_or(0) > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no bytes moved for {server}: {r}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
     }
 
     /// Polls the latest transfer record of `server` until its status is
