@@ -457,9 +457,10 @@ def main():
         results["binary_bytes"] = os.path.getsize(stripped)
         say("  release binary %s: %d bytes, %d after strip" % (a.ferry, os.path.getsize(a.ferry), results["binary_bytes"]))
 
-        fs = subprocess.run(["df", "--output=fstype,target", out_root], capture_output=True, text=True).stdout.split()
-        say("  the destination and the baselines write under %s (%s)" % (out_root, " on ".join(fs[2:4])))
-        results["out_fs"] = fs[2] if len(fs) > 2 else "?"
+        df = subprocess.run(["df", "--output=fstype,target", out_root], capture_output=True, text=True).stdout
+        fs = (df.strip().splitlines() or ["?"])[-1].split()
+        say("  the destination and the baselines write under %s (%s)" % (out_root, " on ".join(fs)))
+        results["out_fs"] = fs[0]
         say("== starting nodes: %s" % ", ".join(nodes))
         for n in nodes.values():
             n.start()
