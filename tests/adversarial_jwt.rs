@@ -248,7 +248,7 @@ fn a_finished_transfers_token_is_not_accepted_again() {
     );
     assert_eq!((again.status, again.error()), (401, INVALID));
     assert!(
-        node.log_text().contains("replay"),
+        node.wait_log("replay", std::time::Duration::from_secs(5)),
         "the log should say it was a replay"
     );
     adv::assert_tiny_installed(&node.server_dir(&uuid));

@@ -297,7 +297,7 @@ fn shutdown_signal_mid_transfer_cancels_after_the_grace_period() {
     let status = source.terminate();
     assert_eq!(status.code(), Some(0), "{}", source.log_text());
     assert!(
-        source.log_text().contains("still running at shutdown"),
+        source.wait_log("still running at shutdown", Duration::from_secs(5)),
         "{}",
         source.log_text()
     );

@@ -277,7 +277,7 @@ fn idle_daemon_is_small_and_sigterm_exits_zero() {
     assert!(peak < 16 * 1024, "idle peak RSS {peak} KiB");
     let status = node.terminate();
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
-    assert!(node.log_text().contains("shutting down"));
+    assert!(node.wait_log("shutting down", Duration::from_secs(5)));
 }
 
 #[test]

@@ -431,7 +431,8 @@ fn replayed_token_and_concurrent_upload_are_refused() {
         (r.0, r.1["error"].as_str()),
         (401, Some("Invalid or expired transfer token."))
     );
-    assert!(node.log_text().contains("replay"));
+    // The log is read from the node's stderr by another thread: wait for it.
+    assert!(node.wait_log("replay", Duration::from_secs(5)));
 }
 
 #[test]
