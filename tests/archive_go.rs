@@ -1,0 +1,112 @@
+//! Wings reads incoming transfers with Go's gzip reader under archive/tar.
+//! These tests build `tests/go/read_tgz.go` with the machine's Go toolchain
+//! and have it extract ferry's archives: every level, one and several
+//! compression threads, stored (incompressible) blocks, zero runs written
+//! as far copies, and the awkward tree from `make_tree`.
+//!
+//! Without a `go` command the tests skip with a message, unless
+//! `FERRY_REQUIRE_GO=1` (CI sets it and installs Debian's `golang-go`),
+//! when they fail instead.
+
+mod archive_support;
+
+use archive_support::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The built reader, or why there is none (built once per test binary).
+fn go_reader() -> Option<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+        fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+        let bin = work.join("read_tgz");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/read_tgz.go");
+        let out = Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&bin)
+            .arg(&source)
+            .env("GOCACHE", work.join("cache"))
+            .env("GOPATH", work.join("path"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .output()
+            .map_err(|e| format!("cannot run go: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "go build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(bin)
+    });
+    match built {
+        Ok(bin) => Some(bin.clone()),
+        Err(why) if std::env::var("FERRY_REQUIRE_GO").as_deref() == Ok("1") => {
+            panic!("FERRY_REQUIRE_GO=1 but {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: no Go toolchain ({why}); install golang-go");
+            None
+        }
+    }
+}
+
+/// Packs `src`, has Go extract it, and compares the trees.
+fn go_reads(src: &Path, level: u32, threads: usize) {
+    let Some(reader) = go_reader() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (bytes, summary) = pack_vec(src, level, threads);
+    let archive_path = tmp.path().join("a.tar.gz");
+    fs::write(&archive_path, &bytes).unwrap();
+    let dest = tmp.path().join("go");
+    fs::create_dir(&dest).unwrap();
+    let out = run(Command::new(reader).arg(&archive_path).arg(&dest));
+    assert_eq!(
+        out.trim(),
+        snapshot(src).len().to_string(),
+        "entry count (level {level}, threads {threads})"
+    );
+    assert!(summary.files > 0);
+    assert_same_tree(src, &dest);
+}
+
+#[test]
+fn go_extracts_the_awkward_tree_at_every_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    for (level, threads) in [(0, 1), (1, 1), (1, 2), (6, 2), (9, 3)] {
+        go_reads(&src, level, threads);
+    }
+}
+
+/// The packer's special blocks: random data stored, long zero runs as
+/// distance-258 copies, and blocks mixing both with compressible text.
+#[test]
+fn go_extracts_stored_zero_and_mixed_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("random.jar"), noise(5 << 20, 11)).unwrap();
+    fs::write(src.join("zeros.dat"), vec![0u8; 6 << 20]).unwrap();
+    let mut mixed = Vec::new();
+    for i in 0..48u64 {
+        match i % 3 {
+            0 => mixed.extend_from_slice(&noise(64 << 10, i + 1)),
+            1 => mixed.extend(std::iter::repeat_n(0u8, 96 << 10)),
+            _ => {
+                for line in 0..2000 {
+                    mixed.extend_from_slice(format!("[{i}:{line}] player joined\n").as_bytes());
+                }
+            }
+        }
+    }
+    fs::write(src.join("region.mca"), &mixed).unwrap();
+    for (level, threads) in [(1, 2), (6, 1)] {
+        go_reads(&src, level, threads);
+    }
+}
