@@ -33,6 +33,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -340,19 +341,55 @@ def _poll_loop(node, nice, interval, halt, results):
     results.put((latencies, errors, raised))
 
 
+def _jitter_loop(nice, interval, halt, results):
+    """Child process: sleeps `interval` over and over and records how late
+    it wakes. Same priority as a poller, no I/O: the machine's own
+    scheduling delay (both vCPUs busy, host steal), the floor under any
+    latency measured here."""
+    raised = False
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            raised = True
+        except OSError:
+            pass
+    lateness = []
+    while not halt.is_set():
+        t = time.monotonic()
+        time.sleep(interval)
+        lateness.append(max(0.0, time.monotonic() - t - interval))
+    results.put((lateness, 0, raised))
+
+
+def server_side_ms(node, path):
+    """Durations (ms) the node's access log gives for GETs of `path`: from
+    the complete head to the last response byte, queueing included."""
+    pat = re.compile(r" INFO  GET %s 200 (\d+) " % re.escape(path))
+    out = []
+    with open(node.log) as f:
+        for line in f:
+            m = pat.search(line)
+            if m:
+                out.append(float(m.group(1)))
+    return out
+
+
 class Poller:
     """GET /api/transfers every ~50 ms from a separate process (its own
     GIL and scheduling), optionally at a raised priority: the panel is on
     another machine, and a poller competing for these two cores with the
     transfers would mostly measure its own wait for a CPU."""
 
-    def __init__(self, node, nice=0, interval=0.05):
+    def __init__(self, node, nice=0, interval=0.05, target=_poll_loop):
         import multiprocessing
         ctx = multiprocessing.get_context("fork")
         self.node, self.nice = node, nice
         self.halt = ctx.Event()
         self.queue = ctx.Queue()
-        self.proc = ctx.Process(target=_poll_loop, args=(node, nice, interval, self.halt, self.queue), daemon=True)
+        args = (nice, interval, self.halt, self.queue)
+        if target is _poll_loop:
+            args = (node,) + args
+        self.proc = ctx.Process(target=target, args=args, daemon=True)
         self.latencies, self.errors, self.raised = [], 0, False
 
     def start(self):
@@ -554,6 +591,8 @@ def main():
         for n in (src, dst):
             n.reset_peak()
         pollers = [Poller(src, -10), Poller(dst, -10), Poller(src), Poller(dst)]
+        jitter = Poller(None, -10, 0.005, target=_jitter_loop)
+        api_lines_before = {n.name: len(server_side_ms(n, "/api/transfers")) for n in (src, dst)}
         conc_times = []
         conc_cpu = []
         for r in range(a.rounds):
@@ -561,6 +600,7 @@ def main():
             if r == 0:
                 for p in pollers:
                     p.start()
+                jitter.start()
             tokens = [mint(a.ferry, dst, small_uuid(i)) for i in range(a.concurrent)]
             c0 = src.cpu() + dst.cpu()
             t0 = time.monotonic()
@@ -578,6 +618,7 @@ def main():
             if r == a.rounds - 1:
                 for p in pollers:
                     p.stop()
+                jitter.stop()
                 for i in range(a.concurrent):
                     verify(expected_small, os.path.join(dst.data, small_uuid(i)), "concurrent server %d" % (i + 1))
             for i in range(a.concurrent):
@@ -592,10 +633,20 @@ def main():
                 % (p.node.name, "nice %d" % p.nice if p.raised else "normal priority",
                    pct(p.latencies, 50) * 1e3, pct(p.latencies, 90) * 1e3, pct(p.latencies, 99) * 1e3,
                    max(p.latencies) * 1e3, len(p.latencies), p.errors))
+        server_ms = {n.name: server_side_ms(n, "/api/transfers")[api_lines_before[n.name]:] for n in (src, dst)}
+        for name, ms in server_ms.items():
+            say("  the same on %s, inside the node (access log, head complete to response sent): p50 %.0f ms"
+                " p99 %.0f ms max %.0f ms (%d requests)"
+                % (name, pct(ms, 50), pct(ms, 99), max(ms or [0]), len(ms)))
+        say("  wake-up lateness of a sleeping process at nice %s (no I/O, same window): p50 %.1f ms p99 %.1f ms"
+            " max %.1f ms (%d sleeps)"
+            % ("-10" if jitter.raised else "0", pct(jitter.latencies, 50) * 1e3, pct(jitter.latencies, 99) * 1e3,
+               max(jitter.latencies or [0]) * 1e3, len(jitter.latencies)))
         say("  peak RSS during them: " + ", ".join("%s %d KiB" % kv for kv in conc_peak.items()))
         results.update(concurrent_times=conc_times, concurrent_cpu=conc_cpu,
                        concurrent_bytes=a.concurrent * small_content,
-                       concurrent_peak_kib=conc_peak, api_latency=lat)
+                       concurrent_peak_kib=conc_peak, api_latency=lat,
+                       api_server_ms=server_ms, wakeup_lateness=jitter.latencies)
 
         say("== cancel latency: %d throttled transfers (upload_limit %d MiB/s) cancelled mid-stream"
             % (a.cancels, a.cancel_limit))
@@ -713,6 +764,14 @@ def report(res, a):
             pct(lat["src raised"], 99) * 1e3, pct(lat["dst raised"], 99) * 1e3, ok(p99 < 0.050)))
     say("| the same from a client at normal priority on this machine (src / dst) | %.1f / %.1f ms | | |" % (
         pct(lat["src"], 99) * 1e3, pct(lat["dst"], 99) * 1e3))
+    sm = res.get("api_server_ms")
+    if sm:
+        say("| the same inside the node (access log: head complete to response sent; src / dst) | %.0f / %.0f ms | | |" % (
+            pct(sm["src"], 99), pct(sm["dst"], 99)))
+    wl = res.get("wakeup_lateness")
+    if wl:
+        say("| p99 wake-up lateness of an idle sleeper at the client's priority, same window (machine floor) | %.1f ms | | |" % (
+            pct(wl, 99) * 1e3))
     cp = res["concurrent_peak_kib"]
     say("| peak RSS during the %d concurrent (src / dst) | %.1f / %.1f MiB | | |" % (
         a.concurrent, mib(cp["src"]), mib(cp["dst"])))

@@ -7,7 +7,9 @@
 # panel-style, alternating A B A B with `tar|pigz -1 -p2|pigz -dc|tar -x`
 # (B2), `tar -cz|tar -xz` (B1) and ferry with one compression thread
 # (Wings-like); then 8 concurrent transfers with API latency, and cancel
-# latency. Prints the table; every number is measured in this run.
+# latency; then the archive engine alone (scripts/bench-archive.sh, issue
+# 3: pack vs tar|pigz|sha256sum, extract vs pigz -dc|tar). Prints the
+# tables; every number is measured in this run.
 #
 # Usage: scripts/bench.sh [--scale N] [--rounds N]
 # Environment: BENCH_DIR (cache and scratch, default /tmp/ferry-bench-e2e),
@@ -102,6 +104,16 @@ python3 "$ROOT/scripts/bench-e2e.py" "${args[@]}" &
 PY_PID=$!
 wait "$PY_PID"
 PY_PID=
+
+echo
+echo "== archive engine alone (same fixture; scripts/bench-archive.sh)"
+case "${BENCH_OUT:-tmpfs}" in
+    tmpfs) archive_out= ;;
+    disk) archive_out=$WORK/archive-out ;;
+    *) archive_out=$BENCH_OUT/ferry-bench-archive-out ;;
+esac
+BENCH_DIR=$WORK BENCH_SCALE=$SCALE BENCH_ROUNDS=$ROUNDS BENCH_OUT=$archive_out \
+    bash "$ROOT/scripts/bench-archive.sh"
 echo "machine: $(nproc) cores, kernel $(uname -r), load at the end $(cut -d' ' -f1-3 /proc/loadavg);" \
     "other work on this machine skews wall times, which is why runs alternate and ratios are taken within one run"
 echo "make bench took $(($(date +%s) - started)) s"

@@ -85,6 +85,9 @@ impl Shared {
 pub(crate) struct Job {
     pub conn: Conn,
     pub head: Head,
+    /// When the head was complete: the access log's duration counts the
+    /// wait for a free worker too.
+    pub received: Instant,
 }
 
 /// A connection coming back from a worker.
@@ -505,7 +508,15 @@ impl Reactor {
         self.shared
             .inflight()
             .insert(id, Arc::downgrade(conn.transport.sock()));
-        if self.jobs.send(Job { conn, head }).is_err() {
+        if self
+            .jobs
+            .send(Job {
+                conn,
+                head,
+                received: Instant::now(),
+            })
+            .is_err()
+        {
             self.shared.inflight().remove(&id);
         }
     }

@@ -90,14 +90,19 @@ fn prepare_blocking(conn: &Conn, timeout: Duration) -> io::Result<()> {
 }
 
 fn serve(ctx: &WorkerCtx, job: Job) {
-    let Job { mut conn, mut head } = job;
+    let Job {
+        mut conn,
+        mut head,
+        received,
+    } = job;
+    let mut started = received;
     let mut served = 0;
     loop {
         if let Err(e) = prepare_blocking(&conn, ctx.body_timeout) {
             debug!("http: dropping {}: {e}", conn.remote);
             return;
         }
-        match handle_one(ctx, conn, head) {
+        match handle_one(ctx, conn, head, started) {
             Next::Done => return,
             Next::Close(c) => return send_back(ctx, Back::Linger(c)),
             Next::KeepAlive(mut c) => {
@@ -110,6 +115,7 @@ fn serve(ctx: &WorkerCtx, job: Job) {
                             c.buf.consume(n);
                             conn = c;
                             head = h;
+                            started = Instant::now();
                             continue;
                         }
                         Ok(Parsed::Partial) => {}
@@ -148,8 +154,8 @@ fn send_back(ctx: &WorkerCtx, back: Back) {
     }
 }
 
-fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head) -> Next {
-    let started = Instant::now();
+/// `started`: when the head was complete (for the access log).
+fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head, started: Instant) -> Next {
     let request_id = new_request_id();
     let remote = conn.remote;
     let method = head.method.clone();
