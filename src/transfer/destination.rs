@@ -103,11 +103,11 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     }
     let connection = request.connection();
     transfer.on_cancel(move || connection.shutdown());
-    let monitor = spawn_monitor(node, &transfer);
-
-    // Receiving, hashing and unpacking are bulk work; this worker thread
-    // goes back to the normal class when they end.
+    // Receiving, hashing and unpacking are bulk work, and so is the
+    // progress monitor (spawned threads inherit the class); this worker
+    // thread goes back to the API's class when they end.
     let batch = crate::archive::sched::batch();
+    let monitor = spawn_monitor(node, &transfer);
     let result = install(node, request, &transfer, &uuid, &boundary);
     drop(batch);
     drop(monitor);

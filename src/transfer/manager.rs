@@ -40,7 +40,12 @@ pub struct Transfer {
     pub peer: String,
     started_at: String,
     started: Instant,
+    /// What readers (the API, events) see. Held only to copy or assign:
+    /// never across disk I/O, so a slow disk cannot stall `GET` requests.
     state: Mutex<State>,
+    /// Serialises status changes, including their audit and persistence
+    /// writes, which happen before the new status becomes visible.
+    changing: Mutex<()>,
     cancel: Arc<AtomicBool>,
     pub counters: Counters,
     files_total: AtomicU64,
@@ -58,6 +63,10 @@ impl Transfer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn cancel_flag(&self) -> &Arc<AtomicBool> {
@@ -257,6 +266,7 @@ impl Manager {
                 cancel_reason: None,
                 finalized: false,
             }),
+            changing: Mutex::new(()),
             cancel: Arc::new(AtomicBool::new(false)),
             counters: Counters::default(),
             files_total: AtomicU64::new(0),
@@ -288,15 +298,15 @@ impl Manager {
     /// Moves a transfer to `next`. Returns false (and logs a bug) for a
     /// transition the status machine does not have.
     pub fn transition(&self, transfer: &Transfer, next: Status, error: Option<String>) -> bool {
-        let state = transfer.lock();
-        self.apply(transfer, state, next, error)
+        let _changing = transfer.lock_changes();
+        self.apply(transfer, next, error, None)
     }
 
     /// Ends a transfer: `completed` on success; on error `cancelled` if it
     /// was being cancelled, else `failed`. Returns the terminal status.
     pub fn finish(&self, transfer: &Transfer, outcome: Result<(), String>) -> Status {
-        let state = transfer.lock();
-        let current = state.status;
+        let _changing = transfer.lock_changes();
+        let current = transfer.status();
         let (next, error) = match (current, outcome) {
             (s, _) if s.is_terminal() => return s,
             (Status::Cancelling, Ok(())) | (Status::Cancelling, Err(_)) => {
@@ -312,18 +322,20 @@ impl Manager {
             (_, Ok(())) => (Status::Completed, None),
             (_, Err(e)) => (Status::Failed, Some(e)),
         };
-        self.apply(transfer, state, next, error);
+        self.apply(transfer, next, error, None);
         next
     }
 
+    /// The one place a status changes; the caller holds `changing`.
+    /// `new_reason` is the cancel reason, set together with `cancelling`.
     fn apply(
         &self,
         transfer: &Transfer,
-        mut state: std::sync::MutexGuard<'_, State>,
         next: Status,
         error: Option<String>,
+        new_reason: Option<Option<String>>,
     ) -> bool {
-        let from = state.status;
+        let from = transfer.status();
         if !from.can_become(next) {
             log::error!(
                 "bug: transfer {} of {} cannot go from {} to {}",
@@ -334,17 +346,15 @@ impl Manager {
             );
             return false;
         }
-        state.status = next;
-        if error.is_some() {
-            state.error = error.clone();
-        }
-        if next.is_terminal() {
-            state.finished_at = Some(timefmt::rfc3339(SystemTime::now()));
-        }
-        let reason = state.cancel_reason.clone();
+        let finished_at = next
+            .is_terminal()
+            .then(|| timefmt::rfc3339(SystemTime::now()));
+        let reason = match &new_reason {
+            Some(r) => r.clone(),
+            None => transfer.cancel_reason(),
+        };
         // The audit line, counters and persisted state are written before
-        // the lock is released, so whoever sees the new status also finds
-        // them.
+        // the new status is visible, so whoever sees it also finds them.
         if next.is_terminal() {
             *self
                 .totals
@@ -372,7 +382,19 @@ impl Manager {
             reason_for_audit,
             error.as_deref(),
         );
-        drop(state);
+        {
+            let mut state = transfer.lock();
+            state.status = next;
+            if error.is_some() {
+                state.error = error.clone();
+            }
+            if finished_at.is_some() {
+                state.finished_at = finished_at;
+            }
+            if let Some(r) = new_reason {
+                state.cancel_reason = r;
+            }
+        }
         match next {
             Status::Failed => log::warn!(
                 "transfer {} ({} {}): {} -> failed: {}",
@@ -413,14 +435,15 @@ impl Manager {
     /// Cancels an active transfer: `cancelling`, the flag, the hooks.
     /// False when it is not cancellable (already cancelling or finished).
     pub fn cancel(&self, transfer: &Transfer, reason: Option<String>) -> bool {
-        let mut state = transfer.lock();
-        if !state.status.is_cancellable() {
+        let changing = transfer.lock_changes();
+        if !transfer.status().is_cancellable() {
             return false;
         }
-        state.cancel_reason = reason;
-        if !self.apply(transfer, state, Status::Cancelling, None) {
+        if !self.apply(transfer, Status::Cancelling, None, Some(reason)) {
             return false;
         }
+        // Hooks may end the transfer from this thread: not under the lock.
+        drop(changing);
         transfer.cancel.store(true, Ordering::SeqCst);
         transfer.run_cancel_hooks();
         true
@@ -751,6 +774,46 @@ mod tests {
         assert_eq!(lines[2]["to"], "failed");
         assert_eq!(lines[2]["error"], "checksums don't match");
         assert_eq!(lines[2]["transfer"], t.id.as_str());
+    }
+
+    /// A status change whose disk write hangs (here: the state file is a
+    /// FIFO nobody reads) must not stall readers of the transfer list.
+    #[test]
+    fn readers_never_wait_for_a_status_change_on_a_stuck_disk() {
+        let (dir, m, _) = manager();
+        let m = Arc::new(m);
+        let t = m.begin("s", Direction::Outgoing, "p").unwrap();
+        let state_file = dir.path().join("transfers").join(format!("{}.json", t.id));
+        fs::remove_file(&state_file).unwrap();
+        let c_path = std::ffi::CString::new(state_file.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let changer = {
+            let (m, t) = (Arc::clone(&m), Arc::clone(&t));
+            std::thread::spawn(move || m.transition(&t, Status::Processing, None))
+        };
+        // The writer is now blocked opening the FIFO (or about to be).
+        std::thread::sleep(Duration::from_millis(100));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        {
+            let (m, t) = (Arc::clone(&m), Arc::clone(&t));
+            std::thread::spawn(move || {
+                let _ = tx.send((m.records()[0].status, t.record().status));
+            });
+        }
+        let seen = rx.recv_timeout(Duration::from_secs(2));
+        assert!(!changer.is_finished());
+        // Unblock the writer (also on failure, so the test ends): read what it writes.
+        let written = fs::read(&state_file).unwrap();
+        let seen = seen.expect("records() waited for the stuck state write");
+        assert_eq!(
+            seen,
+            (Status::Pending, Status::Pending),
+            "not visible before it is persisted"
+        );
+        assert!(String::from_utf8_lossy(&written).contains("processing"));
+        assert!(changer.join().unwrap());
+        assert_eq!(t.status(), Status::Processing);
     }
 
     #[test]
