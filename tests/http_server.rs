@@ -1031,3 +1031,73 @@ fn tls_bind_errors_name_the_file() {
     .unwrap();
     assert!(err.to_string().contains("missing-cert.pem"), "{err}");
 }
+
+/// Long requests (incoming transfers) hand their worker's seat to a new
+/// thread: with 2 workers and 6 long requests running, a short request is
+/// still answered at once; each long request ends on its own thread.
+#[test]
+fn long_requests_leave_the_pool_so_short_ones_are_served() {
+    let (entered_tx, entered_rx) = mpsc::channel::<bool>();
+    let entered_tx = Mutex::new(entered_tx);
+    let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let gate = Arc::clone(&release);
+    let server = TestServer::start(
+        FnHandler(move |req: &mut Request| {
+            if req.path != "/long" {
+                return Response::new(200).bytes(b"short".to_vec());
+            }
+            let left = req.leave_worker_pool();
+            // A second call has nothing left to hand over.
+            let again = req.leave_worker_pool();
+            entered_tx.lock().unwrap().send(left && !again).unwrap();
+            let (lock, cv) = &*gate;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            Response::new(200).bytes(b"long".to_vec())
+        }),
+        ServerOptions {
+            workers: 2,
+            ..ServerOptions::default()
+        },
+    );
+    let addr = server.addr;
+    let long: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || roundtrip(addr, b"GET /long HTTP/1.1\r\n\r\n")))
+        .collect();
+    for _ in 0..6 {
+        let left = entered_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("every long request reached a worker");
+        assert!(
+            left,
+            "the first call hands the seat over, the second has none"
+        );
+    }
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            roundtrip(addr, b"GET /short HTTP/1.1\r\n\r\n").text(),
+            "short"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    {
+        let (lock, cv) = &*release;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    for t in long {
+        assert_eq!(t.join().unwrap().text(), "long");
+    }
+    // The replacements keep serving once the long requests are gone.
+    assert_eq!(
+        roundtrip(addr, b"GET /short HTTP/1.1\r\n\r\n").text(),
+        "short"
+    );
+}

@@ -99,6 +99,15 @@ impl Request {
         self.handle.clone()
     }
 
+    /// For a handler that will run for long (receiving a transfer): hands
+    /// this thread's seat in the worker pool to a new thread, so the pool
+    /// keeps `workers` threads for short requests; this thread ends with
+    /// the request. False when there was nothing to hand over (a detached
+    /// request, already handed over, or no thread could be started).
+    pub fn leave_worker_pool(&self) -> bool {
+        worker::leave_pool()
+    }
+
     /// A request not tied to a connection, for tests and in-process callers:
     /// `target` is the path with an optional `?query`; header names are
     /// lower-cased; `content_length` comes from a `content-length` header

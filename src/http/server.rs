@@ -15,7 +15,7 @@ use rustls::ServerConfig;
 
 use super::head::Limits;
 use super::reactor::{Reactor, Shared};
-use super::worker::{worker_loop, WorkerCtx};
+use super::worker::{spawn_worker, WorkerCtx};
 use super::{tls, Handler, ServerOptions};
 
 /// Kernel accept backlog: bursts of connects wait here, not in SYN retries.
@@ -92,16 +92,10 @@ impl Bound {
                 max_headers: opts.max_headers.max(1),
             },
             body_timeout: opts.body_timeout,
+            next_worker: AtomicUsize::new(0),
         });
-        for i in 0..opts.workers.max(1) {
-            let ctx = Arc::clone(&ctx);
-            let jobs = job_rx.clone();
-            std::thread::Builder::new()
-                .name(format!("http-worker-{i}"))
-                .spawn(move || {
-                    raise_priority();
-                    worker_loop(ctx, jobs)
-                })?;
+        for _ in 0..opts.workers.max(1) {
+            spawn_worker(Arc::clone(&ctx), job_rx.clone())?;
         }
         drop(job_rx);
         drop(ctx);
@@ -152,7 +146,7 @@ const API_NICE: libc::c_int = -10;
 
 /// Raises the calling thread to `API_NICE`; without the privilege it
 /// stays where it is.
-fn raise_priority() {
+pub(crate) fn raise_priority() {
     // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
     let raised = unsafe {
         let tid = libc::gettid() as libc::id_t;

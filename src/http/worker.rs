@@ -4,8 +4,10 @@
 //! lingering close, or an upgrade thread).
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::io::{self, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,45 @@ pub(crate) struct WorkerCtx {
     pub back: Sender<Back>,
     pub limits: Limits,
     pub body_timeout: Duration,
+    /// Number for the next worker thread's name.
+    pub next_worker: AtomicUsize,
+}
+
+thread_local! {
+    /// The pool this thread serves, until it hands its seat over
+    /// (`leave_pool`) to run one long request.
+    static SEAT: RefCell<Option<(Arc<WorkerCtx>, Receiver<Job>)>> = const { RefCell::new(None) };
+}
+
+/// Starts one pool worker thread.
+pub(crate) fn spawn_worker(ctx: Arc<WorkerCtx>, jobs: Receiver<Job>) -> io::Result<()> {
+    let n = ctx.next_worker.fetch_add(1, Ordering::Relaxed);
+    std::thread::Builder::new()
+        .name(format!("http-worker-{n}"))
+        .spawn(move || {
+            super::server::raise_priority();
+            worker_loop(ctx, jobs)
+        })
+        .map(drop)
+}
+
+/// Called on a worker thread by a handler that will run for long (a whole
+/// incoming transfer): a new worker takes this thread's place in the pool,
+/// so API requests never queue behind transfers, and this thread ends when
+/// its connection is done. False (and the thread stays a pool worker) when
+/// not on a pool thread, already left, or no thread could be started.
+pub(crate) fn leave_pool() -> bool {
+    let Some((ctx, jobs)) = SEAT.with(|s| s.borrow_mut().take()) else {
+        return false;
+    };
+    match spawn_worker(Arc::clone(&ctx), jobs.clone()) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("http: cannot start a replacement worker ({e}); this one keeps its seat");
+            SEAT.with(|s| *s.borrow_mut() = Some((ctx, jobs)));
+            false
+        }
+    }
 }
 
 enum Next {
@@ -65,6 +106,7 @@ impl Drop for InflightGuard<'_> {
 }
 
 pub(crate) fn worker_loop(ctx: Arc<WorkerCtx>, jobs: Receiver<Job>) {
+    SEAT.with(|s| *s.borrow_mut() = Some((Arc::clone(&ctx), jobs.clone())));
     while let Ok(job) = jobs.recv() {
         let _guard = InflightGuard {
             shared: &ctx.shared,
@@ -77,6 +119,10 @@ pub(crate) fn worker_loop(ctx: Arc<WorkerCtx>, jobs: Receiver<Job>) {
                 "http: worker recovered from an internal panic: {}",
                 panic_message(&*p)
             );
+        }
+        if SEAT.with(|s| s.borrow().is_none()) {
+            // Its seat went to a replacement while it ran a long request.
+            return;
         }
     }
 }

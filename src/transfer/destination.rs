@@ -103,9 +103,12 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     }
     let connection = request.connection();
     transfer.on_cancel(move || connection.shutdown());
+    // From here the request lasts as long as the transfer: this thread
+    // becomes the transfer's and a new one takes its seat in the pool.
+    request.leave_worker_pool();
     // Receiving, hashing and unpacking are bulk work, and so is the
-    // progress monitor (spawned threads inherit the class); this worker
-    // thread goes back to the API's class when they end.
+    // progress monitor (spawned threads inherit the class); this thread
+    // goes back to the API's class when they end.
     let batch = crate::archive::sched::batch();
     let monitor = spawn_monitor(node, &transfer);
     let result = install(node, request, &transfer, &uuid, &boundary);
