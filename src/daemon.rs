@@ -52,6 +52,7 @@ impl Daemon {
 
 /// Builds the node and binds its listener.
 pub fn start(config: Config) -> Result<Daemon, StartError> {
+    crate::archive::tune_allocator();
     let system = &config.system;
     let state_dir = system.state_dir();
     for dir in [&state_dir, &system.data] {

@@ -161,6 +161,14 @@ pub enum ExtractError {
 /// `<uuid>.<transfer_id>/` (mode 0700) for each incoming transfer.
 pub use staging::Staging;
 
+/// Makes the allocator hand large pipeline buffers back to the system
+/// (see `sys::map_large_buffers`). The daemon calls it at start-up, before
+/// any thread allocates; `pack` and `extract` call it too (once per
+/// process) for other users of the library.
+pub fn tune_allocator() {
+    sys::map_large_buffers();
+}
+
 /// Streams `input` through SHA-256, multi-member gunzip and tar into staging.
 ///
 /// Reads `input` to its end (the digest covers every byte, even past the
