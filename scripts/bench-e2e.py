@@ -317,15 +317,20 @@ def pct(values, p):
     return v[k]
 
 
+def _renice(nice):
+    """Sets this process's nice value; False if not asked or not allowed."""
+    if not nice:
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        return True
+    except OSError:
+        return False
+
+
 def _poll_loop(node, nice, interval, halt, results):
     """Child process: GET /api/transfers every `interval` until `halt`."""
-    raised = False
-    if nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-            raised = True
-        except OSError:
-            pass
+    raised = _renice(nice)
     latencies, errors = [], 0
     while not halt.is_set():
         t = time.monotonic()
@@ -346,13 +351,7 @@ def _jitter_loop(nice, interval, halt, results):
     it wakes. Same priority as a poller, no I/O: the machine's own
     scheduling delay (both vCPUs busy, host steal), the floor under any
     latency measured here."""
-    raised = False
-    if nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-            raised = True
-        except OSError:
-            pass
+    raised = _renice(nice)
     lateness = []
     while not halt.is_set():
         t = time.monotonic()

@@ -60,21 +60,7 @@ fn raw(socket: &Path, method: &str, path: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
-fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).unwrap();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+use ferry::transfer::manager::new_uuid as random_uuid;
 
 /// One test server: a data directory, its spec, and a container removed on drop.
 struct Server<'a> {

@@ -184,21 +184,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).unwrap();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
+use ferry::transfer::manager::new_uuid as random_uuid;
 
 fn settings(uuid: &str, invocation: &str) -> Value {
     json!({

@@ -17,21 +17,7 @@ use super::node::TestNode;
 pub const BOUNDARY: &str = "ferryadversarialboundary";
 
 /// A random version-4 UUID.
-pub fn new_uuid() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).unwrap();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
+pub use ferry::transfer::manager::new_uuid;
 
 /// What the node answered.
 #[derive(Debug)]
