@@ -68,13 +68,25 @@ struct Ws(WebSocket<TcpStream>);
 
 impl Ws {
     fn connect(node: &TestNode, server: &str) -> Ws {
-        let stream = TcpStream::connect(node.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let url = format!("ws://{}/api/servers/{server}/ws", node.addr);
-        let (socket, _) = tungstenite::client(url.as_str(), stream).unwrap();
-        Ws(socket)
+        Ws::connect_retrying(node, server, Instant::now())
+    }
+
+    /// Connects, retrying a refused handshake until `deadline`.
+    fn connect_retrying(node: &TestNode, server: &str, deadline: Instant) -> Ws {
+        loop {
+            let stream = TcpStream::connect(node.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let url = format!("ws://{}/api/servers/{server}/ws", node.addr);
+            match tungstenite::client(url.as_str(), stream) {
+                Ok((socket, _)) => return Ws(socket),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("websocket still refused: {e}"),
+            }
+        }
     }
 
     fn auth(&mut self, token: &str) {
@@ -147,6 +159,21 @@ impl Ws {
     }
 }
 
+/// A handshake the node refuses: its status and JSON body.
+fn refused_handshake(node: &TestNode, server: &str) -> (u16, Value) {
+    let stream = TcpStream::connect(node.addr).unwrap();
+    let url = format!("ws://{}/api/servers/{server}/ws", node.addr);
+    match tungstenite::client(url.as_str(), stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body = resp.body().as_deref().unwrap_or_default();
+            let json = serde_json::from_slice(body).unwrap_or(Value::Null);
+            (resp.status().as_u16(), json)
+        }
+        Ok(_) => panic!("the handshake was accepted"),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
 fn ws_token(server: &str, permissions: &[&str], ttl: Duration) -> String {
     mint_websocket_token(TOKEN.as_bytes(), server, permissions, ttl)
 }
@@ -205,20 +232,8 @@ fn auth_succeeds_with_a_good_token_and_refusals_close_the_socket() {
     ok.expect("auth success");
 
     // A server the node does not hold has no websocket.
-    let stream = TcpStream::connect(node.addr).unwrap();
-    let url = format!(
-        "ws://{}/api/servers/00000000-0000-4000-8000-000000000000/ws",
-        node.addr
-    );
-    match tungstenite::client(url.as_str(), stream) {
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            assert_eq!(resp.status(), 404)
-        }
-        other => panic!(
-            "expected a 404 handshake failure, got {:?}",
-            other.map(|_| ())
-        ),
-    }
+    let (status, _) = refused_handshake(&node, "00000000-0000-4000-8000-000000000000");
+    assert_eq!(status, 404);
 }
 
 #[test]
@@ -394,4 +409,62 @@ fn a_client_that_never_reads_does_not_hold_up_the_transfer_or_other_clients() {
         "alone {alone:?}, with a stuck client {with_stuck:?}"
     );
     drop(stuck);
+}
+
+/// A client that never authenticates is told so and disconnected after
+/// the auth deadline (shortened here); an authenticated one stays.
+#[test]
+fn a_client_that_never_authenticates_is_disconnected() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("volumes").join(SERVER)).unwrap();
+    let node = TestNode::start_with(NodeOptions {
+        root: Some(tmp.path().to_path_buf()),
+        env: vec![("FERRY_WS_AUTH_TIMEOUT_MS".into(), "500".into())],
+        ..Default::default()
+    });
+    let mut authed = Ws::connect(&node, SERVER);
+    authed.auth(&ws_token(SERVER, &[], Duration::from_secs(600)));
+    authed.expect("auth success");
+    let mut silent = Ws::connect(&node, SERVER);
+    let opened = Instant::now();
+    match silent.next(Duration::from_secs(10)) {
+        Frame::Event(e, arg) => assert_eq!(
+            (e.as_str(), arg.as_str()),
+            ("jwt error", "jwt: authentication required")
+        ),
+        other => panic!("expected `jwt error`, got {other:?}"),
+    }
+    assert_eq!(silent.next(Duration::from_secs(5)), Frame::Closed);
+    assert!(
+        opened.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert!(node.wait_log("no authentication within", Duration::from_secs(5)));
+    // Past the deadline, the authenticated session still answers.
+    authed.auth(&ws_token(SERVER, &[], Duration::from_secs(600)));
+    authed.expect("auth success");
+}
+
+/// At most `MAX_SESSIONS` websockets are open at once; the next is refused
+/// with 503 before the upgrade, and a place frees when one closes.
+#[test]
+fn websocket_sessions_are_capped() {
+    let (node, _tmp) = node_with(&[SERVER], "", |_| {});
+    let max = ferry::api::ws::MAX_SESSIONS;
+    let mut open: Vec<Ws> = (0..max).map(|_| Ws::connect(&node, SERVER)).collect();
+    let (status, body) = refused_handshake(&node, SERVER);
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], ferry::api::ws::TOO_MANY);
+    // Plain API requests are not affected.
+    assert_eq!(node.get("/api/system").0, 200);
+    // Closing one frees its place (once the node has noticed).
+    let mut one = open.pop().unwrap();
+    one.0.close(None).unwrap();
+    let _ = one.next(Duration::from_secs(2));
+    drop(one);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = Ws::connect_retrying(&node, SERVER, deadline);
+    again.auth(&ws_token(SERVER, &[], Duration::from_secs(600)));
+    again.expect("auth success");
 }

@@ -8,6 +8,7 @@
 //! is dropped and its socket shut, never slowing a transfer.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,42 @@ const QUEUE: usize = 256;
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// A client silent (no message, no pong) this long is disconnected.
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// A client that has not authenticated this long after the upgrade is
+/// disconnected (`FERRY_WS_AUTH_TIMEOUT_MS` overrides it, for tests).
+const AUTH_DEADLINE: Duration = Duration::from_secs(30);
+/// Open sessions per daemon (two threads each); more are refused with 503
+/// before the upgrade, so unauthenticated clients cannot pile up threads.
+pub const MAX_SESSIONS: usize = 512;
+pub const TOO_MANY: &str = "Too many websocket connections are open on this node; try again later.";
+static SESSIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Holds one of the `MAX_SESSIONS` places until the session ends.
+struct SessionSlot;
+
+impl SessionSlot {
+    fn take() -> Option<SessionSlot> {
+        SESSIONS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SESSIONS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SessionSlot)
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        SESSIONS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn auth_deadline() -> Duration {
+    std::env::var("FERRY_WS_AUTH_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(AUTH_DEADLINE, Duration::from_millis)
+}
+
 /// How often the reader wakes to check expiry, pings and liveness.
 const TICK: Duration = Duration::from_millis(250);
 /// How long a closing session lets the writer deliver what is queued (a
@@ -81,13 +118,20 @@ pub fn upgrade(
         );
         return Err(ApiError::new(403, "Forbidden."));
     }
+    let Some(slot) = SessionSlot::take() else {
+        log::warn!("websocket for {uuid} refused: {MAX_SESSIONS} sessions already open");
+        return Err(ApiError::new(503, TOO_MANY));
+    };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let node = Arc::clone(node);
     let mut response = Response::new(101)
         .header("Upgrade", "websocket")
         .header("Connection", "Upgrade")
         .header("Sec-WebSocket-Accept", &accept);
-    response.body = Body::Upgrade(Box::new(move |upgraded| session(&node, &uuid, upgraded)));
+    response.body = Body::Upgrade(Box::new(move |upgraded| {
+        let _slot = slot;
+        session(&node, &uuid, upgraded)
+    }));
     Ok(response)
 }
 
@@ -232,6 +276,8 @@ fn read_loop(
 ) {
     let mut expires_at: Option<u64> = None;
     let mut warned = false;
+    let opened = Instant::now();
+    let auth_deadline = auth_deadline();
     let mut last_heard = Instant::now();
     let mut last_ping = Instant::now();
     loop {
@@ -275,6 +321,11 @@ fn read_loop(
                 warned = true;
                 send(to_writer, "token expiring", "");
             }
+        }
+        if expires_at.is_none() && opened.elapsed() >= auth_deadline {
+            log::info!("websocket {server}: no authentication within {auth_deadline:?}, closing");
+            send(to_writer, "jwt error", "jwt: authentication required");
+            return;
         }
         if last_ping.elapsed() >= PING_EVERY {
             last_ping = Instant::now();
