@@ -20,6 +20,7 @@ pub mod panel;
 pub mod server;
 pub mod timefmt;
 pub mod transfer;
+pub mod trust;
 
 /// The version reported by `GET /api/system` and in the panel `User-Agent`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -139,6 +139,7 @@ impl PanelClient {
             // Read 4xx/5xx bodies instead of getting them as errors.
             .http_status_as_error(false)
             .user_agent(format!("ferry/{}", crate::VERSION))
+            .tls_config(crate::trust::tls_config())
             .build();
         PanelClient {
             agent: ureq::Agent::new_with_config(config),

@@ -1,5 +1,7 @@
 //! Integration tests for the HTTP/1.1 server core over real loopback sockets.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod http_common;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -8,6 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use certs::make_certs;
 use ferry::http::{Body, ConnectionHandle, Handler, Request, Response, ServerOptions, Upgraded};
 use http_common::*;
 use sha2::{Digest, Sha256};
@@ -839,103 +842,6 @@ fn detached_request_for_in_process_callers() {
 }
 
 // ---------------------------------------------------------------- TLS
-
-/// A test CA and a `localhost` leaf signed by it, made with the openssl CLI
-/// (installed with apt-get when missing). `None` (with the reason printed)
-/// only when openssl can't be had.
-fn make_certs(
-    dir: &std::path::Path,
-) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
-    use std::process::{Command, Stdio};
-    let have = |_: ()| {
-        Command::new("openssl")
-            .arg("version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !have(()) {
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "openssl"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !have(()) {
-            eprintln!("SKIPPED: the openssl CLI is not available and could not be installed");
-            return None;
-        }
-    }
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca_args = vec!["req", "-x509"];
-    ca_args.extend(ec);
-    ca_args.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ferry test CA",
-    ]);
-    run(&ca_args);
-    let mut leaf_args = vec!["req"];
-    leaf_args.extend(ec);
-    leaf_args.extend([
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&leaf_args);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    Some((
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-        dir.join("ca.pem"),
-    ))
-}
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 

@@ -46,6 +46,7 @@ impl NodeClient {
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(30)))
             .user_agent(format!("ferry-cli/{}", crate::VERSION))
+            .tls_config(crate::trust::tls_config())
             .build()
             .into();
         NodeClient {

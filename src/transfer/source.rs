@@ -118,6 +118,7 @@ fn stream(
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(15)))
         .user_agent(format!("ferry/{}", crate::VERSION))
+        .tls_config(crate::trust::tls_config())
         .build()
         .into();
     let killer = agent.clone();

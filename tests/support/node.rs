@@ -24,6 +24,8 @@ pub struct NodeOptions {
     pub token: Option<String>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Reuse this root directory (restart tests).
     pub root: Option<PathBuf>,
 }
@@ -35,6 +37,9 @@ pub struct TestNode {
     pub root: PathBuf,
     pub data: PathBuf,
     pub config_path: PathBuf,
+    /// `https` when started with `tls` (then `url` names `localhost`, the
+    /// test certificate's name).
+    pub scheme: &'static str,
     _tmp: Option<tempfile::TempDir>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -56,7 +61,12 @@ impl TestNode {
         let data = root.join("volumes");
         let token = options.token.clone().unwrap_or_else(|| TOKEN.to_string());
         let mut yaml = format!(
-            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: testtokenid\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\nsystem:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n{}\n",
+            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: testtokenid\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n{}\n",
+            options.tls.as_ref().map_or(String::new(), |(cert, key)| format!(
+                "  ssl:\n    enabled: true\n    cert: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )),
             root.join("root").display(),
             data.display(),
             options.environment.as_deref().unwrap_or("none"),
@@ -128,6 +138,11 @@ impl TestNode {
             root,
             data,
             config_path,
+            scheme: if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             _tmp: tmp,
             log,
         }
@@ -142,7 +157,10 @@ impl TestNode {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        match self.scheme {
+            "https" => format!("https://localhost:{}{}", self.addr.port(), path),
+            _ => format!("http://{}{}", self.addr, path),
+        }
     }
 
     pub fn pid(&self) -> u32 {

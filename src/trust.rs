@@ -1,0 +1,140 @@
+//! Which certificate authorities outgoing HTTPS trusts (the panel,
+//! destination nodes, the CLI talking to a node): the system's, found the
+//! way Go's `crypto/x509` finds them, since Wings trusts those and an
+//! operator with a private CA installed it there: `SSL_CERT_FILE` or the
+//! first distribution bundle that exists, plus every PEM file in
+//! `SSL_CERT_DIR`. Mozilla's bundled roots only when the system has none.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+/// Bundle files, in Go's order.
+const BUNDLE_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+/// A bundle larger than this is not a certificate bundle.
+const MAX_BUNDLE: u64 = 16 << 20;
+
+/// TLS settings for an HTTPS client: ureq's defaults with these roots.
+pub fn tls_config() -> TlsConfig {
+    TlsConfig::builder().root_certs(root_certs()).build()
+}
+
+/// The roots for every HTTPS client in this process (read once).
+pub fn root_certs() -> RootCerts {
+    static ROOTS: OnceLock<RootCerts> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let file = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+            let dirs: Vec<PathBuf> = std::env::var_os("SSL_CERT_DIR")
+                .map(|v| std::env::split_paths(&v).collect())
+                .unwrap_or_default();
+            load(file.as_deref(), &dirs)
+        })
+        .clone()
+}
+
+/// `file` (else the first bundle file that exists) and the PEM files in
+/// `dirs`; Mozilla's roots when none of them holds a certificate.
+fn load(file: Option<&Path>, dirs: &[PathBuf]) -> RootCerts {
+    let mut certs = Vec::new();
+    let mut sources = Vec::new();
+    let bundle = file
+        .map(Path::to_path_buf)
+        .or_else(|| BUNDLE_FILES.iter().map(PathBuf::from).find(|p| p.is_file()));
+    if let Some(path) = bundle {
+        add_file(&path, &mut certs, &mut sources);
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            log::warn!("TLS: cannot read SSL_CERT_DIR {}", dir.display());
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths.iter().filter(|p| p.is_file()) {
+            add_file(path, &mut certs, &mut sources);
+        }
+    }
+    if certs.is_empty() {
+        log::info!(
+            "TLS: no system certificate authorities found; trusting Mozilla's bundled roots"
+        );
+        return RootCerts::WebPki;
+    }
+    log::debug!(
+        "TLS: trusting {} certificate authorities from {}",
+        certs.len(),
+        sources.join(", ")
+    );
+    RootCerts::Specific(Arc::new(certs))
+}
+
+fn add_file(path: &Path, certs: &mut Vec<Certificate<'static>>, sources: &mut Vec<String>) {
+    let too_big = std::fs::metadata(path).map_or(true, |m| m.len() > MAX_BUNDLE);
+    let pem = match std::fs::read(path) {
+        Ok(_) if too_big => {
+            log::warn!(
+                "TLS: {} is not a certificate bundle (too large); skipped",
+                path.display()
+            );
+            return;
+        }
+        Ok(pem) => pem,
+        Err(e) => {
+            log::warn!("TLS: cannot read {}: {e}", path.display());
+            return;
+        }
+    };
+    let before = certs.len();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c.to_owned()),
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!(
+                    "TLS: {}: {e}; the rest of the file is skipped",
+                    path.display()
+                );
+                break;
+            }
+        }
+    }
+    if certs.len() > before {
+        sources.push(path.display().to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM_A: &str = "-----BEGIN CERTIFICATE-----\nMIIBczCCARmgAwIBAgIUUFAkR0oy5Ft3wIu3yiVYOwnfnWkwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn an_explicit_file_and_a_directory_are_read_and_nothing_falls_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("bundle.pem");
+        std::fs::write(&file, format!("{PEM_A}{PEM_A}")).unwrap();
+        let dir = tmp.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("one.pem"), PEM_A).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a certificate").unwrap();
+        match load(Some(&file), std::slice::from_ref(&dir)) {
+            RootCerts::Specific(certs) => assert_eq!(certs.len(), 3),
+            _ => panic!("expected the file's and the directory's certificates"),
+        }
+        let empty = tmp.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(matches!(load(Some(&empty), &[]), RootCerts::WebPki));
+        let missing = tmp.path().join("missing.pem");
+        assert!(matches!(load(Some(&missing), &[]), RootCerts::WebPki));
+    }
+}
