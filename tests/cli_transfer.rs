@@ -3,6 +3,8 @@
 //! token), the source sends the `configuration` part and the destination
 //! registers the server from it. Ctrl-C cancels cleanly; failures exit 1.
 
+#[path = "support/certs.rs"]
+mod certs;
 #[path = "support/node.rs"]
 mod node;
 
@@ -30,6 +32,15 @@ struct Pair {
 }
 
 fn pair(src_transfers_yaml: &str, fill: impl FnOnce(&Path)) -> Pair {
+    pair_with(src_transfers_yaml, fill, None)
+}
+
+/// `src_tls`: the source serves HTTPS with this certificate and key.
+fn pair_with(
+    src_transfers_yaml: &str,
+    fill: impl FnOnce(&Path),
+    src_tls: Option<(PathBuf, PathBuf)>,
+) -> Pair {
     let tmp = tempfile::tempdir().unwrap();
     let src_root = tmp.path().join("src");
     let data = src_root.join("volumes").join(SERVER);
@@ -47,6 +58,7 @@ fn pair(src_transfers_yaml: &str, fill: impl FnOnce(&Path)) -> Pair {
     let src = TestNode::start_with(NodeOptions {
         root: Some(src_root),
         transfers_yaml: src_transfers_yaml.to_string(),
+        tls: src_tls,
         ..Default::default()
     });
     let dst = TestNode::start_with(NodeOptions {
@@ -346,4 +358,40 @@ fn cancel_stops_an_incoming_transfer_and_says_when_nothing_is_active() {
             && stderr.contains("--incoming"),
         "{stderr}"
     );
+}
+
+/// An `https://` node: the CLI trusts the system's authorities (here the
+/// test CA, named by SSL_CERT_FILE) for its requests and follows the
+/// source's log lines over `wss://`; without the CA it refuses the node.
+#[test]
+fn an_https_node_is_followed_over_wss() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let Some((cert, key, ca)) = certs::make_certs(certs_dir.path()) else {
+        return;
+    };
+    let p = pair_with("", make_server_tree, Some((cert, key)));
+    assert!(p.src.url("").starts_with("https://"));
+
+    let refused = p.cli(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(!p.dst.server_dir(SERVER).exists());
+
+    let before = tree_listing(&p.src.server_dir(SERVER));
+    let out = p.cli(&[]).env("SSL_CERT_FILE", &ca).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stdout.contains("no live log lines"), "{stdout}");
+    // This line only comes over the websocket.
+    assert!(
+        stdout.contains("source: Preparing to stream server data to destination..."),
+        "{stdout}"
+    );
+    assert_eq!(tree_listing(&p.dst.server_dir(SERVER)), before);
 }

@@ -6,8 +6,10 @@
 //!
 //! It only adds detail: the transfer record, polled, stays the authority
 //! on progress and outcome, so a websocket that fails just goes quiet.
+//! `https://` nodes get `wss://`, trusting the same authorities as every
+//! other HTTPS client of ferry (`trust`).
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,22 +44,84 @@ impl Drop for Watch {
     }
 }
 
+/// The connection under the websocket: plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A TLS client session for `host`, trusting the system's authorities.
+fn tls_session(host: &str) -> Result<rustls::ClientConnection, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match crate::trust::root_certs() {
+        ureq::tls::RootCerts::Specific(certs) => {
+            roots.add_parsable_certificates(
+                certs
+                    .iter()
+                    .map(|c| rustls_pki_types::CertificateDer::from(c.der().to_vec())),
+            );
+        }
+        _ => {
+            return Err(
+                "wss: no system certificate authorities to check the node against".to_string(),
+            )
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("wss: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("wss: {host}: {e}"))?;
+    rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| format!("wss: {e}"))
+}
+
 /// Connects and authenticates (blocking, a few seconds at most), then
 /// reads on a thread of its own.
 pub fn start(base: &str, server: &str, key: &str) -> Result<Watch, String> {
     let uri: ureq::http::Uri = base.parse().map_err(|e| format!("{base}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("the CLI only opens plain ws:// websockets".to_string());
-    }
+    let (ws_scheme, default_port) = match uri.scheme_str() {
+        Some("http") => ("ws", 80),
+        Some("https") => ("wss", 443),
+        other => return Err(format!("websocket: unsupported scheme {other:?}")),
+    };
     let host = uri
         .host()
         .unwrap_or("")
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
     let prefix = uri.path().trim_end_matches('/');
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
-    let url = format!("ws://{authority}{prefix}/api/servers/{server}/ws");
+    let url = format!("{ws_scheme}://{authority}{prefix}/api/servers/{server}/ws");
 
     let stream = connect(host, port)?;
     let timeouts = |d| {
@@ -67,9 +131,14 @@ pub fn start(base: &str, server: &str, key: &str) -> Result<Watch, String> {
             .map_err(|e| format!("websocket: {e}"))
     };
     timeouts(CONNECT_TIMEOUT)?;
-    let (mut socket, _) =
-        tungstenite::client(url.as_str(), stream.try_clone().map_err(|e| e.to_string())?)
-            .map_err(|e| format!("websocket handshake with {url}: {e}"))?;
+    let raw = stream.try_clone().map_err(|e| e.to_string())?;
+    let conn = if ws_scheme == "wss" {
+        Conn::Tls(Box::new(rustls::StreamOwned::new(tls_session(host)?, raw)))
+    } else {
+        Conn::Plain(raw)
+    };
+    let (mut socket, _) = tungstenite::client(url.as_str(), conn)
+        .map_err(|e| format!("websocket handshake with {url}: {e}"))?;
     send_auth(&mut socket, server, key).map_err(|e| format!("websocket: {e}"))?;
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
@@ -111,11 +180,7 @@ fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
     Err(last)
 }
 
-fn send_auth(
-    socket: &mut WebSocket<TcpStream>,
-    server: &str,
-    key: &str,
-) -> tungstenite::Result<()> {
+fn send_auth(socket: &mut WebSocket<Conn>, server: &str, key: &str) -> tungstenite::Result<()> {
     let token = crate::jwt::mint_websocket_token(
         key.as_bytes(),
         server,
@@ -128,7 +193,7 @@ fn send_auth(
 }
 
 /// One message: `Ok(None)` on a read timeout or a non-event frame.
-fn read_event(socket: &mut WebSocket<TcpStream>) -> tungstenite::Result<Option<(String, String)>> {
+fn read_event(socket: &mut WebSocket<Conn>) -> tungstenite::Result<Option<(String, String)>> {
     match socket.read() {
         Ok(Message::Text(text)) => {
             let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
@@ -162,7 +227,7 @@ fn read_event(socket: &mut WebSocket<TcpStream>) -> tungstenite::Result<Option<(
 }
 
 fn read_loop(
-    mut socket: WebSocket<TcpStream>,
+    mut socket: WebSocket<Conn>,
     server: &str,
     key: &str,
     tx: &Sender<Note>,
