@@ -255,6 +255,9 @@ pub fn serve(config: Config) -> i32 {
             );
             handle.shutdown();
             drain_transfers(&node, grace);
+            // Websockets stay open through the drain so clients see the
+            // transfers end; then they are told the node is going away.
+            crate::api::ws::close_all(Duration::from_secs(2));
         });
     let waiter = match waiter {
         Ok(w) => w,

@@ -468,3 +468,35 @@ fn websocket_sessions_are_capped() {
     again.auth(&ws_token(SERVER, &[], Duration::from_secs(600)));
     again.expect("auth success");
 }
+
+/// On SIGTERM, sessions stay open while transfers drain, then each gets a
+/// close frame 1001 (going away) before the node exits.
+#[test]
+fn shutdown_closes_websockets_with_going_away() {
+    let (mut node, _tmp) = node_with(&[SERVER], "", |_| {});
+    let mut ws = Ws::connect(&node, SERVER);
+    ws.auth(&ws_token(SERVER, &[], Duration::from_secs(600)));
+    ws.expect("auth success");
+    node.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let frame = loop {
+        match ws.0.read() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+        assert!(Instant::now() < deadline, "no close frame");
+    };
+    let frame = frame.expect("a close frame with a code");
+    assert_eq!(
+        frame.code,
+        tungstenite::protocol::frame::coding::CloseCode::Away
+    );
+    assert_eq!(frame.reason.as_str(), "node shutting down");
+    assert!(node::wait_exit(&mut node.child, Duration::from_secs(15)).success());
+}

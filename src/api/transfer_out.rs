@@ -85,6 +85,8 @@ pub fn start(
         ApiError::new(500, STOP_FAILED)
     })?;
     if state != PowerState::Offline {
+        // Waiting for the stop can take minutes: not on a pool worker's time.
+        request.leave_worker_pool();
         let timeout = node.config.system.transfers.stop_timeout;
         log::info!(
             "{}: stopping before the transfer (up to {timeout:?})",

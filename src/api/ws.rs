@@ -8,7 +8,7 @@
 //! is dropped and its socket shut, never slowing a transfer.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,23 @@ const AUTH_DEADLINE: Duration = Duration::from_secs(30);
 pub const MAX_SESSIONS: usize = 512;
 pub const TOO_MANY: &str = "Too many websocket connections are open on this node; try again later.";
 static SESSIONS: AtomicUsize = AtomicUsize::new(0);
+/// Set once the daemon is stopping: every session says goodbye (1001).
+static CLOSING: AtomicBool = AtomicBool::new(false);
+
+/// For shutdown, after transfers have drained: closes every session with
+/// 1001 (going away, `node shutting down`) and waits up to `wait` for
+/// them to end, so clients learn the node left instead of seeing a reset.
+pub fn close_all(wait: Duration) {
+    CLOSING.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + wait;
+    while SESSIONS.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = SESSIONS.load(Ordering::SeqCst);
+    if left > 0 {
+        log::warn!("{left} websocket session(s) still open at exit");
+    }
+}
 
 /// Holds one of the `MAX_SESSIONS` places until the session ends.
 struct SessionSlot;
@@ -170,6 +187,8 @@ enum Control {
     Unauthorized,
     Ping,
     Close,
+    /// The node is shutting down: close with 1001.
+    GoingAway,
 }
 
 /// The read half as tungstenite sees it: reads from the socket; anything
@@ -327,6 +346,10 @@ fn read_loop(
             send(to_writer, "jwt error", "jwt: authentication required");
             return;
         }
+        if CLOSING.load(Ordering::Relaxed) {
+            let _ = to_writer.send(Control::GoingAway);
+            return;
+        }
         if last_ping.elapsed() >= PING_EVERY {
             last_ping = Instant::now();
             let _ = to_writer.send(Control::Ping);
@@ -407,6 +430,14 @@ fn write_loop(
                 Ok(Control::Ping) => socket.send(Message::Ping(Vec::new().into())),
                 Ok(Control::Close) => {
                     let _ = socket.close(None);
+                    let _ = socket.flush();
+                    return;
+                }
+                Ok(Control::GoingAway) => {
+                    let _ = socket.close(Some(tungstenite::protocol::CloseFrame {
+                        code: tungstenite::protocol::frame::coding::CloseCode::Away,
+                        reason: "node shutting down".into(),
+                    }));
                     let _ = socket.flush();
                     return;
                 }
