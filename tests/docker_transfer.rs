@@ -8,7 +8,8 @@
 //! will not stop (500, left running, released), power refused during a
 //! transfer, a restart under way that must not start the server into its
 //! transfer, a container that cannot be created (transfer failed, nothing
-//! left), a container already named like the server on the destination's
+//! left; settings without an image refused before the archive is
+//! unpacked), a container already named like the server on the destination's
 //! Engine, delete removing the container, a node booting next to a running
 //! container, and a missing Engine socket at start-up.
 //!
@@ -727,17 +728,17 @@ fn a_missing_engine_socket_stops_the_daemon_at_start_up() {
     assert!(!stderr.contains("listening on"), "{stderr}");
 }
 
-#[test]
-fn a_container_that_cannot_be_created_fails_the_transfer_and_leaves_nothing() {
-    let Some(engines) = Engines::get() else {
-        return;
-    };
+/// A transfer whose container the destination cannot create (`edit`
+/// breaks the panel's settings): it fails on both sides, each reports the
+/// failure once, the source keeps its data and nothing is left on the
+/// destination. Returns the destination's record (None: no Docker here).
+fn transfer_with_uncreatable_container(edit: impl FnOnce(&mut Value, &str)) -> Option<Value> {
+    let engines = Engines::get()?;
     let uuid = random_uuid();
     let mut cleanup = Cleanup::new(&engines, &[&uuid]);
     let panel = FakePanel::start("testtokenid", TOKEN);
-    // `~` marks a local-only image: absent on engine B and never pulled.
     let mut settings = settings(&uuid, INT_LOOP);
-    settings["container"]["image"] = json!(format!("~ferry-test/absent-{}:nope", &uuid[..8]));
+    edit(&mut settings, &uuid);
     let (source, dest) = pair(
         &engines,
         &mut cleanup,
@@ -758,12 +759,6 @@ fn a_container_that_cannot_be_created_fails_the_transfer_and_leaves_nothing() {
     assert_eq!(record["status"], "failed", "{record}");
     let (_, incoming) = dest.get(&format!("/api/servers/{uuid}/transfer"));
     assert_eq!(incoming["status"], "failed", "{incoming}");
-    let error = incoming["error"].as_str().unwrap_or("");
-    assert!(
-        error.starts_with("failed to create the server environment: ")
-            && error.contains("local-only"),
-        "{error}"
-    );
     assert_destination_clean(&dest, &engines.b, &uuid);
     assert_eq!(tree_listing(&source.server_dir(&uuid)), before);
     // Both sides report the failure, once each; nobody reports success.
@@ -776,6 +771,43 @@ fn a_container_that_cannot_be_created_fails_the_transfer_and_leaves_nothing() {
         .transfer_reports(&uuid)
         .iter()
         .all(|(kind, _)| kind == "failure"));
+    Some(incoming)
+}
+
+#[test]
+fn a_container_that_cannot_be_created_fails_the_transfer_and_leaves_nothing() {
+    // `~` marks a local-only image: absent on engine B and never pulled.
+    let Some(incoming) = transfer_with_uncreatable_container(|settings, uuid| {
+        settings["container"]["image"] = json!(format!("~ferry-test/absent-{}:nope", &uuid[..8]));
+    }) else {
+        return;
+    };
+    let error = incoming["error"].as_str().unwrap_or("");
+    assert!(
+        error.starts_with("failed to create the server environment: ")
+            && error.contains("local-only"),
+        "{error}"
+    );
+}
+
+/// Settings no container can be made from are refused when the archive
+/// part begins, not after it has been received and unpacked.
+#[test]
+fn settings_without_an_image_are_refused_before_the_archive_is_unpacked() {
+    let Some(incoming) = transfer_with_uncreatable_container(|settings, _| {
+        if let Some(container) = settings["container"].as_object_mut() {
+            container.remove("image");
+        }
+    }) else {
+        return;
+    };
+    assert_eq!(
+        incoming["error"],
+        "failed to create the server environment: invalid server settings: \
+         container.image is required to create a container"
+    );
+    assert_eq!(incoming["progress"]["files_done"], 0, "{incoming}");
+    assert_eq!(incoming["progress"]["bytes_done"], 0, "{incoming}");
 }
 
 #[test]

@@ -61,6 +61,11 @@ impl std::fmt::Display for EnvError {
 pub trait Environment: Send + Sync {
     fn name(&self) -> &'static str;
     fn state(&self, server: &ServerSpec) -> Result<PowerState, EnvError>;
+    /// Whether `create` could work with these settings, checked without
+    /// touching anything (a destination asks before receiving an archive).
+    fn check_settings(&self, _server: &ServerSpec) -> Result<(), EnvError> {
+        Ok(())
+    }
     /// Creates the container (pulling the image if absent locally).
     fn create(&self, server: &ServerSpec) -> Result<(), EnvError>;
     fn start(&self, server: &ServerSpec) -> Result<(), EnvError>;

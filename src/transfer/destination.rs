@@ -219,6 +219,9 @@ fn install(
                 if digest.is_some() {
                     return Err(ApiError::new(400, "the archive was sent twice"));
                 }
+                if let Some(config) = &config {
+                    check_environment(node, config)?;
+                }
                 let limits = ExtractLimits {
                     max_bytes: config.as_ref().and_then(ServerConfig::disk_space_bytes),
                     owner: node.config.system.user,
@@ -298,6 +301,21 @@ fn install(
         return Err(ApiError::new(500, e));
     }
     Ok(config)
+}
+
+/// Refuses, before the archive is received, a configuration this node's
+/// environment could not create a container from (no `container.image`,
+/// say), instead of failing after the whole archive arrived.
+fn check_environment(node: &Node, config: &ServerConfig) -> Result<(), ApiError> {
+    let spec = ServerSpec {
+        uuid: config.uuid.clone(),
+        settings: config.settings.clone(),
+        process_configuration: config.process_configuration.clone(),
+        data_dir: crate::server::data_dir(&node.config.system.data, &config.uuid),
+    };
+    node.environment
+        .check_settings(&spec)
+        .map_err(|e| ApiError::new(500, format!("failed to create the server environment: {e}")))
 }
 
 /// Refuses the install while a container with the server's name runs on

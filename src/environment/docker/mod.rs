@@ -381,6 +381,10 @@ impl Environment for DockerEnvironment {
         "docker"
     }
 
+    fn check_settings(&self, server: &ServerSpec) -> Result<(), EnvError> {
+        spec::parse_settings(&server.settings).map(drop)
+    }
+
     fn state(&self, server: &ServerSpec) -> Result<PowerState, EnvError> {
         let state = match self.inspect(&server.uuid)? {
             None => PowerState::Offline,
