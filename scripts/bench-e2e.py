@@ -162,6 +162,17 @@ class Node:
         except ValueError:
             return status, raw.decode(errors="replace")
 
+    def stage_cpu(self):
+        """{stage: CPU seconds} from the node's own pipeline counters
+        (`ferry_transfer_stage_cpu_seconds_total`, ended transfers)."""
+        _, text = self.req("GET", "/metrics")
+        out = {}
+        for line in str(text).splitlines():
+            m = re.match(r'ferry_transfer_stage_cpu_seconds_total\{stage="(\w+)"\} ([0-9.eE+-]+)$', line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
+
     # /proc readings: the node must still be running.
     def cpu(self):
         """utime + stime of the whole process, in seconds."""
@@ -519,6 +530,7 @@ def main():
         cpu = {"ferry": [], "b2": [], "b1": [], "ferry1": []}
         node_cpu = {"ferry": [], "ferry1": []}
         wire = {}
+        stages = {}
         for n in nodes.values():
             n.reset_peak()
         out_dir = os.path.join(out_root, "baseline-out")
@@ -528,6 +540,7 @@ def main():
             sync()
             sampler = ThreadSampler([source, dst]) if last else None
             token = mint(a.ferry, dst, uuid)
+            st0 = (source.stage_cpu(), dst.stage_cpu())
             c0 = (source.cpu(), dst.cpu())
             t0 = time.monotonic()
             if sampler:
@@ -547,6 +560,10 @@ def main():
             node_cpu[kind].append((c1[0] - c0[0], c1[1] - c0[1]))
             cpu[kind].append((c1[0] - c0[0]) + (c1[1] - c0[1]))
             wire[kind] = rec["progress"]["wire_bytes"]
+            st1 = (source.stage_cpu(), dst.stage_cpu())
+            stages.setdefault(kind, []).append(
+                {k: st1[i].get(k, 0.0) - st0[i].get(k, 0.0) for i in (0, 1) for k in st1[i]
+                 if st1[i].get(k, 0.0) - st0[i].get(k, 0.0) > 0})
             say("  %-7s %6.2f s  %7.1f MB/s  cpu src %.2f s dst %.2f s  wire %.1f MB" % (
                 kind, wall, content / wall / 1e6, c1[0] - c0[0], c1[1] - c0[1], wire[kind] / 1e6))
             if last:
@@ -577,7 +594,8 @@ def main():
         peak = {n: nodes[n].status_kib("VmHWM") for n in ("src", "src1", "dst")}
         say("  peak RSS over the single transfers (VmHWM): " +
             ", ".join("%s %d KiB" % kv for kv in peak.items()))
-        results.update(times=times, cpu=cpu, node_cpu=node_cpu, wire=wire, peak_single_kib=peak)
+        results.update(times=times, cpu=cpu, node_cpu=node_cpu, wire=wire, peak_single_kib=peak,
+                       stage_cpu=stages)
         for kind, (wall, busy) in sampler_report.items():
             say("  per-thread CPU during the last %s round (%.2f s wall; busy = CPU / wall):" % (kind, wall))
             for node, rows in busy.items():
@@ -777,6 +795,20 @@ def report(res, a):
     c99 = pct(res["cancel_latency"], 99)
     say("| cancel -> `cancelled` p99 over %d (p50) | %.0f ms (%.0f ms) | < 250 ms | %s |" % (
         len(res["cancel_latency"]), c99 * 1e3, pct(res["cancel_latency"], 50) * 1e3, ok(c99 < 0.250)))
+    sc = res.get("stage_cpu", {}).get("ferry")
+    if sc:
+        order = ["walk", "deflate", "write", "send", "receive", "inflate", "unpack"]
+        med = {k: statistics.median(r.get(k, 0.0) for r in sc) for k in order}
+        total = sum(med.values()) or 1.0
+        say("")
+        say("CPU by pipeline stage, from the nodes' own counters (`ferry_transfer_stage_cpu_seconds_total`),"
+            " median of the ferry rounds:")
+        say("| node | stage | CPU s | CPU s per GB | share |")
+        say("|---|---|---:|---:|---:|")
+        for k in order:
+            say("| %s | %s | %.2f | %.2f | %.0f%% |" % (
+                "source" if k in ("walk", "deflate", "write", "send") else "destination",
+                k, med[k], med[k] / gb, 100 * med[k] / total))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,25 @@ impl Pair {
     }
 }
 
+fn metrics(node: &TestNode) -> String {
+    let mut resp = TestNode::agent()
+        .get(&node.url("/metrics"))
+        .header("Authorization", &format!("Bearer {}", node.token))
+        .call()
+        .unwrap();
+    resp.body_mut().read_to_string().unwrap()
+}
+
+/// `ferry_transfer_stage_cpu_seconds_total{stage}` from a metrics page.
+fn stage_cpu(metrics: &str, stage: &str) -> f64 {
+    let prefix = format!("ferry_transfer_stage_cpu_seconds_total{{stage=\"{stage}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {stage} stage in\n{metrics}"))
+}
+
 #[test]
 fn full_transfer_installs_an_identical_tree_and_reports_once() {
     let p = pair("");
@@ -176,6 +195,38 @@ fn full_transfer_installs_an_identical_tree_and_reports_once() {
     assert_eq!(mode, 0o755);
     let (_, all) = p.source.get("/api/transfers");
     assert_eq!(all.as_array().unwrap().len(), 1);
+    // Each side's pipeline accounted CPU to its own stages, in /metrics
+    // and in a log line at the end.
+    let src_metrics = metrics(&p.source);
+    let dst_metrics = metrics(&p.dest);
+    for stage in ["walk", "deflate", "write", "send"] {
+        assert!(
+            stage_cpu(&src_metrics, stage) > 0.0,
+            "{stage}: {src_metrics}"
+        );
+        assert_eq!(
+            stage_cpu(&dst_metrics, stage),
+            0.0,
+            "{stage}: {dst_metrics}"
+        );
+    }
+    for stage in ["receive", "inflate", "unpack"] {
+        assert!(
+            stage_cpu(&dst_metrics, stage) > 0.0,
+            "{stage}: {dst_metrics}"
+        );
+        assert_eq!(
+            stage_cpu(&src_metrics, stage),
+            0.0,
+            "{stage}: {src_metrics}"
+        );
+    }
+    assert!(p
+        .source
+        .wait_log("CPU by stage: walk ", Duration::from_secs(5)));
+    assert!(p
+        .dest
+        .wait_log("CPU by stage: receive ", Duration::from_secs(5)));
     // Audit lines for every change on both sides.
     let statuses: Vec<String> = p
         .source
@@ -459,15 +510,7 @@ fn bulk_cancel_with_a_reason_and_metrics() {
         "{audit:?}"
     );
 
-    let metrics = {
-        let agent = TestNode::agent();
-        let mut resp = agent
-            .get(&p.source.url("/metrics"))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .unwrap();
-        resp.body_mut().read_to_string().unwrap()
-    };
+    let metrics = metrics(&p.source);
     for line in [
         "ferry_transfers_total{direction=\"outgoing\",status=\"cancelled\"} 1",
         "ferry_transfers_active{direction=\"outgoing\"} 0",

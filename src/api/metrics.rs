@@ -34,14 +34,12 @@ pub fn render(node: &Node) -> String {
             status.as_str()
         );
     }
+    // Each family's samples stay together (the text format requires it).
     let _ = writeln!(
         out,
         "# HELP ferry_transfer_bytes_total Archive bytes sent or received."
     );
     let _ = writeln!(out, "# TYPE ferry_transfer_bytes_total counter");
-    let _ = writeln!(out, "# HELP ferry_transfers_active Transfers running now.");
-    let _ = writeln!(out, "# TYPE ferry_transfers_active gauge");
-    let active = node.transfers.all_active();
     for direction in [Direction::Outgoing, Direction::Incoming] {
         let _ = writeln!(
             out,
@@ -49,11 +47,29 @@ pub fn render(node: &Node) -> String {
             direction.as_str(),
             node.transfers.wire_bytes(direction)
         );
+    }
+    let _ = writeln!(out, "# HELP ferry_transfers_active Transfers running now.");
+    let _ = writeln!(out, "# TYPE ferry_transfers_active gauge");
+    let active = node.transfers.all_active();
+    for direction in [Direction::Outgoing, Direction::Incoming] {
         let _ = writeln!(
             out,
             "ferry_transfers_active{{direction=\"{}\"}} {}",
             direction.as_str(),
             active.iter().filter(|t| t.direction == direction).count()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferry_transfer_stage_cpu_seconds_total CPU time of ended transfers by pipeline stage."
+    );
+    let _ = writeln!(out, "# TYPE ferry_transfer_stage_cpu_seconds_total counter");
+    for stage in crate::archive::Stage::ALL {
+        let _ = writeln!(
+            out,
+            "ferry_transfer_stage_cpu_seconds_total{{stage=\"{}\"}} {:.6}",
+            stage.name(),
+            node.transfers.stage_cpu(stage).as_secs_f64()
         );
     }
     let _ = writeln!(

@@ -9,7 +9,7 @@ use super::gzip::GunzipReader;
 use super::pipe::{self, Halt};
 use super::tarfmt::{self, Overrides, BLOCK};
 use super::unpack::{Kind, Target};
-use super::{Counters, ExtractError, ExtractLimits, ExtractSummary, Staging};
+use super::{Counters, ExtractError, ExtractLimits, ExtractSummary, Stage, Staging};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 use std::io::{self, BufRead, Read};
@@ -75,10 +75,12 @@ pub fn extract<R: Read>(
     let mut input_error: Option<io::Error> = None;
 
     let (inflated, untarred) = std::thread::scope(|s| {
-        let inflater = s.spawn(move || inflate(in_rx, in_pool_tx, out_tx, out_pool_rx, cancel));
+        let inflater =
+            s.spawn(move || inflate(in_rx, in_pool_tx, out_tx, out_pool_rx, cancel, counters));
         let untar_thread =
             s.spawn(move || untar(out_rx, out_pool_tx, root, limits, cancel, counters));
         // The tee runs here: `input` need not be Send.
+        let receive_clock = counters.stage_clock(Stage::Receive);
         'tee: loop {
             let mut buf = in_pool_rx.try_recv().unwrap_or_else(|_| vec![0; IN_CHUNK]);
             let mut fill = 0;
@@ -113,6 +115,7 @@ pub fn extract<R: Read>(
                 break;
             }
         }
+        drop(receive_clock);
         // Closing our end stops the stages if we stopped early.
         drop(in_tx);
         let panicked = || corrupt("internal: an extract thread panicked");
@@ -206,7 +209,9 @@ fn inflate(
     tx: Sender<Msg>,
     out_pool: Receiver<Vec<u8>>,
     cancel: &AtomicBool,
+    counters: &Counters,
 ) -> Result<(), Fail> {
+    let _clock = counters.stage_clock(Stage::Inflate);
     let reader = ChanReader {
         rx,
         pool: in_pool,
@@ -348,6 +353,7 @@ fn untar(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<(u64, u64), Fail> {
+    let _clock = counters.stage_clock(Stage::Unpack);
     let mut blocks = Blocks {
         rx,
         pool,

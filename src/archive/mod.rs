@@ -35,7 +35,7 @@ pub use tarfmt::{MAX_NAME, MAX_PAX};
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Live counters a pipeline updates and progress reporting reads.
 #[derive(Debug, Default)]
@@ -45,6 +45,107 @@ pub struct Counters {
     pub bytes_done: AtomicU64,
     /// Compressed archive bytes produced or consumed.
     pub wire_bytes: AtomicU64,
+    /// CPU nanoseconds each stage's threads used, by `Stage`.
+    stage_cpu_ns: [AtomicU64; Stage::ALL.len()],
+}
+
+/// The stages of the two pipelines, for their CPU accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Source: walking the tree and reading files into blocks.
+    Walk,
+    /// Source: the compression workers together.
+    Deflate,
+    /// Source: ordering blocks, hashing them, handing them to the sender.
+    Write,
+    /// Source: the HTTP upload (chunking, TLS, socket).
+    Send,
+    /// Destination: socket, chunked and multipart decoding, SHA-256.
+    Receive,
+    /// Destination: gunzip.
+    Inflate,
+    /// Destination: tar parsing and the writes into staging.
+    Unpack,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::Walk,
+        Stage::Deflate,
+        Stage::Write,
+        Stage::Send,
+        Stage::Receive,
+        Stage::Inflate,
+        Stage::Unpack,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Walk => "walk",
+            Stage::Deflate => "deflate",
+            Stage::Write => "write",
+            Stage::Send => "send",
+            Stage::Receive => "receive",
+            Stage::Inflate => "inflate",
+            Stage::Unpack => "unpack",
+        }
+    }
+}
+
+impl Counters {
+    /// CPU time the stage's threads used so far (added as each finishes).
+    pub fn stage_cpu(&self, stage: Stage) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.stage_cpu_ns[stage as usize].load(Ordering::Relaxed))
+    }
+
+    /// Starts charging the calling thread's CPU time to `stage`; the time
+    /// is added when the returned clock is dropped.
+    pub fn stage_clock(&self, stage: Stage) -> StageClock<'_> {
+        StageClock {
+            counters: self,
+            stage,
+            started_ns: thread_cpu_ns(),
+        }
+    }
+
+    /// "walk 0.41 s, deflate 1.20 s, …" for the stages that ran.
+    pub fn stage_summary(&self) -> String {
+        let parts: Vec<String> = Stage::ALL
+            .iter()
+            .filter(|s| self.stage_cpu_ns[**s as usize].load(Ordering::Relaxed) > 0)
+            .map(|s| format!("{} {:.2} s", s.name(), self.stage_cpu(*s).as_secs_f64()))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// Charges a thread's CPU time to a stage when dropped.
+pub struct StageClock<'a> {
+    counters: &'a Counters,
+    stage: Stage,
+    started_ns: u64,
+}
+
+impl Drop for StageClock<'_> {
+    fn drop(&mut self) {
+        let used = thread_cpu_ns().saturating_sub(self.started_ns);
+        self.counters.stage_cpu_ns[self.stage as usize].fetch_add(used, Ordering::Relaxed);
+    }
+}
+
+/// CPU time of the calling thread (0 if the clock is unavailable).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the valid timespec passed.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// Size of a data directory, counted before packing.

@@ -9,7 +9,7 @@ use super::gzip::{self, BlockDeflater, DeflateError};
 use super::pipe::{self, Halt};
 use super::tarfmt::{self, EntryHeader};
 use super::walk::{self, Node, Visitor, WalkStop};
-use super::{Counters, PackError, PackOptions, PackSummary};
+use super::{Counters, PackError, PackOptions, PackSummary, Stage};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -93,7 +93,7 @@ pub fn pack<W: Write>(
             .map(|_| {
                 let rx = job_rx.clone();
                 let tx = done_tx.clone();
-                s.spawn(move || compress(rx, tx, level, cancel))
+                s.spawn(move || compress(rx, tx, level, cancel, counters))
             })
             .collect();
         drop(job_rx);
@@ -367,6 +367,7 @@ fn produce(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<(u64, u64), Fail> {
+    let _clock = counters.stage_clock(Stage::Walk);
     let mut p = Producer {
         slot: None,
         seq: 0,
@@ -395,7 +396,9 @@ fn compress(
     done: Sender<Job>,
     level: u32,
     cancel: &AtomicBool,
+    counters: &Counters,
 ) -> Result<(), Fail> {
+    let _clock = counters.stage_clock(Stage::Deflate);
     let mut deflater = BlockDeflater::new(level);
     loop {
         let mut job = match pipe::recv(&jobs, cancel) {
@@ -435,6 +438,7 @@ fn write_out<W: Write>(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<(u64, String), Fail> {
+    let _clock = counters.stage_clock(Stage::Write);
     let mut sha = Sha256::new();
     let mut wire: u64 = 0;
     // Written in slices so a cancel is seen even when the output is slow.

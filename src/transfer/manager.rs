@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::audit::{AuditLine, AuditLog};
 use super::progress::rate_and_eta;
 use super::record::{Direction, Progress, Record, Status};
-use crate::archive::Counters;
+use crate::archive::{Counters, Stage};
 use crate::events::{Event, EventBus};
 use crate::timefmt;
 
@@ -209,6 +209,8 @@ pub struct Manager {
     used_tokens: Mutex<HashMap<String, u64>>,
     totals: Mutex<HashMap<(Direction, Status), u64>>,
     wire_totals: [AtomicU64; 2],
+    /// CPU nanoseconds of ended transfers, by pipeline stage.
+    stage_totals: [AtomicU64; Stage::ALL.len()],
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -230,6 +232,7 @@ impl Manager {
             used_tokens: Mutex::new(used_tokens),
             totals: Mutex::new(HashMap::new()),
             wire_totals: [AtomicU64::new(0), AtomicU64::new(0)],
+            stage_totals: Default::default(),
         })
     }
 
@@ -366,6 +369,11 @@ impl Manager {
                 transfer.counters.wire_bytes.load(Ordering::Relaxed),
                 Ordering::Relaxed,
             );
+            for stage in Stage::ALL {
+                let ns = transfer.counters.stage_cpu(stage).as_nanos();
+                self.stage_totals[stage as usize]
+                    .fetch_add(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+            }
             let _ = fs::remove_file(self.record_file(&transfer.id));
         } else {
             self.persist(transfer, next);
@@ -412,6 +420,12 @@ impl Manager {
                 from.as_str(),
                 next.as_str()
             ),
+        }
+        if next.is_terminal() {
+            let stages = transfer.counters.stage_summary();
+            if !stages.is_empty() {
+                log::info!("transfer {}: CPU by stage: {stages}", transfer.id);
+            }
         }
         let arg = match transfer.direction {
             Direction::Outgoing => Some(next.as_str()),
@@ -524,6 +538,11 @@ impl Manager {
 
     /// Archive bytes moved per direction, counting finished transfers and
     /// the progress of active ones.
+    /// CPU time ended transfers spent in `stage`, since start.
+    pub fn stage_cpu(&self, stage: Stage) -> Duration {
+        Duration::from_nanos(self.stage_totals[stage as usize].load(Ordering::Relaxed))
+    }
+
     pub fn wire_bytes(&self, direction: Direction) -> u64 {
         let finished = self.wire_totals[direction as usize].load(Ordering::Relaxed);
         let active: u64 = self

@@ -177,6 +177,7 @@ fn stream(
         throttle: &node.upload,
         cancel: &cancel,
     };
+    let send_clock = transfer.counters.stage_clock(crate::archive::Stage::Send);
     let sent = agent
         .post(&plan.url)
         .header("Authorization", &plan.token)
@@ -196,6 +197,7 @@ fn stream(
             },
         )
         .send(ureq::SendBody::from_reader(&mut { body }));
+    drop(send_clock);
     // The producer ends on its own once the pipe's reader is gone.
     let produced = producer
         .join()
