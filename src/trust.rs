@@ -50,7 +50,9 @@ fn load(file: Option<&Path>, dirs: &[PathBuf]) -> RootCerts {
         .map(Path::to_path_buf)
         .or_else(|| BUNDLE_FILES.iter().map(PathBuf::from).find(|p| p.is_file()));
     if let Some(path) = bundle {
-        add_file(&path, &mut certs, &mut sources);
+        if add_file(&path, &mut certs) > 0 {
+            sources.push(path.display().to_string());
+        }
     }
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -59,10 +61,18 @@ fn load(file: Option<&Path>, dirs: &[PathBuf]) -> RootCerts {
         };
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
-        for path in paths.iter().filter(|p| p.is_file()) {
-            add_file(path, &mut certs, &mut sources);
+        let files = paths
+            .iter()
+            .filter(|p| p.is_file())
+            .filter(|p| add_file(p, &mut certs) > 0)
+            .count();
+        if files > 0 {
+            sources.push(format!("{files} files in {}", dir.display()));
         }
     }
+    // The bundle and the directory usually hold the same certificates.
+    let mut seen = std::collections::HashSet::new();
+    certs.retain(|c| seen.insert(c.der().to_vec()));
     if certs.is_empty() {
         log::info!(
             "TLS: no system certificate authorities found; trusting Mozilla's bundled roots"
@@ -77,20 +87,20 @@ fn load(file: Option<&Path>, dirs: &[PathBuf]) -> RootCerts {
     RootCerts::Specific(Arc::new(certs))
 }
 
-fn add_file(path: &Path, certs: &mut Vec<Certificate<'static>>, sources: &mut Vec<String>) {
-    let too_big = std::fs::metadata(path).map_or(true, |m| m.len() > MAX_BUNDLE);
+/// Adds the certificates of one PEM file; returns how many.
+fn add_file(path: &Path, certs: &mut Vec<Certificate<'static>>) -> usize {
+    if std::fs::metadata(path).map_or(true, |m| m.len() > MAX_BUNDLE) {
+        log::warn!(
+            "TLS: {} is unreadable or too large for a certificate bundle; skipped",
+            path.display()
+        );
+        return 0;
+    }
     let pem = match std::fs::read(path) {
-        Ok(_) if too_big => {
-            log::warn!(
-                "TLS: {} is not a certificate bundle (too large); skipped",
-                path.display()
-            );
-            return;
-        }
         Ok(pem) => pem,
         Err(e) => {
             log::warn!("TLS: cannot read {}: {e}", path.display());
-            return;
+            return 0;
         }
     };
     let before = certs.len();
@@ -107,9 +117,7 @@ fn add_file(path: &Path, certs: &mut Vec<Certificate<'static>>, sources: &mut Ve
             }
         }
     }
-    if certs.len() > before {
-        sources.push(path.display().to_string());
-    }
+    certs.len() - before
 }
 
 #[cfg(test)]
@@ -128,7 +136,8 @@ mod tests {
         std::fs::write(dir.join("one.pem"), PEM_A).unwrap();
         std::fs::write(dir.join("notes.txt"), "not a certificate").unwrap();
         match load(Some(&file), std::slice::from_ref(&dir)) {
-            RootCerts::Specific(certs) => assert_eq!(certs.len(), 3),
+            // The same certificate three times, kept once.
+            RootCerts::Specific(certs) => assert_eq!(certs.len(), 1),
             _ => panic!("expected the file's and the directory's certificates"),
         }
         let empty = tmp.path().join("empty.pem");

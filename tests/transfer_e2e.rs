@@ -290,7 +290,10 @@ fn double_start_is_409_and_power_is_refused_while_transferring() {
 fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
     let p = pair("upload_limit: 1");
     assert_eq!(p.start().0, 202);
+    // Mid-stream on both sides: a source that has packed bytes may not
+    // have reached the destination yet (then only the source reports).
     p.source.wait_transfer_bytes(SERVER);
+    p.dest.wait_transfer_bytes(SERVER);
     let asked = Instant::now();
     let (code, record) = p.source.request(
         "DELETE",
@@ -310,13 +313,20 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
     p.wait_source_released();
     // One failure report from the source; the destination cleaned up and
     // reported its own failure once.
-    assert!(p.panel.wait_until(Duration::from_secs(10), |calls| {
+    let reported = p.panel.wait_until(Duration::from_secs(10), |calls| {
         calls
             .iter()
             .filter(|c| c.path.ends_with("/transfer/failure"))
             .count()
             >= 2
-    }));
+    });
+    assert!(
+        reported,
+        "reports: {:?}\n--- source log:\n{}\n--- destination log:\n{}",
+        p.reports(),
+        p.source.log_text(),
+        p.dest.log_text()
+    );
     std::thread::sleep(Duration::from_millis(300));
     let reports = p.reports();
     assert_eq!(
