@@ -64,7 +64,11 @@ enum Frame {
     Timeout,
 }
 
-struct Ws(WebSocket<TcpStream>);
+/// A client socket, and the close frame the node sent once it closed.
+struct Ws(
+    WebSocket<TcpStream>,
+    Option<tungstenite::protocol::CloseFrame>,
+);
 
 impl Ws {
     fn connect(node: &TestNode, server: &str) -> Ws {
@@ -80,7 +84,7 @@ impl Ws {
                 .unwrap();
             let url = format!("ws://{}/api/servers/{server}/ws", node.addr);
             match tungstenite::client(url.as_str(), stream) {
-                Ok((socket, _)) => return Ws(socket),
+                Ok((socket, _)) => return Ws(socket, None),
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
@@ -107,7 +111,10 @@ impl Ws {
                     let arg = v["args"][0].as_str().unwrap_or("").to_string();
                     return Frame::Event(v["event"].as_str().unwrap().to_string(), arg);
                 }
-                Ok(Message::Close(_)) => return Frame::Closed,
+                Ok(Message::Close(frame)) => {
+                    self.1 = frame;
+                    return Frame::Closed;
+                }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
                     if matches!(
@@ -478,21 +485,8 @@ fn shutdown_closes_websockets_with_going_away() {
     ws.auth(&ws_token(SERVER, &[], Duration::from_secs(600)));
     ws.expect("auth success");
     node.signal(libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let frame = loop {
-        match ws.0.read() {
-            Ok(Message::Close(frame)) => break frame,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("connection ended without a close frame: {e}"),
-        }
-        assert!(Instant::now() < deadline, "no close frame");
-    };
-    let frame = frame.expect("a close frame with a code");
+    assert_eq!(ws.next(Duration::from_secs(10)), Frame::Closed);
+    let frame = ws.1.take().expect("a close frame with a code");
     assert_eq!(
         frame.code,
         tungstenite::protocol::frame::coding::CloseCode::Away
