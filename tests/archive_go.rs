@@ -2,13 +2,16 @@
 //! These tests build `tests/go/read_tgz.go` with the machine's Go toolchain
 //! and have it extract ferry's archives: every level, one and several
 //! compression threads, stored (incompressible) blocks, zero runs written
-//! as far copies, and the awkward tree from `make_tree`.
+//! as far copies, and the awkward tree from `make_tree`; and receive a
+//! whole transfer from a ferry source node the way Wings does.
 //!
 //! Without a `go` command the tests skip with a message, unless
 //! `FERRY_REQUIRE_GO=1` (CI sets it and installs Debian's `golang-go`),
 //! when they fail instead.
 
 mod archive_support;
+#[path = "support/node.rs"]
+mod node;
 
 use archive_support::*;
 use std::fs;
@@ -109,4 +112,62 @@ fn go_extracts_stored_zero_and_mixed_blocks() {
     for (level, threads) in [(1, 2), (6, 1)] {
         go_reads(&src, level, threads);
     }
+}
+
+/// A whole transfer from a ferry source to a receiver written like Wings'
+/// (`read_tgz serve`: Go's HTTP server, `mime/multipart`, SHA-256 of the
+/// archive part checked against the checksum part, ferry's configuration
+/// part skipped as an unknown part): the chunked multipart body is read by
+/// the reference stack, and the tree arrives whole.
+#[test]
+fn a_go_receiver_like_wings_accepts_a_ferry_transfer() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(reader) = go_reader() else { return };
+    const SERVER: &str = "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7";
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src").join("volumes").join(SERVER);
+    make_tree(&src);
+    let dest = tmp.path().join("go-dest");
+    fs::create_dir(&dest).unwrap();
+    let mut go = Command::new(reader)
+        .arg("serve")
+        .arg(&dest)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(go.stdout.take().unwrap()).lines();
+    let port = lines
+        .next()
+        .and_then(Result::ok)
+        .and_then(|l| l.strip_prefix("port ").map(str::to_string))
+        .expect("the receiver says its port");
+
+    let source = node::TestNode::start_with(node::NodeOptions {
+        root: Some(tmp.path().join("src")),
+        ..Default::default()
+    });
+    let (code, body) = source.request(
+        "POST",
+        &format!("/api/servers/{SERVER}/transfer"),
+        Some(serde_json::json!({
+            "url": format!("http://127.0.0.1:{port}/api/transfers"),
+            "token": "Bearer not-checked-by-this-receiver",
+            "server": {"uuid": SERVER, "start_on_completion": false},
+        })),
+    );
+    assert_eq!(code, 202, "{body}");
+    let record = source.wait_transfer_end(SERVER, std::time::Duration::from_secs(60));
+    let said = lines.next().and_then(Result::ok).unwrap_or_default();
+    let _ = go.wait();
+    assert_eq!(record["status"], "completed", "{record}\nreceiver: {said}");
+    let mut words = said.split_whitespace();
+    assert_eq!(words.next(), Some("received"), "{said}");
+    assert_eq!(
+        words.next(),
+        Some(snapshot(&src).len().to_string().as_str()),
+        "{said}"
+    );
+    assert_eq!(words.next().map(str::len), Some(64), "{said}");
+    assert_same_tree(&src, &dest);
 }
