@@ -2,14 +2,17 @@
 //! These tests build `tests/go/read_tgz.go` with the machine's Go toolchain
 //! and have it extract ferry's archives: every level, one and several
 //! compression threads, stored (incompressible) blocks, zero runs written
-//! as far copies, and the awkward tree from `make_tree`; and receive a
-//! whole transfer from a ferry source node the way Wings does.
+//! as far copies, and the awkward tree from `make_tree`; receive a whole
+//! transfer from a ferry source node the way Wings does; and send one to a
+//! ferry destination the way a Wings source does.
 //!
 //! Without a `go` command the tests skip with a message, unless
 //! `FERRY_REQUIRE_GO=1` (CI sets it and installs Debian's `golang-go`),
 //! when they fail instead.
 
 mod archive_support;
+#[path = "support/fake_panel.rs"]
+mod fake_panel;
 #[path = "support/node.rs"]
 mod node;
 
@@ -170,4 +173,49 @@ fn a_go_receiver_like_wings_accepts_a_ferry_transfer() {
     );
     assert_eq!(words.next().map(str::len), Some(64), "{said}");
     assert_same_tree(&src, &dest);
+}
+
+/// The other direction: a source shaped like Wings (Go's `archive/tar`
+/// headers from file info, `compress/gzip`, `mime/multipart` over a
+/// chunked POST, no configuration part) sends to a ferry destination that
+/// a panel drives: verified, installed with the panel's configuration,
+/// success reported, the tree identical.
+#[test]
+fn a_ferry_destination_accepts_a_transfer_sent_like_wings() {
+    let Some(sender) = go_reader() else { return };
+    const SERVER: &str = "4f5a6b7c-8d9e-4fa0-b1c2-d3e4f5a6b7c8";
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    let panel = fake_panel::FakePanel::start("testtokenid", node::TOKEN);
+    let dest = node::TestNode::start_with(node::NodeOptions {
+        remote: Some(panel.url()),
+        ..Default::default()
+    });
+    panel.add_server(
+        SERVER,
+        serde_json::json!({"uuid": SERVER, "meta": {"name": "From Wings"},
+                           "build": {"disk_space": 0}, "container": {"image": "x"}}),
+    );
+    panel.set_transferring(SERVER, true);
+    let jwt = panel.mint_transfer_jwt(&dest.token, SERVER);
+    let out = run(Command::new(sender)
+        .arg("send")
+        .arg(dest.url("/api/transfers"))
+        .arg(format!("Bearer {jwt}"))
+        .arg(&src));
+    assert!(out.starts_with("200 "), "{out}\n{}", dest.log_text());
+    assert_same_tree(&src, &dest.server_dir(SERVER));
+    let success = format!("/api/remote/servers/{SERVER}/transfer/success");
+    assert!(
+        panel.wait_until(std::time::Duration::from_secs(10), |calls| calls
+            .iter()
+            .any(|c| c.path == success))
+    );
+    let (code, view) = dest.get(&format!("/api/servers/{SERVER}"));
+    assert_eq!(code, 200, "{view}");
+    assert_eq!(
+        view["configuration"]["settings"]["meta"]["name"],
+        "From Wings"
+    );
 }

@@ -5,6 +5,13 @@
 //	                        (multistream, every member's CRC and length
 //	                        checked) under archive/tar; prints the entry
 //	                        count.
+//	read_tgz send URL AUTH DIR
+//	                        sends DIR the way a Wings source does: a
+//	                        chunked POST to URL with Authorization AUTH,
+//	                        mime/multipart parts "archive" (archive/tar
+//	                        under compress/gzip, streamed through a pipe)
+//	                        and "checksum" (its SHA-256); prints the HTTP
+//	                        status and body.
 //	read_tgz serve DEST     receives one transfer the way Wings does: an
 //	                        HTTP server on 127.0.0.1 (prints "port N"),
 //	                        POST /api/transfers read with mime/multipart,
@@ -25,6 +32,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -49,6 +58,8 @@ func main() {
 	switch {
 	case len(os.Args) == 3 && os.Args[1] == "serve":
 		serve(os.Args[2])
+	case len(os.Args) == 5 && os.Args[1] == "send":
+		send(os.Args[2], os.Args[3], os.Args[4])
 	case len(os.Args) == 3:
 		f, err := os.Open(os.Args[1])
 		if err != nil {
@@ -61,7 +72,7 @@ func main() {
 		}
 		fmt.Println(entries)
 	default:
-		fail("usage: read_tgz ARCHIVE DEST | read_tgz serve DEST")
+		fail("usage: read_tgz ARCHIVE DEST | read_tgz serve DEST | read_tgz send URL AUTH DIR")
 	}
 }
 
@@ -234,4 +245,96 @@ func serve(dest string) {
 	case <-time.After(120 * time.Second):
 		fail("no transfer within 120 s")
 	}
+}
+
+// pack writes dir as a tar.gz the way Wings archives a server: paths
+// relative to dir, symlinks as symlinks, headers from the file info.
+func pack(dir string, w io.Writer) error {
+	gz, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(gz)
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := os.Lstat(path)
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&os.ModeSymlink != 0 {
+			if link, err = os.Readlink(path); err != nil {
+				return err
+			}
+		}
+		h, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(rel)
+		if info.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return gz.Close()
+}
+
+func send(url, auth, dir string) {
+	body, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		part, err := mw.CreateFormFile("archive", "archive.tar.gz")
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		h := sha256.New()
+		if err := pack(dir, io.MultiWriter(part, h)); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		if err := mw.WriteField("checksum", hex.EncodeToString(h.Sum(nil))); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		pw.CloseWithError(mw.Close())
+	}()
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		fail("%v", err)
+	}
+	req.Header.Set("Authorization", auth)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fail("%v", err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+	fmt.Printf("%d %s\n", resp.StatusCode, strings.TrimSpace(string(answer)))
 }
