@@ -53,6 +53,7 @@ impl Daemon {
 /// Builds the node and binds its listener.
 pub fn start(config: Config) -> Result<Daemon, StartError> {
     crate::archive::tune_allocator();
+    raise_open_files_limit();
     let system = &config.system;
     let state_dir = system.state_dir();
     for dir in [&state_dir, &system.data] {
@@ -303,6 +304,37 @@ pub fn drain_transfers(node: &Node, grace: Duration) {
     }
     for t in &left {
         t.wait_ended(Duration::from_secs(5));
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as Go programs
+/// (Wings) do at start: every connection, websocket, staging directory
+/// and file being archived holds one, and the usual soft default of 1024
+/// would cap a busy node far below what the system allows it.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            log::debug!(
+                "open files limit raised from {before} to {}",
+                limit.rlim_max
+            );
+        } else {
+            log::warn!(
+                "cannot raise the open files limit from {before}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 

@@ -280,6 +280,25 @@ fn idle_daemon_is_small_and_sigterm_exits_zero() {
     assert!(node.wait_log("shutting down", Duration::from_secs(5)));
 }
 
+/// Started with a low soft limit on open files, the node raises it to
+/// the hard limit, as Go programs (Wings) do.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let node = TestNode::start_with(NodeOptions {
+        open_files_soft_limit: Some(256),
+        ..Default::default()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
+    assert_ne!(numbers[0], "256", "{line}");
+}
+
 #[test]
 fn config_errors_name_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();

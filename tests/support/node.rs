@@ -26,6 +26,8 @@ pub struct NodeOptions {
     pub env: Vec<(String, String)>,
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Start the node with this soft limit on open files.
+    pub open_files_soft_limit: Option<u64>,
     /// Reuse this root directory (restart tests).
     pub root: Option<PathBuf>,
 }
@@ -102,6 +104,22 @@ impl TestNode {
             .stderr(Stdio::piped());
         for (k, v) in &options.env {
             cmd.env(k, v);
+        }
+        if let Some(soft) = options.open_files_soft_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawn ferry");
         let stderr = child.stderr.take().unwrap();
