@@ -1,13 +1,96 @@
 //! A small logger for the `log` facade: one line per record on stderr,
 //! `<RFC 3339 time> <LEVEL> <message>`. Level from `FERRY_LOG`
 //! (error|warn|info|debug|trace), else info, or debug with `debug: true`.
+//!
+//! Lines go through a bounded queue to a writer thread, so a stderr that
+//! stops reading (a stalled journal, a full pipe) never blocks a request
+//! or a transfer: when the queue is full, lines are counted and dropped,
+//! and the count is written once stderr moves again.
 
 use std::io::Write;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
+use crossbeam_channel::{bounded, Sender, TrySendError};
 use log::{LevelFilter, Log, Metadata, Record};
 
-struct StderrLogger;
+/// Lines waiting for stderr at most (about 0.5 MiB when full).
+const QUEUE_LINES: usize = 4096;
+/// How long `flush` (at exit) waits for the queue to drain.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// The queue in front of a writer thread.
+struct Queue {
+    tx: Sender<String>,
+    /// Lines queued and not yet written.
+    pending: Arc<AtomicUsize>,
+    /// Lines dropped since the writer last said so.
+    dropped: Arc<AtomicU64>,
+}
+
+impl Queue {
+    /// Starts the writer thread over `sink`; None if no thread could start.
+    fn start(sink: Box<dyn Write + Send>, capacity: usize) -> Option<Queue> {
+        let (tx, rx) = bounded::<String>(capacity);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (written, lost) = (Arc::clone(&pending), Arc::clone(&dropped));
+        let mut sink = sink;
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                for line in rx {
+                    let n = lost.swap(0, Ordering::Relaxed);
+                    if n > 0 {
+                        let notice = format!(
+                            "{} WARN  {n} log line(s) dropped: stderr was not keeping up\n",
+                            crate::timefmt::rfc3339(SystemTime::now())
+                        );
+                        let _ = sink.write_all(notice.as_bytes());
+                    }
+                    let _ = sink.write_all(line.as_bytes());
+                    let _ = sink.flush();
+                    written.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+            .ok()?;
+        Some(Queue {
+            tx,
+            pending,
+            dropped,
+        })
+    }
+
+    /// Queues a line without ever waiting; false if it had to be dropped.
+    fn push(&self, line: String) -> bool {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        match self.tx.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Waits up to `wait` until every queued line is written.
+    fn flush(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+}
+
+struct StderrLogger {
+    queue: OnceLock<Option<Queue>>,
+}
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
@@ -32,16 +115,31 @@ impl Log for StderrLogger {
             record.level(),
             record.args()
         );
-        // One write per line so lines from different threads do not interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        match self.queue.get() {
+            Some(Some(queue)) => {
+                queue.push(line);
+            }
+            // No writer thread: write here, one write per line so lines
+            // from different threads do not interleave.
+            _ => {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+        }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        if let Some(Some(queue)) = self.queue.get() {
+            queue.flush(FLUSH_WAIT);
+        }
+    }
 }
 
-static LOGGER: StderrLogger = StderrLogger;
+static LOGGER: StderrLogger = StderrLogger {
+    queue: OnceLock::new(),
+};
 
-/// Installs the logger; later calls only change the level.
+/// Installs the logger; later calls only change the level. Call `flush`
+/// (`log::logger().flush()`) before the process exits.
 pub fn init(debug: bool) {
     let level = match std::env::var("FERRY_LOG").ok().as_deref() {
         Some("error") => LevelFilter::Error,
@@ -53,6 +151,97 @@ pub fn init(debug: bool) {
         _ if debug => LevelFilter::Debug,
         _ => LevelFilter::Info,
     };
+    LOGGER.queue.get_or_init(|| {
+        with_stop_signals_blocked(|| Queue::start(Box::new(std::io::stderr()), QUEUE_LINES))
+    });
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// Runs `f` (which starts a thread) with SIGTERM and SIGINT blocked, so
+/// the thread inherits the mask: the daemon receives those signals on its
+/// own waiting thread, and a thread that may take them would end the
+/// process instead of shutting it down.
+fn with_stop_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: the sets are initialised by sigemptyset before use and only
+    // passed to the signal functions; the old mask is restored after.
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGTERM);
+        libc::sigaddset(&mut block, libc::SIGINT);
+        let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old) == 0;
+        let out = f();
+        if blocked {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A sink that blocks every write until opened, then records lines.
+    struct Gate {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        seen: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.seen.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_sink_never_blocks_logging_and_drops_are_counted() {
+        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Gate {
+            open: Arc::clone(&open),
+            seen: Arc::clone(&seen),
+        };
+        let queue = Queue::start(Box::new(sink), 8).unwrap();
+        let started = Instant::now();
+        let kept = (0..100)
+            .filter(|i| queue.push(format!("line {i}\n")))
+            .count();
+        // The queue holds 8; the writer may already hold one more.
+        assert!((8..=9).contains(&kept), "{kept}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            !queue.flush(Duration::from_millis(50)),
+            "nothing written yet"
+        );
+        {
+            let (lock, cv) = &*open;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        assert!(queue.flush(Duration::from_secs(5)));
+        let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+        let dropped = 100 - kept;
+        assert!(
+            text.contains(&format!("{dropped} log line(s) dropped")),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("line ")).count(),
+            kept
+        );
+    }
 }

@@ -280,6 +280,33 @@ fn idle_daemon_is_small_and_sigterm_exits_zero() {
     assert!(node.wait_log("shutting down", Duration::from_secs(5)));
 }
 
+/// A node whose stderr nobody reads (a stalled journal, a full pipe) keeps
+/// answering: log lines beyond its queue are dropped and counted, and the
+/// count is logged once stderr moves again.
+#[test]
+fn a_stalled_stderr_does_not_block_requests() {
+    let node = TestNode::start();
+    node.pause_stderr(true);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = node.url("/api/system");
+    let auth = format!("Bearer {}", node.token);
+    // Each request logs a line: 6000 are more than the queue (4096) and
+    // the pipe hold together.
+    for i in 0..6000 {
+        let resp = agent.get(&url).header("Authorization", &auth).call();
+        assert!(
+            resp.is_ok_and(|r| r.status() == 200),
+            "request {i} did not complete"
+        );
+    }
+    node.pause_stderr(false);
+    assert!(node.wait_log("log line(s) dropped", Duration::from_secs(20)));
+    assert_eq!(node.get("/api/system").0, 200);
+}
+
 /// Started with a low soft limit on open files, the node raises it to
 /// the hard limit, as Go programs (Wings) do.
 #[test]

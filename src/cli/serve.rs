@@ -73,7 +73,10 @@ pub fn serve(raw: &[String]) -> Result<i32, Fail> {
         load_config(&args)?
     };
     crate::logger::init(config.debug);
-    Ok(crate::daemon::serve(config))
+    let code = crate::daemon::serve(config);
+    // The last lines ("stopped") are still queued for stderr.
+    log::logger().flush();
+    Ok(code)
 }
 
 /// The development config: the token is kept in `<dir>/token` across runs.

@@ -44,6 +44,8 @@ pub struct TestNode {
     pub scheme: &'static str,
     _tmp: Option<tempfile::TempDir>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// While set, the node's stderr is not read (its pipe fills up).
+    stderr_paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestNode {
@@ -124,11 +126,18 @@ impl TestNode {
         let mut child = cmd.spawn().expect("spawn ferry");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr_paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let log = Arc::clone(&log);
+            let paused = Arc::clone(&stderr_paused);
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut lines = BufReader::new(stderr).lines();
+                loop {
+                    while paused.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let Some(Ok(line)) = lines.next() else { break };
                     if std::env::var("FERRY_TEST_ECHO").is_ok() {
                         eprintln!("[node] {line}");
                     }
@@ -163,7 +172,14 @@ impl TestNode {
             },
             _tmp: tmp,
             log,
+            stderr_paused,
         }
+    }
+
+    /// Stops (true) or resumes (false) reading the node's stderr.
+    pub fn pause_stderr(&self, paused: bool) {
+        self.stderr_paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Keeps the root directory after this node is dropped (restart tests).
