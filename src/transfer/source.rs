@@ -126,17 +126,17 @@ fn stream(
 
     let boundary = multipart::random_boundary();
     let cancel = Arc::clone(transfer.cancel_flag());
-    let (writer, reader) = pipe(PIPE_DEPTH, Arc::clone(&cancel));
-    let configuration = serde_json::json!({
-        "settings": spec.settings,
-        "process_configuration": spec.process_configuration,
-    });
     let outgoing = node
         .transfers
         .all_active()
         .iter()
         .filter(|t| t.direction == crate::transfer::Direction::Outgoing)
         .count();
+    let (writer, reader) = pipe(pipe_depth(outgoing), Arc::clone(&cancel));
+    let configuration = serde_json::json!({
+        "settings": spec.settings,
+        "process_configuration": spec.process_configuration,
+    });
     let options = PackOptions {
         level: node.config.system.transfers.compression_level,
         threads: compression_threads(
@@ -224,6 +224,14 @@ fn stream(
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.chars().take(200).collect());
     Err(format!("the destination answered {status}: {reason}"))
+}
+
+/// Upload pipe blocks for a transfer: the full depth for one, shared
+/// among the outgoing transfers running now (at least 4). Concurrent
+/// transfers are CPU-bound, so their pipes never fill, but each full pipe
+/// is 4 MiB of a node's memory.
+fn pipe_depth(outgoing: usize) -> usize {
+    (PIPE_DEPTH / outgoing.max(1)).max(4)
 }
 
 /// Compression workers for a transfer: the configured number, or for 0
@@ -353,7 +361,7 @@ pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
 
 #[cfg(test)]
 mod tests {
-    use super::compression_threads;
+    use super::{compression_threads, pipe_depth, PIPE_DEPTH};
 
     #[test]
     fn automatic_threads_share_the_cores_among_transfers() {
@@ -362,5 +370,14 @@ mod tests {
         assert_eq!(compression_threads(0, 2, 8), 1);
         assert_eq!(compression_threads(0, 16, 3), 5);
         assert_eq!(compression_threads(3, 2, 8), 3, "an explicit setting wins");
+    }
+
+    #[test]
+    fn the_upload_pipe_is_shared_among_transfers_down_to_four_blocks() {
+        assert_eq!(pipe_depth(0), PIPE_DEPTH);
+        assert_eq!(pipe_depth(1), PIPE_DEPTH);
+        assert_eq!(pipe_depth(2), PIPE_DEPTH / 2);
+        assert_eq!(pipe_depth(8), 4);
+        assert_eq!(pipe_depth(100), 4);
     }
 }
