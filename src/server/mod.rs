@@ -34,6 +34,17 @@ impl ServerConfig {
         }
     }
 
+    /// What the environment works from: this configuration and where the
+    /// server's data lives under `data_root`.
+    pub fn into_spec(self, data_root: &Path) -> ServerSpec {
+        ServerSpec {
+            data_dir: data_dir(data_root, &self.uuid),
+            uuid: self.uuid,
+            settings: self.settings,
+            process_configuration: self.process_configuration,
+        }
+    }
+
     /// `build.disk_space` in bytes, None when 0 or absent (unlimited).
     pub fn disk_space_bytes(&self) -> Option<u64> {
         let mib = self.settings.pointer("/build/disk_space")?.as_u64()?;
@@ -87,13 +98,7 @@ impl Server {
     }
 
     pub fn spec(&self, data_root: &Path) -> ServerSpec {
-        let config = self.config();
-        ServerSpec {
-            data_dir: data_dir(data_root, &self.uuid),
-            uuid: config.uuid,
-            settings: config.settings,
-            process_configuration: config.process_configuration,
-        }
+        self.config().into_spec(data_root)
     }
 
     pub fn is_transferring(&self) -> bool {

@@ -291,10 +291,7 @@ fn install(
     let spec = server.spec(&node.config.system.data);
     if let Err(e) = create_container(node, &spec) {
         uninstall(node, &config);
-        return Err(ApiError::new(
-            500,
-            format!("failed to create the server environment: {e}"),
-        ));
+        return Err(environment_error(e.to_string()));
     }
     if let Err(e) = node.report_to_panel(uuid, true) {
         uninstall(node, &config);
@@ -307,15 +304,17 @@ fn install(
 /// environment could not create a container from (no `container.image`,
 /// say), instead of failing after the whole archive arrived.
 fn check_environment(node: &Node, config: &ServerConfig) -> Result<(), ApiError> {
-    let spec = ServerSpec {
-        uuid: config.uuid.clone(),
-        settings: config.settings.clone(),
-        process_configuration: config.process_configuration.clone(),
-        data_dir: crate::server::data_dir(&node.config.system.data, &config.uuid),
-    };
+    let spec = config.clone().into_spec(&node.config.system.data);
     node.environment
         .check_settings(&spec)
-        .map_err(|e| ApiError::new(500, format!("failed to create the server environment: {e}")))
+        .map_err(|e| environment_error(e.to_string()))
+}
+
+fn environment_error(why: String) -> ApiError {
+    ApiError::new(
+        500,
+        format!("failed to create the server environment: {why}"),
+    )
 }
 
 /// Refuses the install while a container with the server's name runs on
@@ -326,27 +325,15 @@ fn check_environment(node: &Node, config: &ServerConfig) -> Result<(), ApiError>
 /// doomed transfer fails at once, and again before anything is moved into
 /// place.
 fn refuse_running_container(node: &Node, uuid: &str) -> Result<(), ApiError> {
-    let minimal = ServerConfig::minimal(uuid);
-    let spec = ServerSpec {
-        uuid: minimal.uuid,
-        settings: minimal.settings,
-        process_configuration: minimal.process_configuration,
-        data_dir: crate::server::data_dir(&node.config.system.data, uuid),
-    };
-    let refused = |why: String| {
-        ApiError::new(
-            500,
-            format!("failed to create the server environment: {why}"),
-        )
-    };
+    let spec = ServerConfig::minimal(uuid).into_spec(&node.config.system.data);
     match node.environment.state(&spec) {
         Ok(PowerState::Offline) => Ok(()),
-        Ok(state) => Err(refused(format!(
+        Ok(state) => Err(environment_error(format!(
             "a container named {uuid} is already {} on this node's Docker Engine \
              (is another node using the same Engine?)",
             state.as_str()
         ))),
-        Err(e) => Err(refused(e.to_string())),
+        Err(e) => Err(environment_error(e.to_string())),
     }
 }
 
