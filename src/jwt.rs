@@ -305,22 +305,32 @@ pub fn mint_token_from_claims(key: &[u8], header_json_extra: Value, claims: Valu
 /// uuid, `iat`, `nbf` 5 minutes back, `exp`, `sub`, a 16-character
 /// `unique_id`; `jti` and `sub` repeated in the header.
 pub fn mint_transfer_token(key: &[u8], server: &str, valid_for: Duration) -> String {
-    let now = now_secs();
     let jti = hex::encode(Sha256::digest(server.as_bytes()));
     mint_token_from_claims(
         key,
         json!({"jti": jti, "sub": server}),
-        json!({
-            "iss": "ferry",
-            "aud": ["ferry"],
-            "jti": jti,
-            "iat": now,
-            "nbf": now.saturating_sub(300),
-            "exp": now.saturating_add(valid_for.as_secs()),
-            "sub": server,
-            "unique_id": random_alnum(16),
-        }),
+        claims_with(&jti, valid_for, json!({"sub": server})),
     )
+}
+
+/// The claims every token ferry mints carries (issuer, audience, `jti`,
+/// `iat`, `nbf` 5 minutes back, `exp`, a 16-character `unique_id`), plus
+/// the token kind's own `extra` ones.
+fn claims_with(jti: &str, valid_for: Duration, extra: Value) -> Value {
+    let now = now_secs();
+    let mut claims = json!({
+        "iss": "ferry",
+        "aud": ["ferry"],
+        "jti": jti,
+        "iat": now,
+        "nbf": now.saturating_sub(300),
+        "exp": now.saturating_add(valid_for.as_secs()),
+        "unique_id": random_alnum(16),
+    });
+    if let (Some(all), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        all.extend(extra);
+    }
+    claims
 }
 
 /// Mints a websocket token.
@@ -330,22 +340,15 @@ pub fn mint_websocket_token(
     permissions: &[&str],
     valid_for: Duration,
 ) -> String {
-    let now = now_secs();
     let jti = random_alnum(16);
     mint_token_from_claims(
         key,
         json!({"jti": jti}),
-        json!({
-            "iss": "ferry",
-            "aud": ["ferry"],
-            "jti": jti,
-            "iat": now,
-            "nbf": now.saturating_sub(300),
-            "exp": now.saturating_add(valid_for.as_secs()),
-            "server_uuid": server,
-            "permissions": permissions,
-            "unique_id": random_alnum(16),
-        }),
+        claims_with(
+            &jti,
+            valid_for,
+            json!({"server_uuid": server, "permissions": permissions}),
+        ),
     )
 }
 
