@@ -176,50 +176,34 @@ fn every_error_row_of_the_table() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let expired = fake_panel::sign_hs256(
-        TOKEN.as_bytes(),
-        &json!({"alg": "HS256", "typ": "JWT"}),
-        &json!({"sub": SERVER, "exp": now - 3600, "iat": now - 7200}),
-    );
-    expect(
-        &node,
-        post(&node, &bearer(&expired), &multipart(), Vec::new(), &[]),
-        401,
-        "Invalid or expired transfer token.",
-    );
-    let no_exp = fake_panel::sign_hs256(
-        TOKEN.as_bytes(),
-        &json!({"alg": "HS256", "typ": "JWT"}),
-        &json!({"sub": SERVER}),
-    );
-    expect(
-        &node,
-        post(&node, &bearer(&no_exp), &multipart(), Vec::new(), &[]),
-        401,
-        "Invalid or expired transfer token.",
-    );
-    let bad_sub = fake_panel::sign_hs256(
-        TOKEN.as_bytes(),
-        &json!({"alg": "HS256", "typ": "JWT"}),
-        &json!({"sub": "../../etc", "exp": now + 600}),
-    );
-    expect(
-        &node,
-        post(&node, &bearer(&bad_sub), &multipart(), Vec::new(), &[]),
-        401,
-        "Invalid or expired transfer token.",
-    );
-    let no_scope = fake_panel::sign_hs256(
-        TOKEN.as_bytes(),
-        &json!({"alg": "HS256", "typ": "JWT"}),
-        &json!({"sub": SERVER, "exp": now + 600, "scope": "backup websocket"}),
-    );
-    expect(
-        &node,
-        post(&node, &bearer(&no_scope), &multipart(), Vec::new(), &[]),
-        403,
-        "Forbidden.",
-    );
+    // Signed with the node's token, refused for their claims.
+    let invalid = "Invalid or expired transfer token.";
+    for (claims, status, message) in [
+        (
+            json!({"sub": SERVER, "exp": now - 3600, "iat": now - 7200}),
+            401,
+            invalid,
+        ),
+        (json!({"sub": SERVER}), 401, invalid),
+        (json!({"sub": "../../etc", "exp": now + 600}), 401, invalid),
+        (
+            json!({"sub": SERVER, "exp": now + 600, "scope": "backup websocket"}),
+            403,
+            "Forbidden.",
+        ),
+    ] {
+        let token = fake_panel::sign_hs256(
+            TOKEN.as_bytes(),
+            &json!({"alg": "HS256", "typ": "JWT"}),
+            &claims,
+        );
+        expect(
+            &node,
+            post(&node, &bearer(&token), &multipart(), Vec::new(), &[]),
+            status,
+            message,
+        );
+    }
 
     // Body shape.
     expect(
