@@ -286,6 +286,31 @@ struct Plan<'a> {
     noise_mib: usize,
 }
 
+impl<'a> Plan<'a> {
+    /// The usual server: a shell loop stopped by SIGINT, no throttle, no
+    /// extra data. Tests change what they need with `..Plan::new(uuid)`.
+    fn new(uuid: &'a str) -> Plan<'a> {
+        Plan {
+            uuid,
+            settings: settings(uuid, INT_LOOP),
+            process_configuration: stop_with("signal", json!("SIGINT")),
+            source_transfers: "",
+            noise_mib: 0,
+        }
+    }
+}
+
+/// What every test here starts from: both Engines, a fresh server uuid,
+/// a guard that removes its containers from both, and a fake panel. None
+/// (the test skips) without Docker, unless Docker is required.
+fn world() -> Option<(Engines, String, Cleanup, FakePanel)> {
+    let engines = Engines::get()?;
+    let uuid = random_uuid();
+    let cleanup = Cleanup::new(&engines, &[&uuid]);
+    let panel = FakePanel::start("testtokenid", TOKEN);
+    Some((engines, uuid, cleanup, panel))
+}
+
 /// A source node on engine A holding the server with a game-server-like
 /// tree, and a destination on engine B that booted first, so the panel
 /// does not list the server to it.
@@ -342,24 +367,10 @@ fn env_list(doc: &Value) -> Vec<String> {
 
 #[test]
 fn transfer_of_a_running_server_stops_it_and_creates_the_container_on_arrival() {
-    let Some(engines) = Engines::get() else {
+    let Some((engines, uuid, mut cleanup, panel)) = world() else {
         return;
     };
-    let uuid = random_uuid();
-    let mut cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
-    let (source, dest) = pair(
-        &engines,
-        &mut cleanup,
-        &panel,
-        Plan {
-            uuid: &uuid,
-            settings: settings(&uuid, INT_LOOP),
-            process_configuration: stop_with("signal", json!("SIGINT")),
-            source_transfers: "",
-            noise_mib: 0,
-        },
-    );
+    let (source, dest) = pair(&engines, &mut cleanup, &panel, Plan::new(&uuid));
     start_server(&source, &uuid);
     assert!(inspect(&engines.a, &uuid).unwrap()["State"]["Running"] == true);
     assert!(
@@ -448,12 +459,9 @@ fn transfer_of_a_running_server_stops_it_and_creates_the_container_on_arrival() 
 
 #[test]
 fn a_server_that_does_not_stop_refuses_the_transfer_and_stays_running() {
-    let Some(engines) = Engines::get() else {
+    let Some((engines, uuid, _cleanup, panel)) = world() else {
         return;
     };
-    let uuid = random_uuid();
-    let _cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
     panel.add_server_with(
         &uuid,
         settings(&uuid, STUBBORN_LOOP),
@@ -548,23 +556,18 @@ fn a_server_that_does_not_stop_refuses_the_transfer_and_stays_running() {
 
 #[test]
 fn power_is_refused_while_the_server_is_transferring() {
-    let Some(engines) = Engines::get() else {
+    let Some((engines, uuid, mut cleanup, panel)) = world() else {
         return;
     };
-    let uuid = random_uuid();
-    let mut cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
     let (source, dest) = pair(
         &engines,
         &mut cleanup,
         &panel,
         Plan {
-            uuid: &uuid,
-            settings: settings(&uuid, INT_LOOP),
-            process_configuration: stop_with("signal", json!("SIGINT")),
             // 1 MiB/s and incompressible bytes keep the transfer going.
             source_transfers: "upload_limit: 1",
             noise_mib: 5,
+            ..Plan::new(&uuid)
         },
     );
     let (code, record) = start_transfer(&panel, &source, &dest, &uuid, false);
@@ -611,12 +614,9 @@ fn power_is_refused_while_the_server_is_transferring() {
 
 #[test]
 fn delete_removes_the_running_container_and_the_data() {
-    let Some(engines) = Engines::get() else {
+    let Some((engines, uuid, _cleanup, panel)) = world() else {
         return;
     };
-    let uuid = random_uuid();
-    let _cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
     panel.add_server_with(
         &uuid,
         settings(&uuid, INT_LOOP),
@@ -641,12 +641,9 @@ fn delete_removes_the_running_container_and_the_data() {
 
 #[test]
 fn a_restarted_node_reports_its_running_container() {
-    let Some(engines) = Engines::get() else {
+    let Some((engines, uuid, mut cleanup, panel)) = world() else {
         return;
     };
-    let uuid = random_uuid();
-    let mut cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
     panel.add_server_with(
         &uuid,
         settings(&uuid, INT_LOOP),
@@ -733,10 +730,7 @@ fn a_missing_engine_socket_stops_the_daemon_at_start_up() {
 /// failure once, the source keeps its data and nothing is left on the
 /// destination. Returns the destination's record (None: no Docker here).
 fn transfer_with_uncreatable_container(edit: impl FnOnce(&mut Value, &str)) -> Option<Value> {
-    let engines = Engines::get()?;
-    let uuid = random_uuid();
-    let mut cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
+    let (engines, uuid, mut cleanup, panel) = world()?;
     let mut settings = settings(&uuid, INT_LOOP);
     edit(&mut settings, &uuid);
     let (source, dest) = pair(
@@ -744,11 +738,9 @@ fn transfer_with_uncreatable_container(edit: impl FnOnce(&mut Value, &str)) -> O
         &mut cleanup,
         &panel,
         Plan {
-            uuid: &uuid,
             settings,
             process_configuration: stop_with("stop", Value::Null),
-            source_transfers: "",
-            noise_mib: 0,
+            ..Plan::new(&uuid)
         },
     );
     let before = tree_listing(&source.server_dir(&uuid));
@@ -812,24 +804,10 @@ fn settings_without_an_image_are_refused_before_the_archive_is_unpacked() {
 
 #[test]
 fn a_leftover_container_on_the_destination_is_replaced_but_a_running_one_is_left_alone() {
-    let Some(engines) = Engines::get() else {
+    let Some((engines, uuid, mut cleanup, panel)) = world() else {
         return;
     };
-    let uuid = random_uuid();
-    let mut cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
-    let (source, dest) = pair(
-        &engines,
-        &mut cleanup,
-        &panel,
-        Plan {
-            uuid: &uuid,
-            settings: settings(&uuid, INT_LOOP),
-            process_configuration: stop_with("signal", json!("SIGINT")),
-            source_transfers: "",
-            noise_mib: 0,
-        },
-    );
+    let (source, dest) = pair(&engines, &mut cleanup, &panel, Plan::new(&uuid));
     // A container with the server's name that this node does not hold:
     // another node sharing the Engine, or what an earlier install left.
     let stale = json!({
@@ -913,12 +891,9 @@ fn a_leftover_container_on_the_destination_is_replaced_but_a_running_one_is_left
 
 #[test]
 fn a_restart_under_way_does_not_start_the_server_during_its_transfer() {
-    let Some(engines) = Engines::get() else {
+    let Some((engines, uuid, mut cleanup, panel)) = world() else {
         return;
     };
-    let uuid = random_uuid();
-    let mut cleanup = Cleanup::new(&engines, &[&uuid]);
-    let panel = FakePanel::start("testtokenid", TOKEN);
     // Takes a second to stop, so the transfer arrives while the restart waits.
     let slow = "trap '' TERM; trap 'sleep 1; echo INT > got-int; exit 0' INT; \
                 [ -f ready ] || echo ready > ready; while :; do sleep 1 & wait $!; done";
@@ -927,11 +902,10 @@ fn a_restart_under_way_does_not_start_the_server_during_its_transfer() {
         &mut cleanup,
         &panel,
         Plan {
-            uuid: &uuid,
             settings: settings(&uuid, slow),
-            process_configuration: stop_with("signal", json!("SIGINT")),
             source_transfers: "upload_limit: 1",
             noise_mib: 5,
+            ..Plan::new(&uuid)
         },
     );
     start_server(&source, &uuid);
