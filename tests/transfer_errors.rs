@@ -89,14 +89,27 @@ fn post(
     (status, serde_json::from_str(&text).unwrap_or(json!(text)))
 }
 
+/// A fresh token and a multipart body of `parts`.
+fn send_parts(node: &TestNode, parts: &[(&str, Option<&str>, &[u8])]) -> (u16, serde_json::Value) {
+    post(
+        node,
+        &format!("Bearer {}", jwt()),
+        &multipart(),
+        body(parts),
+        &[],
+    )
+}
+
 /// A fresh token and a well-formed body: archive, then its checksum.
 fn upload(node: &TestNode, archive: &[u8]) -> (u16, serde_json::Value) {
     let sum = sha256_hex(archive);
-    let parts = body(&[
-        ("archive", Some("archive.tar.gz"), archive),
-        ("checksum", None, sum.as_bytes()),
-    ]);
-    post(node, &format!("Bearer {}", jwt()), &multipart(), parts, &[])
+    send_parts(
+        node,
+        &[
+            ("archive", Some("archive.tar.gz"), archive),
+            ("checksum", None, sum.as_bytes()),
+        ],
+    )
 }
 
 fn multipart() -> String {
@@ -220,28 +233,19 @@ fn every_error_row_of_the_table() {
     );
     expect(
         &node,
-        post(
+        send_parts(
             &node,
-            &bearer(&jwt()),
-            &multipart(),
-            body(&[
+            &[
                 ("checksum", None, good_sum.as_bytes()),
                 ("archive", Some("archive.tar.gz"), &good),
-            ]),
-            &[],
+            ],
         ),
         400,
         "archive must be sent before the checksum",
     );
     expect(
         &node,
-        post(
-            &node,
-            &bearer(&jwt()),
-            &multipart(),
-            body(&[("archive", Some("archive.tar.gz"), &good)]),
-            &[],
-        ),
+        send_parts(&node, &[("archive", Some("archive.tar.gz"), &good)]),
         400,
         "missing archive or checksum",
     );
@@ -258,15 +262,12 @@ fn every_error_row_of_the_table() {
     );
     expect(
         &node,
-        post(
+        send_parts(
             &node,
-            &bearer(&jwt()),
-            &multipart(),
-            body(&[
+            &[
                 ("archive", Some("archive.tar.gz"), &good),
                 ("checksum", None, sha256_hex(b"other").as_bytes()),
-            ]),
-            &[],
+            ],
         ),
         400,
         "checksums don't match",
@@ -311,16 +312,13 @@ fn every_error_row_of_the_table() {
     let config = json!({"settings": {"uuid": SERVER, "build": {"disk_space": 1}}}).to_string();
     expect(
         &node,
-        post(
+        send_parts(
             &node,
-            &bearer(&jwt()),
-            &multipart(),
-            body(&[
+            &[
                 ("configuration", None, config.as_bytes()),
                 ("archive", Some("archive.tar.gz"), &bomb),
                 ("checksum", None, bomb_sum.as_bytes()),
-            ]),
-            &[],
+            ],
         ),
         400,
         "There is not enough disk space available to perform that action.",
