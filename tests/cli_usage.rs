@@ -18,16 +18,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Every verb the binary has.
+const VERBS: [&str; 6] = [
+    "serve",
+    "check-config",
+    "transfer",
+    "status",
+    "cancel",
+    "token",
+];
+
 #[test]
 fn every_verb_has_help_that_exits_zero() {
-    for verb in [
-        "serve",
-        "check-config",
-        "transfer",
-        "status",
-        "cancel",
-        "token",
-    ] {
+    for verb in VERBS {
         for flag in ["--help", "-h"] {
             let out = ferry(&[verb, flag]);
             let stdout = text(&out.stdout);
@@ -50,14 +53,7 @@ fn every_verb_has_help_that_exits_zero() {
     );
     let out = ferry(&["help"]);
     assert_eq!(out.status.code(), Some(0));
-    for verb in [
-        "serve",
-        "check-config",
-        "transfer",
-        "status",
-        "cancel",
-        "token",
-    ] {
+    for verb in VERBS {
         assert!(
             text(&out.stdout).contains(&format!("ferry {verb}")),
             "help lacks {verb}"
