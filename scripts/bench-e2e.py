@@ -805,7 +805,7 @@ def report(res, a):
         say("| %d concurrent: aggregate MB/s, share of the same servers moved one at a time (%.1f MB/s) | %.1f MB/s (%.0f%%) | >= 90%% | %s |" % (
             a.concurrent, one, agg, 100 * agg / one, ok(agg / one >= 0.90)))
     frac = agg / mbs(med["ferry"])
-    say("| %d concurrent: the same against the large transfer's %.1f MB/s (other content; see README) | %.1f MB/s (%.0f%%) | | |" % (
+    say("| %d concurrent: the same against the large transfer's %.1f MB/s (other content; see docs/performance.md) | %.1f MB/s (%.0f%%) | | |" % (
         a.concurrent, mbs(med["ferry"]), agg, frac * 100))
     lat = res["api_latency"]
     if "src raised" in lat:

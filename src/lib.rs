@@ -2,7 +2,7 @@
 //! nodes, speaking the Pterodactyl Wings transfer protocol.
 //!
 //! The crate is a library with a thin binary (`src/main.rs`). Each module
-//! owns one job; see `../shared/DESIGN.md` for the map.
+//! owns one job; see `docs/design.md` for the map.
 
 pub mod api;
 pub mod archive;
