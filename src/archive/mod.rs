@@ -153,8 +153,12 @@ fn thread_cpu_ns() -> u64 {
 pub struct TreeTotals {
     /// Entries that will be archived (files, directories, symlinks).
     pub files: u64,
-    /// Regular-file content bytes.
+    /// Regular-file content bytes (apparent sizes; each file once however
+    /// many links it has): what the archive carries.
     pub bytes: u64,
+    /// Bytes those files take on disk (allocated blocks, at most their
+    /// size): what the destination will write, since it writes holes.
+    pub disk_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -182,28 +186,56 @@ pub enum PackError {
     Io(String),
 }
 
-/// Counts what `pack` will archive, without following links.
-pub fn scan(root: &Path) -> std::io::Result<TreeTotals> {
-    struct Count(TreeTotals);
-    impl walk::Visitor for Count {
-        type Error = std::convert::Infallible;
-        fn visit(&mut self, _path: &[u8], node: walk::Node) -> Result<(), Self::Error> {
-            self.0.files += 1;
+/// Counts what `pack` will archive, without following links, and refuses
+/// (naming it) a path the destination would refuse. Stops with
+/// `ErrorKind::Interrupted` within one directory entry of `cancel` being set.
+pub fn scan(root: &Path, cancel: &AtomicBool) -> std::io::Result<TreeTotals> {
+    struct Count<'a> {
+        totals: TreeTotals,
+        links: pack::HardLinks,
+        cancel: &'a AtomicBool,
+    }
+    impl walk::Visitor for Count<'_> {
+        type Error = String;
+        fn visit(&mut self, path: &[u8], node: walk::Node) -> Result<(), Self::Error> {
+            let (is_dir, link) = match &node {
+                walk::Node::Dir(_) => (true, &[][..]),
+                walk::Node::File(..) => (false, &[][..]),
+                walk::Node::Symlink(_, target) => (false, &target[..]),
+            };
+            pack::check_name_length(path, is_dir, link)?;
+            self.totals.files += 1;
             if let walk::Node::File(st, _) = node {
-                self.0.bytes += st.st_size.max(0) as u64;
+                // A second link to a file is archived without content.
+                if self.links.first_path(path, &st).is_none() {
+                    let size = st.st_size.max(0) as u64;
+                    self.totals.bytes += size;
+                    let allocated = (st.st_blocks.max(0) as u64).saturating_mul(512);
+                    self.totals.disk_bytes += allocated.min(size);
+                }
             }
             Ok(())
         }
         fn cancelled(&self) -> bool {
-            false
+            self.cancel.load(Ordering::Relaxed)
         }
     }
-    let mut c = Count(TreeTotals::default());
+    let mut c = Count {
+        totals: TreeTotals::default(),
+        links: pack::HardLinks::default(),
+        cancel,
+    };
     match walk::walk(root, false, &mut c) {
-        Ok(()) => Ok(c.0),
+        Ok(()) => Ok(c.totals),
         Err(walk::WalkStop::Io(m)) => Err(std::io::Error::other(m)),
-        Err(walk::WalkStop::Cancelled) => Err(std::io::Error::other("cancelled")),
-        Err(walk::WalkStop::Visitor(never)) => match never {},
+        Err(walk::WalkStop::Cancelled) => Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "cancelled",
+        )),
+        Err(walk::WalkStop::Visitor(m)) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            m,
+        )),
     }
 }
 

@@ -116,6 +116,14 @@ pub fn symlink_at(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// `linkat` without `AT_SYMLINK_FOLLOW`: a symlink at `old` would be
+/// linked itself, never followed (callers only link regular files).
+pub fn link_at(old_dir: RawFd, old: &CStr, new_dir: RawFd, new: &CStr) -> io::Result<()> {
+    // SAFETY: both names are valid NUL-terminated strings.
+    retry(|| check(unsafe { libc::linkat(old_dir, old.as_ptr(), new_dir, new.as_ptr(), 0) }))?;
+    Ok(())
+}
+
 pub fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     retry(|| check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }))?;
     Ok(())

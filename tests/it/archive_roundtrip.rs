@@ -18,7 +18,7 @@ fn round_trip_preserves_the_tree() {
     let data = tmp.path().join("data");
     fs::create_dir(&data).unwrap();
 
-    let totals = archive::scan(&src).unwrap();
+    let totals = archive::scan(&src, &AtomicBool::new(false)).unwrap();
     let counters = Counters::default();
     let mut out = Vec::new();
     let s = archive::pack(
@@ -214,7 +214,7 @@ fn scan_counts_what_pack_archives() {
     let src = tmp.path().join("src");
     make_tree(&src);
     let expected = snapshot(&src);
-    let t = archive::scan(&src).unwrap();
+    let t = archive::scan(&src, &AtomicBool::new(false)).unwrap();
     assert_eq!(t.files, expected.len() as u64);
     let bytes: u64 = expected
         .values()
@@ -234,7 +234,7 @@ fn special_files_are_skipped() {
     fs::write(src.join("keep"), b"k").unwrap();
     run(Command::new("mkfifo").arg(src.join("fifo")));
     let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
-    assert_eq!(archive::scan(&src).unwrap().files, 1);
+    assert_eq!(archive::scan(&src, &AtomicBool::new(false)).unwrap().files, 1);
     let (bytes, s) = pack_vec(&src, 1, 1);
     assert_eq!(s.files, 1);
     let p = tmp.path().join("a.tgz");
