@@ -180,6 +180,22 @@ pub fn lchown_at(dir: RawFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> 
     Ok(())
 }
 
+/// Sets the mode of the directory `name` in `dir` without needing read or
+/// search permission on it and without following a symlink: it is opened
+/// with `O_PATH|O_NOFOLLOW|O_DIRECTORY` (no permission needed) and changed
+/// through `/proc/self/fd`, which names exactly that inode (`fchmod` does
+/// not work on an `O_PATH` fd).
+pub fn chmod_dir_at(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY;
+    let fd = open_at(dir, name, flags, 0)?;
+    let proc_path = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: `proc_path` is a valid NUL-terminated string; `fd` stays
+    // open (and so names the same inode) until after the call.
+    retry(|| check(unsafe { libc::chmod(proc_path.as_ptr(), mode as libc::mode_t) }))?;
+    drop(fd);
+    Ok(())
+}
+
 pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
     check(unsafe { libc::fchmod(fd, mode as libc::mode_t) })?;
     Ok(())
