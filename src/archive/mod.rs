@@ -232,10 +232,9 @@ pub fn scan(root: &Path, cancel: &AtomicBool) -> std::io::Result<TreeTotals> {
             std::io::ErrorKind::Interrupted,
             "cancelled",
         )),
-        Err(walk::WalkStop::Visitor(m)) => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            m,
-        )),
+        Err(walk::WalkStop::Visitor(m)) => {
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m))
+        }
     }
 }
 

@@ -177,7 +177,10 @@ fn dir_swapped_for_symlink_after_scan_is_archived_as_link() {
     fs::write(src.join("world/level.dat"), b"level").unwrap();
     fs::create_dir(&outside).unwrap();
     fs::write(outside.join("secret"), b"SECRET-MARKER").unwrap();
-    assert_eq!(archive::scan(&src, &AtomicBool::new(false)).unwrap().files, 2);
+    assert_eq!(
+        archive::scan(&src, &AtomicBool::new(false)).unwrap().files,
+        2
+    );
 
     fs::rename(src.join("world"), tmp.path().join("world.moved")).unwrap();
     symlink(&outside, src.join("world")).unwrap();

@@ -225,7 +225,8 @@ fn refused_entries() {
         (
             "hard link through a symlink",
             tar(&|b| {
-                b.symlink("s", &out).entry(b"h", b'1', b"s/secret", 0o644, b"");
+                b.symlink("s", &out)
+                    .entry(b"h", b'1', b"s/secret", 0o644, b"");
             }),
             Box::new(unsafe_is("h")),
         ),
@@ -260,22 +261,16 @@ fn refused_entries() {
         (
             "sparse map past the file's end",
             tar(&|b| {
-                b.pax(&[
-                    ("GNU.sparse.size", b"10"),
-                    ("GNU.sparse.map", b"5,10"),
-                ])
-                .file("sp", &[1u8; 10]);
+                b.pax(&[("GNU.sparse.size", b"10"), ("GNU.sparse.map", b"5,10")])
+                    .file("sp", &[1u8; 10]);
             }),
             Box::new(corrupt_with("tar: sparse map is out of order")),
         ),
         (
             "sparse map that does not match the data",
             tar(&|b| {
-                b.pax(&[
-                    ("GNU.sparse.size", b"100"),
-                    ("GNU.sparse.map", b"0,10"),
-                ])
-                .file("sp", &[1u8; 20]);
+                b.pax(&[("GNU.sparse.size", b"100"), ("GNU.sparse.map", b"0,10")])
+                    .file("sp", &[1u8; 20]);
             }),
             Box::new(corrupt_with("tar: sparse map does not match")),
         ),
@@ -425,7 +420,6 @@ fn size_limits() {
         many.file(&format!("part{i}"), &noise(1 << 20, i));
     }
     w.refuse("many files", &gzip(&many.finish()), &four_mib, no_space);
-
 
     // Exactly at the limit is fine.
     let mut exact = TarBuilder::default();

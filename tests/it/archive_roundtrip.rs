@@ -234,7 +234,10 @@ fn special_files_are_skipped() {
     fs::write(src.join("keep"), b"k").unwrap();
     run(Command::new("mkfifo").arg(src.join("fifo")));
     let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
-    assert_eq!(archive::scan(&src, &AtomicBool::new(false)).unwrap().files, 1);
+    assert_eq!(
+        archive::scan(&src, &AtomicBool::new(false)).unwrap().files,
+        1
+    );
     let (bytes, s) = pack_vec(&src, 1, 1);
     assert_eq!(s.files, 1);
     let p = tmp.path().join("a.tgz");

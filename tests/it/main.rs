@@ -15,6 +15,7 @@ mod archive_hostile;
 mod archive_roundtrip;
 mod archive_sparse;
 mod archive_staging;
+mod archive_tar_interop;
 mod cli_transfer;
 mod cli_usage;
 mod docker_env;

@@ -29,6 +29,31 @@ pub struct NodeOptions {
     pub open_files_soft_limit: Option<u64>,
     /// Reuse this root directory (restart tests).
     pub root: Option<PathBuf>,
+    /// Run the node as `nobody` (uid/gid 65534) through `setpriv`, as an
+    /// operator running ferry as an ordinary user would. The root
+    /// directory and config are handed to that user (not recursively: a
+    /// test that pre-fills the root gives away what it wants with
+    /// `give_to_nobody`). Needs the tests to run as root.
+    pub unprivileged: bool,
+}
+
+/// The uid and gid an `unprivileged` node runs as.
+pub const NOBODY: u32 = 65534;
+
+/// Makes `path` (and with `recursive` everything beneath it) belong to
+/// `NOBODY`, so an unprivileged node can use it.
+pub fn give_to_nobody(path: &Path, recursive: bool) {
+    let mut cmd = Command::new("chown");
+    if recursive {
+        cmd.arg("-R");
+    }
+    let status = cmd
+        .arg("-h")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(status.success(), "chown {} failed", path.display());
 }
 
 pub struct TestNode {
@@ -94,7 +119,18 @@ impl TestNode {
         let config_path = root.join("config.yml");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(&config_path, yaml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        let mut cmd = if options.unprivileged {
+            give_to_nobody(&root, false);
+            give_to_nobody(&config_path, false);
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={NOBODY}"))
+                .arg(format!("--regid={NOBODY}"))
+                .arg("--clear-groups")
+                .arg(env!("CARGO_BIN_EXE_ferry"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_ferry"))
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
