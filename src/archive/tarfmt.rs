@@ -188,6 +188,9 @@ pub struct GnuSparse {
     pub real_size: u64,
 }
 
+/// Data regions of a sparse file: (offset, length), in order.
+pub type Regions = Vec<(u64, u64)>;
+
 /// A sparse file: data regions (offset, length) in order, and the size of
 /// the file they belong to. The entry's data is the regions' bytes back to
 /// back.
@@ -246,7 +249,7 @@ pub fn decode_gnu_sparse_ext(b: &[u8; BLOCK], out: &mut Vec<(u64, u64)>) -> Resu
 /// numbers each ended by a newline (the count, then offset/length pairs).
 /// Returns `None` while `data` does not yet hold the whole map, else the
 /// regions and the map's length in bytes (before block padding).
-pub fn parse_sparse_map_1_0(data: &[u8]) -> Result<Option<(Vec<(u64, u64)>, usize)>, String> {
+pub fn parse_sparse_map_1_0(data: &[u8]) -> Result<Option<(Regions, usize)>, String> {
     let bad = || "malformed sparse map".to_string();
     let mut pos = 0;
     let next = |pos: &mut usize| -> Result<Option<u64>, String> {

@@ -254,6 +254,16 @@ fn uuid(n: u32) -> String {
 /// Posts `archive` as an incoming transfer of `server`; the status and body.
 pub fn post_archive(node: &TestNode, server: &str, archive: &[u8]) -> (u16, String) {
     let sum = hex::encode(Sha256::digest(archive));
+    post_archive_with_checksum(node, server, archive, &sum)
+}
+
+/// Posts `archive` with `sum` as its checksum part.
+pub fn post_archive_with_checksum(
+    node: &TestNode,
+    server: &str,
+    archive: &[u8],
+    sum: &str,
+) -> (u16, String) {
     let mut body = Vec::new();
     write!(
         body,
