@@ -12,6 +12,7 @@ mod archive_cancel;
 mod archive_extract_race;
 mod archive_go;
 mod archive_hostile;
+mod archive_limits;
 mod archive_nonroot;
 mod archive_roundtrip;
 mod archive_sparse;
