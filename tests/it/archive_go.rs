@@ -88,6 +88,39 @@ fn go_extracts_the_awkward_tree_at_every_level() {
     }
 }
 
+/// ferry writes a file's further links as tar hard-link entries; Go's
+/// archive/tar (Wings' reader) reads them, and the copies it makes are
+/// linked again.
+#[test]
+fn go_extracts_hard_links() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(reader) = go_reader() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("plugins")).unwrap();
+    fs::create_dir_all(src.join("libs")).unwrap();
+    fs::write(src.join("plugins/lib.jar"), noise(300 << 10, 5)).unwrap();
+    fs::hard_link(src.join("plugins/lib.jar"), src.join("libs/lib.jar")).unwrap();
+    fs::hard_link(src.join("plugins/lib.jar"), src.join("libs/z.jar")).unwrap();
+    let (bytes, summary) = pack_vec(&src, 6, 2);
+    // The content travels once.
+    assert_eq!(summary.bytes, 300 << 10);
+    assert!(bytes.len() < 2 * (300 << 10), "content sent more than once");
+    let archive_path = tmp.path().join("a.tar.gz");
+    fs::write(&archive_path, &bytes).unwrap();
+    let dest = tmp.path().join("go");
+    fs::create_dir(&dest).unwrap();
+    let out = run(Command::new(reader).arg(&archive_path).arg(&dest));
+    assert_eq!(out.trim(), "5");
+    assert_same_tree(&src, &dest);
+    let md = fs::metadata(dest.join("libs/z.jar")).unwrap();
+    assert_eq!(md.nlink(), 3);
+    assert_eq!(
+        md.ino(),
+        fs::metadata(dest.join("libs/lib.jar")).unwrap().ino()
+    );
+}
+
 /// The packer's special blocks: random data stored, long zero runs as
 /// distance-258 copies, and blocks mixing both with compressible text.
 #[test]
