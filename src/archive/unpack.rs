@@ -164,8 +164,12 @@ impl<'a> Target<'a> {
                         _ => io_fail("opening directory for", path, e),
                     })?
                 }
-                // A symlink (ELOOP) or a non-directory on the way.
+                // A symlink (ELOOP) or a non-directory on the way; or,
+                // looking up a hard link's target, nothing there.
                 Err(e) if matches!(sys::errno(&e), libc::ELOOP | libc::ENOTDIR) => {
+                    return Err(unsafe_path(path))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !create => {
                     return Err(unsafe_path(path))
                 }
                 Err(e) => return Err(io_fail("opening directory for", path, e)),

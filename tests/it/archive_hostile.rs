@@ -223,6 +223,13 @@ fn refused_entries() {
             Box::new(unsafe_is("h")),
         ),
         (
+            "hard link into a missing directory",
+            tar(&|b| {
+                b.entry(b"h", b'1', b"no/such/file", 0o644, b"");
+            }),
+            Box::new(unsafe_is("h")),
+        ),
+        (
             "hard link through a symlink",
             tar(&|b| {
                 b.symlink("s", &out)
@@ -480,7 +487,10 @@ fn sanitised_but_accepted() {
         .file("s", b"new")
         .file("dup", b"first")
         .file("dup", b"second")
-        .file("implicit/parents/file", b"p");
+        .file("implicit/parents/file", b"p")
+        // A hard link inside the tree, over an existing name.
+        .file("linked", b"old")
+        .entry(b"linked", b'1', b"implicit/parents/file", 0o644, b"");
     let (staging, r) = w.extract(
         &gzip(&b.finish())[..],
         &ExtractLimits {
@@ -489,7 +499,7 @@ fn sanitised_but_accepted() {
         },
     );
     let s = r.unwrap();
-    assert_eq!(s.files, 7);
+    assert_eq!(s.files, 9);
     let root = staging.path().to_path_buf();
     let md = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
     assert_eq!(md("suid").mode() & 0o7777, 0o755);
@@ -499,6 +509,8 @@ fn sanitised_but_accepted() {
     assert_eq!(fs::read(w.outside.join("secret")).unwrap(), b"do not touch");
     assert_eq!(fs::read(root.join("dup")).unwrap(), b"second");
     assert_eq!(fs::read(root.join("implicit/parents/file")).unwrap(), b"p");
+    assert_eq!(md("linked").ino(), md("implicit/parents/file").ino());
+    assert_eq!(md("linked").nlink(), 2);
     assert_eq!(md("suid").mtime(), 1_600_000_000);
     assert_eq!(md("sticky").mtime(), 1_600_000_000);
     if running_as_root() {
