@@ -16,6 +16,10 @@
 //! read, and what Wings writes): entries relative to the data directory,
 //! no leading `/` or `./`, directories with a trailing `/`, the root itself
 //! not an entry; extraction accepts `./`-prefixed paths and a `./` entry.
+//! A file with several links is archived once; its other paths become
+//! hard-link entries. Extraction reads what GNU tar and bsdtar write in
+//! every format: ustar, PAX, GNU (long names, base-256 numbers, negative
+//! mtimes) and GNU sparse files (old `S` and PAX 0.0/0.1/1.0, as holes).
 
 mod extract;
 mod gzip;
@@ -256,7 +260,8 @@ pub fn pack<W: Write>(
 
 #[derive(Debug, Clone, Default)]
 pub struct ExtractLimits {
-    /// The server's `build.disk_space` in bytes; None = unlimited.
+    /// The server's `build.disk_space` in bytes; None = unlimited. Counts
+    /// the bytes written: holes (and zero runs, written as holes) are free.
     pub max_bytes: Option<u64>,
     /// Owner to give every entry (applied only when running as root).
     pub owner: Option<(u32, u32)>,
