@@ -14,6 +14,7 @@ use crate::archive::{self, PackError, PackOptions};
 use crate::multipart::{self, MultipartWriter, PartInfo};
 use crate::node::Node;
 use crate::server::{Server, TransferMark};
+use crate::transfer::finish::{self, SourceEnd};
 use crate::transfer::pipe::pipe;
 use crate::transfer::progress::upload_line;
 use crate::transfer::throttle::ThrottledReader;
@@ -27,6 +28,9 @@ pub struct OutgoingPlan {
     pub token: String,
     pub start_on_completion: bool,
 }
+
+/// How a packing error caused by the upload's end begins.
+const UPLOAD_STOPPED: &str = "the upload stopped";
 
 /// Blocks in flight between packing and the socket (256 KiB each).
 const PIPE_DEPTH: usize = 16;
@@ -54,46 +58,30 @@ fn run(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, plan: &Ou
     // This thread and the packing threads it starts are bulk work.
     let _batch = crate::archive::sched::batch();
     let server = Arc::clone(mark.server());
-    let outcome = stream(node, transfer, &server, plan);
-    let status = {
-        // Held across the end so a concurrent DELETE sees either an active
-        // transfer (and defers) or a finished one (and removes at once).
-        let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let status = node.transfers.finish(transfer, outcome.clone());
-        if server.delete_requested() {
-            node.remove_server(&server);
-        }
-        status
-    };
-    match status {
-        Status::Completed => {}
-        Status::Cancelled => {
-            let msg = match transfer.cancel_reason() {
-                Some(reason) => format!("Canceled. ({reason})"),
-                None => "Canceled.".to_string(),
-            };
-            node.transfer_log(transfer, &msg);
-        }
-        _ => {
-            let error = outcome.err().unwrap_or_default();
-            node.transfer_log(transfer, &format!("Transfer failed: {error}"));
-        }
-    }
-    if status != Status::Completed {
-        // The source never reports success; failure exactly once.
-        let _ = node.report_to_panel(&transfer.server, false);
-    }
-    drop(mark);
-    transfer.finalize();
+    let end = stream(node, transfer, &server, plan);
+    finish::source::settle(node, transfer, mark, end);
 }
 
-/// Streams the archive and returns Ok only on the destination's 200.
+/// Streams the archive; how the request ended, for the finish machine.
 fn stream(
     node: &Arc<Node>,
     transfer: &Arc<Transfer>,
     server: &Arc<Server>,
     plan: &OutgoingPlan,
-) -> Result<(), String> {
+) -> SourceEnd {
+    match send(node, transfer, server, plan) {
+        Ok(end) => end,
+        Err(local) => SourceEnd::Local(local),
+    }
+}
+
+/// The request itself; Err for a failure here before anything was sent.
+fn send(
+    node: &Arc<Node>,
+    transfer: &Arc<Transfer>,
+    server: &Arc<Server>,
+    plan: &OutgoingPlan,
+) -> Result<SourceEnd, String> {
     if !node
         .transfers
         .transition(transfer, Status::Processing, None)
@@ -162,7 +150,10 @@ fn stream(
                     &transfer,
                 );
                 if result.is_ok() {
-                    transfer.mark_archive_sent();
+                    // From here the destination may hold the whole archive.
+                    let _ = node
+                        .transfers
+                        .enter_phase(&transfer, finish::Phase::SentLastByte);
                     node.transfer_log(&transfer, "Finished streaming archive to destination.");
                 }
                 result
@@ -204,14 +195,30 @@ fn stream(
         .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
     drop(monitor);
 
-    if transfer.is_cancelled() {
-        return Err("cancelled".to_string());
-    }
-    let mut response = sent.map_err(|e| format!("could not stream to the destination: {e}"))?;
-    produced?;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(_) if transfer.is_cancelled() => {
+            return Ok(SourceEnd::NoAnswer("cancelled".to_string()))
+        }
+        // Packing failed here (not the upload): the body was cut short.
+        Err(_) if matches!(&produced, Err(m) if !m.starts_with(UPLOAD_STOPPED)) => {
+            return Err(produced.err().unwrap_or_default())
+        }
+        Err(e) => {
+            return Ok(SourceEnd::NoAnswer(format!(
+                "could not stream to the destination: {e}"
+            )))
+        }
+    };
     let status = response.status().as_u16();
     if status == 200 {
-        return Ok(());
+        // The destination committed; whatever happened here meanwhile.
+        return Ok(SourceEnd::Accepted);
+    }
+    if let Err(local) = produced {
+        if !transfer.is_cancelled() {
+            log::warn!("transfer {}: {local}", transfer.id);
+        }
     }
     let text = response
         .body_mut()
@@ -223,7 +230,7 @@ fn stream(
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.chars().take(200).collect());
-    Err(format!("the destination answered {status}: {reason}"))
+    Ok(SourceEnd::Refused(status, reason))
 }
 
 /// Upload pipe blocks for a transfer: the full depth for one, shared
@@ -254,7 +261,7 @@ fn produce(
     options: &PackOptions,
     transfer: &Transfer,
 ) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("the upload stopped: {e}");
+    let io = |e: std::io::Error| format!("{UPLOAD_STOPPED}: {e}");
     let mut mp = MultipartWriter::new(writer, boundary);
     mp.begin_part(&PartInfo {
         name: "configuration".into(),
