@@ -20,10 +20,8 @@
 //! `tests/docker_env.rs`). Containers are removed from both Engines by a
 //! guard, pass or fail.
 
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

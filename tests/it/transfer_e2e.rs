@@ -3,10 +3,8 @@
 //! follow-up delete, cancel from either side, a destination that dies, a
 //! panel that is down, and double starts.
 
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! Shared helpers for the archive integration tests: tree generation, tree
 //! snapshots for comparison, hand-made tar/gzip bytes and pack/extract
 //! shortcuts.
-#![allow(dead_code)]
 
 use ferry::archive::{self, Counters, ExtractError, ExtractLimits, PackOptions, Staging};
 use sha2::{Digest, Sha256};

@@ -5,12 +5,10 @@
 //! otherwise). Knobs: servers, the transferring mark, forced 500s, a delay,
 //! going down (connections refused) and back up; every request is logged.
 //!
-//! Use it from a test file with
-//! `#[path = "support/fake_panel.rs"] mod fake_panel;`.
+//! Use it from a test module with `use crate::support::fake_panel;`.
 //!
 //! It also mints transfer JWTs exactly like the panel's NodeJWTService, with
 //! its own HMAC-SHA256 and base64url so it does not depend on `ferry::jwt`.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -2,7 +2,7 @@
 //! Python's tarfile in both directions, multi-member gzip, levels and
 //! worker counts, and scan/pack/extract counters.
 
-mod archive_support;
+use crate::support::archive_support;
 
 use archive_support::*;
 use ferry::archive::{self, Counters, ExtractLimits, PackOptions, Staging};

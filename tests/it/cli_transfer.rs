@@ -3,10 +3,8 @@
 //! token), the source sends the `configuration` part and the destination
 //! registers the server from it. Ctrl-C cancels cleanly; failures exit 1.
 
-#[path = "support/certs.rs"]
-mod certs;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::certs;
+use crate::support::node;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -4,10 +4,8 @@
 //! the upload exactly as the docs show it with `curl -F`, and the panel's
 //! delete arriving while the source waits for the destination's answer.
 
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::io::Write;
 use std::process::Command;

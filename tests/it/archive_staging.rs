@@ -1,7 +1,7 @@
 //! Staging layout, commit without overwrite, abort/drop cleanup, stale
 //! staging recovery, and tree removal that never follows a link.
 
-mod archive_support;
+use crate::support::archive_support;
 
 use archive_support::*;
 use ferry::archive::{self, Staging, STAGING_DIR};

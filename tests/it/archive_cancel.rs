@@ -1,7 +1,7 @@
 //! Cancellation (mid-pack, mid-extract: stops within 100 ms, leaves
 //! nothing) and the walk's resistance to symlinks swapped in under it.
 
-mod archive_support;
+use crate::support::archive_support;
 
 use archive_support::*;
 use ferry::archive::{

@@ -5,10 +5,8 @@
 //! nothing half-installed on the destination, no server left locked, one
 //! terminal status and one panel report per side.
 
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -4,12 +4,9 @@
 //! on the JSON content type, 400, which proves the token was accepted).
 //! Ends with a replay: a token used for a finished transfer is refused.
 
-#[path = "adversarial_support/mod.rs"]
-mod adv;
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::adv;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

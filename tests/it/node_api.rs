@@ -2,10 +2,8 @@
 //! outcomes and messages, the error envelope, body validation, HTTP abuse
 //! the daemon must survive, server routes, config errors and SIGTERM.
 
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

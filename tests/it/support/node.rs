@@ -1,7 +1,6 @@
 //! Test support: a real `ferry` node (the built binary) on a loopback port
 //! with its own config, state and data directories, plus a small JSON HTTP
-//! client. Used via `#[path = "support/node.rs"] mod node;`.
-#![allow(dead_code)]
+//! client. Used via `use crate::support::node;`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

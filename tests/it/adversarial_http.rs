@@ -4,12 +4,9 @@
 //! answering promptly (bounds are loose: seconds, for loaded CI machines),
 //! and what the abuse started is cleaned up.
 
-#[path = "adversarial_support/mod.rs"]
-mod adv;
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::adv;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,6 @@
 //! Helpers shared by the `adversarial_*` tests: raw `POST /api/transfers`
 //! requests, hand-built multipart bodies (hostile shapes included), a tiny
 //! real archive, and the "nothing was left behind" check.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,8 +2,7 @@
 //! reports (204, 409 not retried), retries on 500 and giving up when the
 //! panel is down.
 
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
+use crate::support::fake_panel;
 
 use std::time::{Duration, Instant};
 

@@ -4,12 +4,9 @@
 //! that does not trust the destination's certificate fails the transfer
 //! with the reason, reports it once and leaves nothing on the destination.
 
-#[path = "support/certs.rs"]
-mod certs;
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::certs;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

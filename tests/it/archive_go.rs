@@ -10,11 +10,9 @@
 //! `FERRY_REQUIRE_GO=1` (CI sets it and installs Debian's `golang-go`),
 //! when they fail instead.
 
-mod archive_support;
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::archive_support;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use archive_support::*;
 use std::fs;

@@ -3,13 +3,13 @@
 //! checks the cargo-fuzz targets run, so `make test` keeps them passing
 //! without the fuzzing toolchain.
 
-#[path = "../fuzz/checks/archive_extract.rs"]
+#[path = "../../fuzz/checks/archive_extract.rs"]
 mod archive_extract;
-#[path = "../fuzz/checks/http_chunked.rs"]
+#[path = "../../fuzz/checks/http_chunked.rs"]
 mod http_chunked;
-#[path = "../fuzz/checks/http_head.rs"]
+#[path = "../../fuzz/checks/http_head.rs"]
 mod http_head;
-#[path = "../fuzz/checks/multipart.rs"]
+#[path = "../../fuzz/checks/multipart.rs"]
 mod multipart;
 
 use std::path::PathBuf;

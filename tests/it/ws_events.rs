@@ -8,8 +8,7 @@
 //! here within a test's time, so the last test checks what a user sees:
 //! the transfer and the other clients are not held up.
 
-#[path = "support/node.rs"]
-mod node;
+use crate::support::node;
 
 use std::net::TcpStream;
 use std::path::Path;

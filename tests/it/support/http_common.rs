@@ -1,7 +1,6 @@
 //! Shared helpers for the HTTP server tests: a server running on a loopback
 //! port, a minimal HTTP/1.1 response reader, a deterministic body generator
 //! and memory probes.
-#![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

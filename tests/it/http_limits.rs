@@ -2,10 +2,10 @@
 //! sends an 8 MiB header line or a multi-GiB chunked body, and surviving
 //! accept errors when the process runs out of file descriptors.
 //!
-//! They change process-wide state (the peak-RSS mark, the fd limit), so they
-//! run one at a time, in their own test binary.
+//! They change process-wide state (the peak-RSS mark, the fd limit, the
+//! logger), so each runs in a process of its own, one at a time.
 
-mod http_common;
+use crate::support::http_common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
@@ -48,6 +48,12 @@ fn warm_up(server: &TestServer) {
 
 #[test]
 fn eight_mib_header_line_keeps_memory_flat() {
+    if crate::support::rerun_in_own_process(
+        module_path!(),
+        "eight_mib_header_line_keeps_memory_flat",
+    ) {
+        return;
+    }
     let _serial = serial();
     let server = TestServer::start(App, ServerOptions::default());
     warm_up(&server);
@@ -93,6 +99,12 @@ fn upload_bytes() -> u64 {
 
 #[test]
 fn multi_gib_chunked_upload_streams_with_flat_memory() {
+    if crate::support::rerun_in_own_process(
+        module_path!(),
+        "multi_gib_chunked_upload_streams_with_flat_memory",
+    ) {
+        return;
+    }
     let _serial = serial();
     let server = TestServer::start(App, ServerOptions::default());
     warm_up(&server);
@@ -121,6 +133,12 @@ fn multi_gib_chunked_upload_streams_with_flat_memory() {
 
 #[test]
 fn huge_declared_length_allocates_nothing() {
+    if crate::support::rerun_in_own_process(
+        module_path!(),
+        "huge_declared_length_allocates_nothing",
+    ) {
+        return;
+    }
     let _serial = serial();
     let server = TestServer::start(App, ServerOptions::default());
     warm_up(&server);
@@ -183,6 +201,12 @@ fn set_nofile(lim: &libc::rlimit) {
 
 #[test]
 fn accept_survives_running_out_of_file_descriptors() {
+    if crate::support::rerun_in_own_process(
+        module_path!(),
+        "accept_survives_running_out_of_file_descriptors",
+    ) {
+        return;
+    }
     let _serial = serial();
     let logs = logs();
     let server = TestServer::start(App, ServerOptions::default());
@@ -239,6 +263,12 @@ fn accept_survives_running_out_of_file_descriptors() {
 
 #[test]
 fn thousands_of_slow_connections_do_not_starve_requests() {
+    if crate::support::rerun_in_own_process(
+        module_path!(),
+        "thousands_of_slow_connections_do_not_starve_requests",
+    ) {
+        return;
+    }
     let _serial = serial();
     let original = nofile();
     let wanted = 8192.min(original.rlim_max);

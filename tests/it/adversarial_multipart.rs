@@ -5,12 +5,9 @@
 //! `.ferry-staging/`, not registered. Boundary-like bytes inside the data
 //! are data, and 100 000 empty parts cost bounded time and memory.
 
-#[path = "adversarial_support/mod.rs"]
-mod adv;
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
-#[path = "support/node.rs"]
-mod node;
+use crate::support::adv;
+use crate::support::fake_panel;
+use crate::support::node;
 
 use std::io::Write;
 use std::time::{Duration, Instant};

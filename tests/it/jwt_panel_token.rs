@@ -2,8 +2,7 @@
 //! its own HMAC and base64) are accepted by `ferry::jwt`, and the shapes the
 //! panel may produce (float dates, long keys) too.
 
-#[path = "support/fake_panel.rs"]
-mod fake_panel;
+use crate::support::fake_panel;
 
 use ferry::jwt::{verify_transfer_token, TokenError};
 use serde_json::json;

@@ -6,7 +6,7 @@
 //! and extractor in a few seconds (dependencies are optimised even in
 //! debug builds); the same size is also checked by C zlib (via Python).
 
-mod archive_support;
+use crate::support::archive_support;
 
 use archive_support::*;
 use ferry::archive::{self, Counters, ExtractLimits, PackOptions, Staging};

@@ -3,7 +3,7 @@
 //! Plus the accepted-but-sanitised cases (setuid stripped, links replaced
 //! not followed, owner applied).
 
-mod archive_support;
+use crate::support::archive_support;
 
 use archive_support::*;
 use ferry::archive::{self, Counters, ExtractError, ExtractLimits, Staging};
