@@ -79,7 +79,7 @@ fn undo(node: &Arc<Node>, orphan: &Saved) {
         {
             destination::uninstall(node, &orphan.server);
             log::warn!(
-                "recovery: removed the unfinished install of {}",
+                "recovery: removed the unclaimed install of {}",
                 orphan.server
             );
         }
