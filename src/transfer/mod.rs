@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod destination;
+pub mod early_answer;
 pub mod finish;
 pub mod manager;
 pub mod persist;

@@ -5,7 +5,8 @@
 //! Threads: this one drives the HTTP request; a producer packs into a
 //! bounded pipe through the multipart writer; a monitor publishes progress.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use crate::archive::{self, PackError, PackOptions};
 use crate::multipart::{self, MultipartWriter, PartInfo};
 use crate::node::Node;
 use crate::server::{Server, TransferMark};
+use crate::transfer::early_answer;
 use crate::transfer::finish::{self, SourceEnd};
 use crate::transfer::pipe::pipe;
 use crate::transfer::progress::upload_line;
@@ -101,14 +103,16 @@ fn send(
     })?;
     transfer.set_totals(totals.files, totals.bytes);
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(15)))
         .user_agent(format!("ferry/{}", crate::VERSION))
         .tls_config(crate::trust::tls_config())
-        .build()
-        .into();
+        .build();
+    // Keeps what the destination answered if it answers before the end.
+    let heard = early_answer::Heard::default();
+    let agent = early_answer::agent(config, &heard);
     let killer = agent.clone();
     transfer.on_cancel(move || killer.clone().shutdown());
 
@@ -133,27 +137,30 @@ fn send(
             outgoing,
         ),
     };
+    // The whole body was written into the pipe (its end is then real).
+    let whole = Arc::new(AtomicBool::new(false));
     let producer = {
         let transfer = Arc::clone(transfer);
         let node = Arc::clone(node);
         let boundary = boundary.clone();
         let root = spec.data_dir.clone();
+        let whole = Arc::clone(&whole);
         thread::Builder::new()
             .name(format!("pack-{}", &transfer.id[..8]))
             .spawn(move || {
+                let mut writer = writer;
                 let result = produce(
-                    writer,
+                    &mut writer,
                     &boundary,
                     &configuration,
                     &root,
                     &options,
                     &transfer,
                 );
+                // Set before the writer is dropped, which ends the body.
+                whole.store(result.is_ok(), Ordering::SeqCst);
+                drop(writer);
                 if result.is_ok() {
-                    // From here the destination may hold the whole archive.
-                    let _ = node
-                        .transfers
-                        .enter_phase(&transfer, finish::Phase::SentLastByte);
                     node.transfer_log(&transfer, "Finished streaming archive to destination.");
                 }
                 result
@@ -163,10 +170,16 @@ fn send(
     let monitor = spawn_monitor(node, transfer);
 
     node.transfer_log(transfer, "Streaming archive to destination...");
-    let body = ThrottledReader {
-        inner: reader,
-        throttle: &node.upload,
-        cancel: &cancel,
+    let body = LastByte {
+        inner: ThrottledReader {
+            inner: reader,
+            throttle: &node.upload,
+            cancel: &cancel,
+        },
+        whole: &whole,
+        node,
+        transfer,
+        reached: false,
     };
     let send_clock = transfer.counters.stage_clock(crate::archive::Stage::Send);
     let sent = agent
@@ -205,9 +218,11 @@ fn send(
             return Err(produced.err().unwrap_or_default())
         }
         Err(e) => {
-            return Ok(SourceEnd::NoAnswer(format!(
-                "could not stream to the destination: {e}"
-            )))
+            let heard = std::mem::take(&mut *heard.lock().unwrap_or_else(|p| p.into_inner()));
+            return Ok(match early_answer::parse(&heard) {
+                Some((status, message)) => SourceEnd::Refused(status, message),
+                None => SourceEnd::NoAnswer(format!("could not stream to the destination: {e}")),
+            });
         }
     };
     let status = response.status().as_u16();
@@ -231,6 +246,31 @@ fn send(
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.chars().take(200).collect());
     Ok(SourceEnd::Refused(status, reason))
+}
+
+/// The body as ureq reads it; when its end is read after the whole body
+/// was produced, the last byte is handed to the network: the finish
+/// enters `sent-last-byte` (from then on the destination may hold it all).
+struct LastByte<'a, R> {
+    inner: R,
+    whole: &'a AtomicBool,
+    node: &'a Node,
+    transfer: &'a Transfer,
+    reached: bool,
+}
+
+impl<R: Read> Read for LastByte<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.reached && self.whole.load(Ordering::SeqCst) {
+            self.reached = true;
+            let _ = self
+                .node
+                .transfers
+                .enter_phase(self.transfer, finish::Phase::SentLastByte);
+        }
+        Ok(n)
+    }
 }
 
 /// Upload pipe blocks for a transfer: the full depth for one, shared

@@ -284,7 +284,13 @@ impl FakePanel {
     pub fn wait_arrival(&self, path: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.shared.lock().arrivals.iter().any(|(_, p, _)| p == path) {
+            if self
+                .shared
+                .lock()
+                .arrivals
+                .iter()
+                .any(|(_, p, _)| p == path)
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -661,7 +667,10 @@ fn auth(st: &State, call: &Call) -> Result<(), (u16, Option<Value>)> {
         ));
     };
     let known = (id == st.token_id && token == st.token)
-        || st.nodes.iter().any(|n| n.token_id == id && n.token == token);
+        || st
+            .nodes
+            .iter()
+            .any(|n| n.token_id == id && n.token == token);
     if !known {
         return Err(error(
             403,
@@ -709,10 +718,7 @@ fn transfer_report(shared: &Shared, call: &Call, uuid: &str, kind: &str) -> (u16
     let mut st = shared.lock();
     if transaction {
         while st.rows.iter().any(|r| r == uuid) {
-            st = shared
-                .row_freed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = shared.row_freed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.rows.push(uuid.to_string());
     }
@@ -747,7 +753,8 @@ fn transfer_report(shared: &Shared, call: &Call, uuid: &str, kind: &str) -> (u16
             s.transferring = false;
             s.transfer = None;
         }
-        st.notes.push(format!("failure from {} accepted", call.caller));
+        st.notes
+            .push(format!("failure from {} accepted", call.caller));
         release(st);
         return (204, None);
     }
@@ -775,7 +782,8 @@ fn transfer_report(shared: &Shared, call: &Call, uuid: &str, kind: &str) -> (u16
     s.transferring = false;
     s.transfer = None;
     s.node = Some(new.clone());
-    st.notes.push(format!("success from {} committed", call.caller));
+    st.notes
+        .push(format!("success from {} committed", call.caller));
     let old_url = st
         .nodes
         .iter()
