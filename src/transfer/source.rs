@@ -31,9 +31,6 @@ pub struct OutgoingPlan {
     pub start_on_completion: bool,
 }
 
-/// How a packing error caused by the upload's end begins.
-const UPLOAD_STOPPED: &str = "the upload stopped";
-
 /// Blocks in flight between packing and the socket (256 KiB each).
 const PIPE_DEPTH: usize = 16;
 
@@ -213,10 +210,6 @@ fn send(
         Err(_) if transfer.is_cancelled() => {
             return Ok(SourceEnd::NoAnswer("cancelled".to_string()))
         }
-        // Packing failed here (not the upload): the body was cut short.
-        Err(_) if matches!(&produced, Err(m) if !m.starts_with(UPLOAD_STOPPED)) => {
-            return Err(produced.err().unwrap_or_default())
-        }
         Err(e) => {
             let heard = std::mem::take(&mut *heard.lock().unwrap_or_else(|p| p.into_inner()));
             return Ok(match early_answer::parse(&heard) {
@@ -230,11 +223,8 @@ fn send(
         // The destination committed; whatever happened here meanwhile.
         return Ok(SourceEnd::Accepted);
     }
-    if let Err(local) = produced {
-        if !transfer.is_cancelled() {
-            log::warn!("transfer {}: {local}", transfer.id);
-        }
-    }
+    // Packing failed here: the body was cut short, whatever the answer.
+    produced?;
     let text = response
         .body_mut()
         .with_config()
@@ -301,7 +291,7 @@ fn produce(
     options: &PackOptions,
     transfer: &Transfer,
 ) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("{UPLOAD_STOPPED}: {e}");
+    let io = |e: std::io::Error| format!("the upload stopped: {e}");
     let mut mp = MultipartWriter::new(writer, boundary);
     mp.begin_part(&PartInfo {
         name: "configuration".into(),
