@@ -177,6 +177,7 @@ fn install(
         uninstall(node, uuid);
         return Err(environment_error(e.to_string()));
     }
+    failpoint::point("container-created");
     if transfer.is_cancelled() {
         drop(mark);
         uninstall(node, uuid);

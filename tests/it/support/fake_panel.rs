@@ -233,6 +233,14 @@ impl FakePanel {
         }
     }
 
+    /// Says which node holds `uuid` (it is then listed to that node only).
+    pub fn set_server_node(&self, uuid: &str, node: &str) {
+        let mut st = self.shared.lock();
+        if let Some(s) = st.servers.iter_mut().find(|s| s.uuid == uuid) {
+            s.node = Some(node.to_string());
+        }
+    }
+
     /// Starts a transfer of `uuid` from node `old` to node `new`.
     pub fn start_transfer(&self, uuid: &str, old: &str, new: &str) {
         let mut st = self.shared.lock();
