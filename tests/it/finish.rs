@@ -610,3 +610,97 @@ fn standalone_the_source_never_removes_its_copy() {
     assert_eq!(tree_listing(&w.source.server_dir(&w.uuid)), w.before);
     assert_eq!(tree_listing(&w.dest.server_dir(&w.uuid)), w.before);
 }
+
+// --- randomized ---------------------------------------------------------------
+
+/// xorshift64*: enough to pick moments and switches reproducibly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn millis(&mut self, max: u64) -> Duration {
+        Duration::from_millis(self.below(max + 1))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Nothing,
+    CancelSource,
+    CancelDest,
+    KillSource,
+    KillDest,
+}
+
+/// Cancels on either side, kills of either node and slow panel answers at
+/// random moments of 32 short transfers; after each, the invariant.
+/// `FERRY_FINISH_SEED` replays a run; the seed is printed on failure.
+#[test]
+fn random_cancels_kills_and_panel_delays_never_lose_or_duplicate_a_server() {
+    let seed = std::env::var("FERRY_FINISH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    let mut rng = Rng(seed);
+    for round in 0..32 {
+        let mut w = World::new(Setup {
+            small: true,
+            ..Default::default()
+        });
+        w.panel.set_hold_row(rng.millis(600));
+        w.panel.set_answer_after_commit(rng.millis(600));
+        w.panel.set_success_delay(rng.millis(600));
+        w.panel.set_transaction(rng.below(10) != 0);
+        let event = match rng.below(5) {
+            0 => Event::Nothing,
+            1 => Event::CancelSource,
+            2 => Event::CancelDest,
+            3 => Event::KillSource,
+            _ => Event::KillDest,
+        };
+        let at = rng.millis(1200);
+        let what = format!("seed {seed} round {round}: {event:?} at {at:?}");
+        w.begin();
+        std::thread::sleep(at);
+        match event {
+            Event::Nothing => {}
+            Event::CancelSource => {
+                let (code, body) = w.cancel_source("random");
+                // 404: the server already moved away and was removed.
+                assert!(matches!(code, 202 | 404 | 409), "{what}: {code} {body}");
+            }
+            Event::CancelDest => {
+                let (code, body) = w.cancel_dest("random");
+                // 404: the server already moved away and was removed.
+                assert!(matches!(code, 202 | 404 | 409), "{what}: {code} {body}");
+            }
+            Event::KillSource => w.restart_source(Vec::new()),
+            Event::KillDest => w.restart_dest(Vec::new()),
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.assert_settled()));
+        if let Err(e) = outcome {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("{what} (replay with FERRY_FINISH_SEED={seed}): {msg}");
+        }
+    }
+}
