@@ -11,7 +11,7 @@ use crate::support::fake_panel::FakePanel;
 use crate::support::node::{make_server_tree, tree_listing, NodeOptions, TestNode, TOKEN};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -299,7 +299,7 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-fn assert_no_staging(data: &PathBuf) {
+fn assert_no_staging(data: &Path) {
     let left: Vec<_> = std::fs::read_dir(data.join(".ferry-staging"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -320,7 +320,7 @@ fn wait_log(node: &TestNode, needle: &str) {
 
 // --- the five cases of the commit-point issue -------------------------------
 
-/// 1. A destination cancel after its success report reached the panel
+/// Case 1: A destination cancel after its success report reached the panel
 /// (which answers 2 s after committing) is refused; the server moves.
 #[test]
 fn a_destination_cancel_after_the_success_report_is_refused() {
@@ -338,7 +338,7 @@ fn a_destination_cancel_after_the_success_report_is_refused() {
     assert_eq!(World::record(&w.dest, &w.uuid)["status"], "completed");
 }
 
-/// 2. The destination is killed while the panel's transaction holds the
+/// Case 2: The destination is killed while the panel's transaction holds the
 /// row for its success (the source's failure report waits behind it) and
 /// restarts at once: the install is kept and settled by asking the panel.
 #[test]
@@ -355,7 +355,7 @@ fn a_destination_killed_while_the_panel_commits_keeps_the_install() {
     assert_eq!(record["status"], "completed", "{}", w.context());
 }
 
-/// 3. The source is cancelled before the panel looked at the success: the
+/// Case 3: The source is cancelled before the panel looked at the success: the
 /// source's failure is committed first, the success gets 409, and the
 /// destination removes its copy instead of keeping a second one.
 #[test]
@@ -381,7 +381,7 @@ fn a_source_cancel_before_the_panel_took_the_success_keeps_the_source() {
     assert_eq!(World::record(&w.source, &w.uuid)["status"], "cancelled");
 }
 
-/// 4. With the panel answering 503 to failure reports, a cancelled
+/// Case 4: With the panel answering 503 to failure reports, a cancelled
 /// transfer's mark is released with its terminal status, not after the
 /// report's retries.
 #[test]
@@ -410,7 +410,7 @@ fn the_mark_is_released_with_the_terminal_status() {
     assert_eq!(w.assert_settled(), A);
 }
 
-/// 5. A destination that answers before the body is read (here: a token
+/// Case 5: A destination that answers before the body is read (here: a token
 /// signed with the wrong key) is heard: the source records its status and
 /// message, not a broken pipe.
 #[test]
