@@ -138,7 +138,6 @@ fn send(
     let whole = Arc::new(AtomicBool::new(false));
     let producer = {
         let transfer = Arc::clone(transfer);
-        let node = Arc::clone(node);
         let boundary = boundary.clone();
         let root = spec.data_dir.clone();
         let whole = Arc::clone(&whole);
@@ -157,9 +156,6 @@ fn send(
                 // Set before the writer is dropped, which ends the body.
                 whole.store(result.is_ok(), Ordering::SeqCst);
                 drop(writer);
-                if result.is_ok() {
-                    node.transfer_log(&transfer, "Finished streaming archive to destination.");
-                }
                 result
             })
             .map_err(|e| format!("cannot start the packing thread: {e}"))?
@@ -258,6 +254,8 @@ impl<R: Read> Read for LastByte<'_, R> {
                 .node
                 .transfers
                 .enter_phase(self.transfer, finish::Phase::SentLastByte);
+            self.node
+                .transfer_log(self.transfer, "Finished streaming archive to destination.");
         }
         Ok(n)
     }
