@@ -97,9 +97,9 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
             }
             // Keep serving what is known locally: a panel outage must not
             // keep a node (and its running servers) from coming up.
-            Err(e) => log::error!(
-                "panel: cannot list this node's servers, using the local registry: {e:?}"
-            ),
+            Err(e) => {
+                log::error!("panel: cannot list this node's servers, using the local registry: {e}")
+            }
         },
         None => {
             registry
@@ -132,7 +132,7 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         open_connections: http.open_connections(),
         started: Instant::now(),
     });
-    recover(&node);
+    crate::transfer::finish::recovery::recover(&node);
 
     Ok(Daemon { node, http })
 }
@@ -153,71 +153,6 @@ fn open_environment(config: &Config) -> Result<Box<dyn Environment>, StartError>
             }
             Ok(Box::new(docker))
         }
-    }
-}
-
-/// Finishes what a daemon that died left behind (SPEC §7): each transfer
-/// that was active ends `failed` with one failure report, and staging
-/// directories are removed.
-fn recover(node: &Arc<Node>) {
-    let orphans = node.transfers.take_orphans();
-    match crate::archive::remove_stale_staging(&node.config.system.data) {
-        Ok(removed) if !removed.is_empty() => {
-            log::warn!(
-                "recovery: removed {} staging director(ies): {}",
-                removed.len(),
-                removed.join(", ")
-            )
-        }
-        Ok(_) => {}
-        Err(e) => log::error!("recovery: cannot clean the staging area: {e}"),
-    }
-    for orphan in orphans {
-        let error = "the node restarted during the transfer";
-        log::warn!(
-            "recovery: {} transfer {} of {} ({}) ends failed: {error}",
-            orphan.direction,
-            orphan.id,
-            orphan.server,
-            orphan.status
-        );
-        node.transfers.audit_orphan(&orphan, error);
-        if orphan.direction == "incoming" && !node.registry.contains(&orphan.server) {
-            remove_unclaimed_install(node, &orphan.server);
-        }
-        if node.panel.is_some() {
-            let (node, server) = (Arc::clone(node), orphan.server.clone());
-            // Retried until the panel answers, without holding up start-up.
-            let _ = std::thread::Builder::new()
-                .name("recover".into())
-                .spawn(move || {
-                    let mut wait = Duration::from_secs(1);
-                    while node.report_to_panel(&server, false).is_err() {
-                        std::thread::sleep(wait);
-                        wait = (wait * 2).min(Duration::from_secs(300));
-                    }
-                });
-        }
-    }
-}
-
-/// An incoming transfer that died after moving the server into place but
-/// before the panel took it leaves a directory (and maybe a container) no
-/// registry claims: the panel is told the transfer failed, so remove them.
-fn remove_unclaimed_install(node: &Node, uuid: &str) {
-    if !crate::server::is_uuid(uuid) {
-        return;
-    }
-    let server = crate::server::Server::new(ServerConfig::minimal(uuid));
-    let spec = server.spec(&node.config.system.data);
-    if let Err(e) = node.environment.destroy(&spec) {
-        log::warn!("recovery: cannot remove a container for {uuid}: {e}");
-    }
-    let existed = spec.data_dir.exists();
-    match crate::archive::remove_tree(&spec.data_dir) {
-        Ok(()) if existed => log::warn!("recovery: removed the unclaimed install of {uuid}"),
-        Ok(()) => {}
-        Err(e) => log::error!("recovery: cannot remove {}: {e}", spec.data_dir.display()),
     }
 }
 
@@ -299,7 +234,8 @@ pub fn drain_transfers(node: &Node, grace: Duration) {
         left.len()
     );
     for t in &left {
-        node.transfers
+        let _ = node
+            .transfers
             .cancel(t, Some("node shutting down".to_string()));
     }
     for t in &left {

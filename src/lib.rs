@@ -18,6 +18,7 @@ pub mod multipart;
 pub mod node;
 pub mod panel;
 pub mod server;
+pub mod statefile;
 pub mod timefmt;
 pub mod transfer;
 pub mod trust;

@@ -12,6 +12,7 @@ use crate::events::{Event, EventBus};
 use crate::panel::PanelClient;
 use crate::server::{Registry, Server};
 use crate::timefmt;
+use crate::transfer::finish::{self, DeleteAnswer};
 use crate::transfer::throttle::Throttle;
 use crate::transfer::{Direction, Manager, Transfer};
 
@@ -54,7 +55,7 @@ impl Node {
         };
         panel.report_transfer(server, success).map_err(|e| {
             let word = if success { "success" } else { "failure" };
-            let msg = format!("could not report transfer {word} for {server} to the panel: {e:?}");
+            let msg = format!("could not report transfer {word} for {server} to the panel: {e}");
             log::error!("{msg}");
             msg
         })
@@ -71,7 +72,7 @@ impl Node {
 
     /// Removes a server: container, data directory (never following links)
     /// and registry entry. Called with the server's life-cycle lock held.
-    pub fn remove_server(&self, server: &Arc<Server>) {
+    pub fn remove_server(&self, server: &Server) {
         let spec = server.spec(&self.config.system.data);
         if let Err(e) = self.environment.destroy(&spec) {
             log::error!("delete {}: cannot remove the container: {e}", server.uuid);
@@ -93,28 +94,42 @@ impl Node {
     /// if it is still streaming).
     pub fn delete_server(self: &Arc<Self>, server: &Arc<Server>) {
         let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(transfer) = self.transfers.active(&server.uuid, Direction::Outgoing) {
-            server.request_delete();
-            if transfer.archive_sent() {
-                log::info!(
-                    "delete {}: the archive was sent; removing when transfer {} ends",
-                    server.uuid,
-                    transfer.id
-                );
-            } else {
-                log::info!(
-                    "delete {}: cancelling transfer {} first",
-                    server.uuid,
-                    transfer.id
-                );
-                self.transfers
-                    .cancel(&transfer, Some("the server was deleted".to_string()));
+        for direction in [Direction::Outgoing, Direction::Incoming] {
+            let Some(transfer) = self.transfers.active(&server.uuid, direction) else {
+                continue;
+            };
+            // The finish machine says whether the transfer can still be
+            // stopped or has to end first (SPEC §2.2, §5.1).
+            match finish::delete(direction, transfer.phase()) {
+                DeleteAnswer::RemoveWhenEnded => {
+                    server.request_delete();
+                    log::info!(
+                        "delete {}: removing when transfer {} ends (phase {})",
+                        server.uuid,
+                        transfer.id,
+                        transfer.phase().as_str()
+                    );
+                    return;
+                }
+                DeleteAnswer::CancelThenRemove => {
+                    log::info!(
+                        "delete {}: cancelling transfer {} first",
+                        server.uuid,
+                        transfer.id
+                    );
+                    if direction == Direction::Outgoing {
+                        // Its end removes the server (under this lock).
+                        server.request_delete();
+                        let _ = self
+                            .transfers
+                            .cancel(&transfer, Some("the server was deleted".to_string()));
+                        return;
+                    }
+                    let _ = self
+                        .transfers
+                        .cancel(&transfer, Some("the server was deleted".to_string()));
+                }
             }
-            return;
-        }
-        if let Some(transfer) = self.transfers.active(&server.uuid, Direction::Incoming) {
-            self.transfers
-                .cancel(&transfer, Some("the server was deleted".to_string()));
         }
         // Forget at once; the files go in the background so the answer is
         // immediate even for a large directory.

@@ -270,25 +270,48 @@ impl PanelClient {
     /// Reports a transfer outcome. A 409 ("not being transferred") is
     /// logged and returned as Ok: there is nothing to retry.
     pub fn report_transfer(&self, uuid: &str, success: bool) -> Result<(), PanelError> {
+        match self.send_transfer_report(uuid, success) {
+            Err(PanelError::Refused(409, body)) => {
+                let outcome = if success { "success" } else { "failure" };
+                log::warn!(
+                    "panel answered 409 to the transfer {outcome} report for {uuid} (not being transferred): {body}"
+                );
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Reports a transfer outcome and gives the panel's answer as it is:
+    /// Ok for a 2xx, `Refused` with the status and the panel's message
+    /// for every 4xx including 409 (the finish machine decides what each
+    /// means), `Unreachable` after the retries.
+    pub fn send_transfer_report(&self, uuid: &str, success: bool) -> Result<(), PanelError> {
         check_uuid(uuid)?;
         let outcome = if success { "success" } else { "failure" };
         let path = format!("/servers/{uuid}/transfer/{outcome}");
         let (status, body) = self.request(Method::Post, &path)?;
         match status {
             200..=299 => Ok(()),
-            409 => {
-                log::warn!(
-                    "panel answered 409 to the transfer {outcome} report for {uuid} (not being transferred): {}",
-                    excerpt(&body)
-                );
-                Ok(())
-            }
-            400..=499 => Err(PanelError::Refused(status, excerpt(&body))),
+            400..=499 => Err(PanelError::Refused(status, panel_message(&body))),
             _ => Err(PanelError::BadResponse(format!(
                 "POST {path}: HTTP {status}"
             ))),
         }
     }
+}
+
+/// The message of a panel error answer (`{"errors":[{"detail":…}]}`), or
+/// an excerpt of the body.
+fn panel_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/errors/0/detail")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| excerpt(body))
 }
 
 /// Server uuids go into URL paths; refuse anything else.

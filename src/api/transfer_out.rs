@@ -8,6 +8,8 @@ use crate::http::reply::{self, ApiError, FieldError};
 use crate::http::router::Params;
 use crate::http::{Request, Response};
 use crate::node::Node;
+use crate::transfer::finish;
+use crate::transfer::manager::CancelRefused;
 use crate::transfer::source::{self, OutgoingPlan};
 use crate::transfer::Direction;
 
@@ -139,8 +141,10 @@ pub fn cancel_active(
         .transfers
         .active(server, direction)
         .ok_or_else(|| ApiError::new(409, NOT_TRANSFERRING))?;
-    if !node.transfers.cancel(&transfer, reason.clone()) {
-        return Err(ApiError::new(409, NOT_TRANSFERRING));
+    match node.transfers.cancel(&transfer, reason.clone()) {
+        Ok(()) => {}
+        Err(CancelRefused::NotActive) => return Err(ApiError::new(409, NOT_TRANSFERRING)),
+        Err(CancelRefused::Finalizing) => return Err(ApiError::new(409, finish::FINALIZING)),
     }
     if let Some(reason) = &reason {
         node.transfer_log(&transfer, &format!("Cancel requested: {reason}"));

@@ -209,6 +209,14 @@ impl ConnectionHandle {
             let _ = sock.shutdown(Shutdown::Both);
         }
     }
+
+    /// Shuts the reading half only: a body read blocked in a worker
+    /// returns at once, and the handler can still write its answer.
+    pub fn shutdown_read(&self) {
+        if let Some(sock) = self.sock.upgrade() {
+            let _ = sock.shutdown(Shutdown::Read);
+        }
+    }
 }
 
 /// What a handler answers.

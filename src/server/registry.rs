@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -122,10 +121,8 @@ impl Registry {
     pub fn remove(&self, uuid: &str) -> Option<Arc<Server>> {
         let removed = self.write().remove(uuid);
         if removed.is_some() {
-            if let Err(e) = fs::remove_file(self.file(uuid)) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    log::warn!("registry: cannot remove {}: {e}", self.file(uuid).display());
-                }
+            if let Err(e) = crate::statefile::remove(&self.file(uuid)) {
+                log::warn!("registry: cannot remove {}: {e}", self.file(uuid).display());
             }
         }
         removed
@@ -185,20 +182,11 @@ impl Registry {
         self.dir.join(format!("{uuid}.json"))
     }
 
-    /// Writes to a temporary file and renames it, so a crash never leaves a
-    /// half-written registry entry.
+    /// Written with `statefile`: a crash never leaves a torn entry.
     fn persist(&self, config: &ServerConfig) -> Result<(), RegistryError> {
         let path = self.file(&config.uuid);
-        let tmp = self.dir.join(format!(".{}.json.tmp", config.uuid));
-        let io =
-            |e: std::io::Error| RegistryError::Io(format!("cannot write {}: {e}", path.display()));
-        let body =
-            serde_json::to_vec_pretty(config).map_err(|e| RegistryError::Io(e.to_string()))?;
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&body).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        Ok(())
+        crate::statefile::write_json(&path, config)
+            .map_err(|e| RegistryError::Io(format!("cannot write {}: {e}", path.display())))
     }
 }
 

@@ -10,14 +10,15 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::archive::{self, ExtractError, ExtractLimits, Staging};
-use crate::environment::{EnvError, PowerState, ServerSpec};
 use crate::http::auth;
-use crate::http::reply::{self, ApiError};
+use crate::http::reply::ApiError;
 use crate::http::{Request, Response};
 use crate::jwt::{self, TokenError};
 use crate::multipart::{self, MultipartError, MultipartReader};
 use crate::node::Node;
 use crate::server::{is_uuid, ServerConfig};
+use crate::transfer::finish::destination::{check_environment, refuse_running_container};
+use crate::transfer::finish::{self, Phase};
 use crate::transfer::source::spawn_monitor;
 use crate::transfer::throttle::ThrottledReader;
 use crate::transfer::{Direction, Status, Transfer};
@@ -101,8 +102,10 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     ) {
         transfer.set_totals(files, bytes);
     }
+    // A cancel stops the body's reads but keeps the way back open, so the
+    // source still gets the answer (409, cancelled on the destination).
     let connection = request.connection();
-    transfer.on_cancel(move || connection.shutdown());
+    transfer.on_cancel(move || connection.shutdown_read());
     // From here the request lasts as long as the transfer: this thread
     // becomes the transfer's and a new one takes its seat in the pool.
     request.leave_worker_pool();
@@ -111,64 +114,32 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     // goes back to the API's class when they end.
     let batch = crate::archive::sched::batch();
     let monitor = spawn_monitor(node, &transfer);
-    let result = install(node, request, &transfer, &uuid, &boundary);
+    let result = receive_tree(node, request, &transfer, &uuid, &boundary);
     drop(batch);
     drop(monitor);
     node.transfers
         .remember_token(&claims.replay_key, claims.expires_at);
-    let answer = finish(node, request, &transfer, &uuid, result);
-    transfer.finalize();
-    answer
-}
-
-/// Ends the transfer after `install`: status, panel report, the answer.
-fn finish(
-    node: &Arc<Node>,
-    request: &Request,
-    transfer: &Arc<Transfer>,
-    uuid: &str,
-    result: Result<ServerConfig, ApiError>,
-) -> Result<Response, ApiError> {
+    let start_on_completion = request
+        .header("x-ferry-start-on-completion")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     match result {
-        Ok(config) => {
-            let status = node.transfers.finish(transfer, Ok(()));
-            if status != Status::Completed {
-                // Cancelled at the last moment: undo the install.
-                uninstall(node, &config);
-                let _ = node.report_to_panel(uuid, false);
-                return Err(ApiError::new(400, ABORTED));
-            }
-            node.transfer_log(transfer, "Transfer completed.");
-            if request
-                .header("x-ferry-start-on-completion")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-            {
-                start_later(node, uuid);
-            }
-            Ok(reply::json(200, &transfer.record()))
+        Ok((staging, config)) => {
+            finish::install_and_report(node, &transfer, staging, config, start_on_completion)
         }
-        Err(error) => {
-            let error = if transfer.is_cancelled() {
-                ApiError::new(400, ABORTED)
-            } else {
-                error
-            };
-            node.transfers.finish(transfer, Err(error.message.clone()));
-            node.transfer_log(transfer, &format!("Transfer failed: {}", error.message));
-            let _ = node.report_to_panel(uuid, false);
-            Err(error)
-        }
+        Err(error) => finish::destination::fail(node, &transfer, error),
     }
 }
 
-/// Receives, verifies and installs; on error nothing of the server remains.
-fn install(
+/// Receives the body into staging and verifies it: the staged tree and
+/// the server's configuration, ready for `finish::install_and_report`. On
+/// error the staging directory is gone (dropped).
+fn receive_tree(
     node: &Arc<Node>,
     request: &mut Request,
     transfer: &Arc<Transfer>,
     uuid: &str,
     boundary: &str,
-) -> Result<ServerConfig, ApiError> {
+) -> Result<(Staging, ServerConfig), ApiError> {
     let mut config = match &node.panel {
         Some(panel) => {
             let remote = panel.server(uuid).map_err(|e| {
@@ -256,6 +227,13 @@ fn install(
     let (Some(digest), Some(checksum)) = (digest, checksum) else {
         return Err(ApiError::new(400, "missing archive or checksum"));
     };
+    if node
+        .transfers
+        .enter_phase(transfer, Phase::Verifying)
+        .is_err()
+    {
+        return Err(ApiError::new(500, "the finish machine refused to verify"));
+    }
     if !auth::constant_time_eq(digest.as_bytes(), checksum.as_bytes()) {
         log::warn!(
             "transfer {}: checksum {checksum} but the archive hashes to {digest}",
@@ -266,118 +244,8 @@ fn install(
     if transfer.is_cancelled() {
         return Err(ApiError::new(400, ABORTED));
     }
-    node.transfer_log(transfer, "Archive verified, installing server...");
     let config = config.unwrap_or_else(|| ServerConfig::minimal(uuid));
-    // Again: a container may have been started while the archive arrived.
-    refuse_running_container(node, uuid)?;
-    let installed = staging
-        .commit()
-        .map_err(|e| ApiError::new(500, format!("failed to move the server into place: {e}")))?;
-    // Staging is private (0700); a server directory is not.
-    if let Err(e) = std::fs::set_permissions(
-        &installed,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    ) {
-        log::warn!("{uuid}: cannot open up {}: {e}", installed.display());
-    }
-    let server = match node.registry.insert(config.clone()) {
-        Ok(server) => server,
-        Err(e) => {
-            // Only possible if another path registered it meanwhile; the
-            // directory we just moved in is ours to take back.
-            let _ = archive::remove_tree(&crate::server::data_dir(&node.config.system.data, uuid));
-            return Err(ApiError::new(
-                500,
-                format!("failed to register the server: {e}"),
-            ));
-        }
-    };
-    let spec = server.spec(&node.config.system.data);
-    if let Err(e) = create_container(node, &spec) {
-        uninstall(node, &config);
-        return Err(environment_error(e.to_string()));
-    }
-    if let Err(e) = node.report_to_panel(uuid, true) {
-        uninstall(node, &config);
-        return Err(ApiError::new(500, e));
-    }
-    Ok(config)
-}
-
-/// Refuses, before the archive is received, a configuration this node's
-/// environment could not create a container from (no `container.image`,
-/// say), instead of failing after the whole archive arrived.
-fn check_environment(node: &Node, config: &ServerConfig) -> Result<(), ApiError> {
-    let spec = config.clone().into_spec(&node.config.system.data);
-    node.environment
-        .check_settings(&spec)
-        .map_err(|e| environment_error(e.to_string()))
-}
-
-fn environment_error(why: String) -> ApiError {
-    ApiError::new(
-        500,
-        format!("failed to create the server environment: {why}"),
-    )
-}
-
-/// Refuses the install while a container with the server's name runs on
-/// this node's Engine. The server is new here, so such a container is not
-/// ours: another node may be using the same Engine (container names are
-/// server UUIDs, so two nodes need two Engines), and stopping it is not
-/// this transfer's call. Checked before the archive is received, so a
-/// doomed transfer fails at once, and again before anything is moved into
-/// place.
-fn refuse_running_container(node: &Node, uuid: &str) -> Result<(), ApiError> {
-    let spec = ServerConfig::minimal(uuid).into_spec(&node.config.system.data);
-    match node.environment.state(&spec) {
-        Ok(PowerState::Offline) => Ok(()),
-        Ok(state) => Err(environment_error(format!(
-            "a container named {uuid} is already {} on this node's Docker Engine \
-             (is another node using the same Engine?)",
-            state.as_str()
-        ))),
-        Err(e) => Err(environment_error(e.to_string())),
-    }
-}
-
-/// Creates the server's container. One that exists already with its name
-/// (stopped: `refuse_running_container` ran) was left by an earlier install
-/// or delete and may carry stale settings, so it is replaced by one made
-/// from the configuration just received rather than kept.
-fn create_container(node: &Node, spec: &ServerSpec) -> Result<(), EnvError> {
-    node.environment.destroy(spec)?;
-    node.environment.create(spec)
-}
-
-/// Removes a just-installed server: container, files, registry entry.
-fn uninstall(node: &Node, config: &ServerConfig) {
-    match node.registry.get(&config.uuid) {
-        Some(server) => node.remove_server(&server),
-        None => {
-            let _ = archive::remove_tree(&crate::server::data_dir(
-                &node.config.system.data,
-                &config.uuid,
-            ));
-        }
-    }
-}
-
-fn start_later(node: &Arc<Node>, uuid: &str) {
-    let (node, uuid) = (Arc::clone(node), uuid.to_string());
-    let _ = std::thread::Builder::new()
-        .name("start".into())
-        .spawn(move || {
-            if let Some(server) = node.registry.get(&uuid) {
-                match node
-                    .environment
-                    .start(&server.spec(&node.config.system.data))
-                {
-                    Ok(()) => log::info!("{uuid}: started after the transfer"),
-                    Err(e) => log::error!("{uuid}: cannot start after the transfer: {e}"),
-                }
-            }
-        });
+    Ok((staging, config))
 }
 
 /// Refuses before any byte is written when the announced size cannot fit.

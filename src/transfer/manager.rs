@@ -1,21 +1,25 @@
 //! The transfer manager: every transfer since start, keyed by id and by
-//! server; status changes (audited, evented, persisted) go through here;
-//! cancel flags and hooks; the token replay guard; crash-recovery state.
+//! server; status and finish-phase changes (audited, evented, persisted)
+//! go through here; cancel flags and hooks. What a cancel may do is the
+//! finish machine's call (`finish::cancel`); which status an end gives is
+//! the record's (`Status::end`). The replay guard, the crash state and the
+//! metric totals are their own modules, held here.
 
-use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use super::audit::{AuditLine, AuditLog};
+use super::finish::{self, CancelAnswer, Phase};
+use super::persist::{CrashState, Saved};
 use super::progress::rate_and_eta;
 use super::record::{Direction, Progress, Record, Status};
+use super::replay::ReplayGuard;
+use super::totals::Totals;
 use crate::archive::{Counters, Stage};
 use crate::events::{Event, EventBus};
+use crate::server::ServerConfig;
 use crate::timefmt;
 
 /// Finished records kept for `GET /api/transfers` beyond the active ones.
@@ -30,6 +34,11 @@ struct State {
     cancel_reason: Option<String>,
     /// The pipeline is done with it: terminal, reported, mark released.
     finalized: bool,
+    /// Where the finish stands (`finish` module).
+    phase: Phase,
+    /// The destination's configuration of the server, persisted from
+    /// `installing` on so recovery can register it again.
+    config: Option<ServerConfig>,
 }
 
 /// One transfer, shared by its pipeline threads and the API.
@@ -50,13 +59,45 @@ pub struct Transfer {
     pub counters: Counters,
     files_total: AtomicU64,
     bytes_total: AtomicU64,
-    /// The source has handed its whole archive to the network.
-    archive_sent: AtomicBool,
     cancel_hooks: Mutex<Vec<Hook>>,
     ended: Condvar,
 }
 
 impl Transfer {
+    fn new(
+        id: String,
+        server: &str,
+        direction: Direction,
+        peer: &str,
+        status: Status,
+        phase: Phase,
+    ) -> Transfer {
+        Transfer {
+            id,
+            server: server.to_string(),
+            direction,
+            peer: peer.to_string(),
+            started_at: timefmt::rfc3339(SystemTime::now()),
+            started: Instant::now(),
+            state: Mutex::new(State {
+                status,
+                finished_at: None,
+                error: None,
+                cancel_reason: None,
+                finalized: false,
+                phase,
+                config: None,
+            }),
+            changing: Mutex::new(()),
+            cancel: Arc::new(AtomicBool::new(false)),
+            counters: Counters::default(),
+            files_total: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            cancel_hooks: Mutex::new(Vec::new()),
+            ended: Condvar::new(),
+        }
+    }
+
     pub fn status(&self) -> Status {
         self.lock().status
     }
@@ -81,17 +122,21 @@ impl Transfer {
         self.lock().cancel_reason.clone()
     }
 
+    pub fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
     pub fn set_totals(&self, files: u64, bytes: u64) {
         self.files_total.store(files, Ordering::Relaxed);
         self.bytes_total.store(bytes, Ordering::Relaxed);
     }
 
-    pub fn mark_archive_sent(&self) {
-        self.archive_sent.store(true, Ordering::SeqCst);
-    }
-
+    /// The source has handed its whole archive to the network.
     pub fn archive_sent(&self) -> bool {
-        self.archive_sent.load(Ordering::SeqCst)
+        matches!(
+            self.phase(),
+            Phase::SentLastByte | Phase::ReportingFailure | Phase::Settled
+        )
     }
 
     /// Runs `hook` when the transfer is cancelled (at once if it already
@@ -183,16 +228,6 @@ impl Transfer {
     }
 }
 
-/// What is persisted of an active transfer so a restart can finish it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PersistedTransfer {
-    pub id: String,
-    pub server: String,
-    pub direction: String,
-    pub peer: String,
-    pub status: String,
-}
-
 /// Selectors of `POST /api/transfers/cancel`.
 #[derive(Debug, Default, Clone)]
 pub struct CancelFilter {
@@ -205,34 +240,42 @@ pub struct Manager {
     transfers: Mutex<Vec<Arc<Transfer>>>,
     audit: AuditLog,
     events: Arc<EventBus>,
-    state_dir: PathBuf,
-    used_tokens: Mutex<HashMap<String, u64>>,
-    totals: Mutex<HashMap<(Direction, Status), u64>>,
-    wire_totals: [AtomicU64; 2],
-    /// CPU nanoseconds of ended transfers, by pipeline stage.
-    stage_totals: [AtomicU64; Stage::ALL.len()],
+    crash: CrashState,
+    pub replay: ReplayGuard,
+    totals: Totals,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct AlreadyActive;
 
+/// Why a cancel was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRefused {
+    /// None active, or already cancelling.
+    NotActive,
+    /// The finish machine says no (`finish::FINALIZING`).
+    Finalizing,
+}
+
+/// Why a finish step was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseRefused {
+    /// The transfer was cancelled before the step that cannot be undone.
+    Cancelled,
+    /// Not a step of the machine (a bug, logged).
+    NoSuchStep,
+}
+
 impl Manager {
     /// `state_dir` is `<root>/ferry`; audit log and persisted transfers live there.
     pub fn new(state_dir: &Path, events: Arc<EventBus>) -> std::io::Result<Manager> {
-        fs::create_dir_all(state_dir.join("transfers"))?;
-        let used_tokens = fs::read(state_dir.join("used-tokens.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
         Ok(Manager {
             transfers: Mutex::new(Vec::new()),
             audit: AuditLog::open(&state_dir.join("audit.log")),
             events,
-            state_dir: state_dir.to_path_buf(),
-            used_tokens: Mutex::new(used_tokens),
-            totals: Mutex::new(HashMap::new()),
-            wire_totals: [AtomicU64::new(0), AtomicU64::new(0)],
-            stage_totals: Default::default(),
+            crash: CrashState::open(state_dir)?,
+            replay: ReplayGuard::open(state_dir),
+            totals: Totals::default(),
         })
     }
 
@@ -255,29 +298,14 @@ impl Manager {
         {
             return Err(AlreadyActive);
         }
-        let transfer = Arc::new(Transfer {
-            id: new_uuid(),
-            server: server.to_string(),
+        let transfer = Arc::new(Transfer::new(
+            new_uuid(),
+            server,
             direction,
-            peer: peer.to_string(),
-            started_at: timefmt::rfc3339(SystemTime::now()),
-            started: Instant::now(),
-            state: Mutex::new(State {
-                status: Status::Pending,
-                finished_at: None,
-                error: None,
-                cancel_reason: None,
-                finalized: false,
-            }),
-            changing: Mutex::new(()),
-            cancel: Arc::new(AtomicBool::new(false)),
-            counters: Counters::default(),
-            files_total: AtomicU64::new(0),
-            bytes_total: AtomicU64::new(0),
-            archive_sent: AtomicBool::new(false),
-            cancel_hooks: Mutex::new(Vec::new()),
-            ended: Condvar::new(),
-        });
+            peer,
+            Status::Pending,
+            Phase::Streaming,
+        ));
         list.push(Arc::clone(&transfer));
         // Forget the oldest finished records beyond the bound.
         let finished = list.iter().filter(|t| t.status().is_terminal()).count();
@@ -293,9 +321,85 @@ impl Manager {
             });
         }
         drop(list);
-        self.persist(&transfer, Status::Pending);
+        self.persist(&transfer, Status::Pending, Phase::Streaming);
         self.audit_line(&transfer, "", Status::Pending, None, None);
         Ok(transfer)
+    }
+
+    /// Takes up a transfer a killed daemon left whose end the panel still
+    /// has to settle: the same id, `processing`, in its saved phase.
+    pub fn resume(&self, saved: &Saved) -> Arc<Transfer> {
+        let transfer = Arc::new(Transfer::new(
+            saved.id.clone(),
+            &saved.server,
+            saved.direction,
+            &saved.peer,
+            Status::Processing,
+            saved.phase,
+        ));
+        {
+            let mut state = transfer.lock();
+            state.config = saved.config.clone();
+            state.cancel_reason = saved.cancel_reason.clone();
+        }
+        self.list().push(Arc::clone(&transfer));
+        self.persist(&transfer, Status::Processing, saved.phase);
+        transfer
+    }
+
+    /// Transfers a previous daemon left in flight (their state files stay
+    /// until each is settled with `forget_orphan` or ends as a resumed
+    /// transfer).
+    pub fn orphans(&self) -> Vec<Saved> {
+        self.crash.orphans()
+    }
+
+    pub fn forget_orphan(&self, id: &str) {
+        self.crash.forget(id);
+    }
+
+    /// Moves the finish to `next`, persisting it before it is visible:
+    /// the step after it cannot be undone, so recovery must find it. The
+    /// step into `reporting` is refused once the transfer was cancelled,
+    /// and from then on a cancel is refused (`finish::cancel`): both are
+    /// decided under the same lock, so exactly one of them wins.
+    pub fn enter_phase(&self, transfer: &Transfer, next: Phase) -> Result<(), PhaseRefused> {
+        let _changing = transfer.lock_changes();
+        let from = transfer.phase();
+        if !from.can_become(transfer.direction, next) {
+            log::error!(
+                "bug: transfer {} of {} cannot go from phase {} to {}",
+                transfer.id,
+                transfer.server,
+                from.as_str(),
+                next.as_str()
+            );
+            return Err(PhaseRefused::NoSuchStep);
+        }
+        if next == Phase::Reporting && transfer.is_cancelled() {
+            return Err(PhaseRefused::Cancelled);
+        }
+        let status = transfer.status();
+        if !status.is_terminal() {
+            self.persist(transfer, status, next);
+        }
+        transfer.lock().phase = next;
+        log::debug!(
+            "transfer {} ({} {}): phase {} -> {}",
+            transfer.id,
+            transfer.direction.as_str(),
+            transfer.server,
+            from.as_str(),
+            next.as_str()
+        );
+        super::finish::failpoint::reached(next);
+        Ok(())
+    }
+
+    /// Keeps the destination's configuration with the transfer's state
+    /// (persisted with the next phase change).
+    pub fn set_config(&self, transfer: &Transfer, config: &ServerConfig) {
+        transfer.lock().config = Some(config.clone());
     }
 
     /// Moves a transfer to `next`. Returns false (and logs a bug) for a
@@ -305,25 +409,13 @@ impl Manager {
         self.apply(transfer, next, error, None)
     }
 
-    /// Ends a transfer: `completed` on success; on error `cancelled` if it
-    /// was being cancelled, else `failed`. Returns the terminal status.
+    /// Ends a transfer with the status `Status::end` gives for `outcome`.
+    /// Returns the terminal status.
     pub fn finish(&self, transfer: &Transfer, outcome: Result<(), String>) -> Status {
         let _changing = transfer.lock_changes();
         let current = transfer.status();
-        let (next, error) = match (current, outcome) {
-            (s, _) if s.is_terminal() => return s,
-            (Status::Cancelling, Ok(())) | (Status::Cancelling, Err(_)) => {
-                (Status::Cancelled, None)
-            }
-            (Status::Pending, Ok(())) => {
-                // Nothing ran: an empty success is still a failure to transfer.
-                (
-                    Status::Failed,
-                    Some("the transfer ended before it started".to_string()),
-                )
-            }
-            (_, Ok(())) => (Status::Completed, None),
-            (_, Err(e)) => (Status::Failed, Some(e)),
+        let Some((next, error)) = current.end(outcome) else {
+            return current;
         };
         self.apply(transfer, next, error, None);
         next
@@ -359,24 +451,11 @@ impl Manager {
         // The audit line, counters and persisted state are written before
         // the new status is visible, so whoever sees it also finds them.
         if next.is_terminal() {
-            *self
-                .totals
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry((transfer.direction, next))
-                .or_insert(0) += 1;
-            self.wire_totals[transfer.direction as usize].fetch_add(
-                transfer.counters.wire_bytes.load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
-            for stage in Stage::ALL {
-                let ns = transfer.counters.stage_cpu(stage).as_nanos();
-                self.stage_totals[stage as usize]
-                    .fetch_add(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
-            }
-            let _ = fs::remove_file(self.record_file(&transfer.id));
+            self.totals
+                .add(transfer.direction, next, &transfer.counters);
+            self.crash.forget(&transfer.id);
         } else {
-            self.persist(transfer, next);
+            self.persist_with_reason(transfer, next, transfer.phase(), reason.clone());
         }
         let reason_for_audit = if matches!(next, Status::Cancelling | Status::Cancelled) {
             reason.as_deref()
@@ -393,6 +472,9 @@ impl Manager {
         {
             let mut state = transfer.lock();
             state.status = next;
+            if next.is_terminal() {
+                state.phase = Phase::Settled;
+            }
             if error.is_some() {
                 state.error = error.clone();
             }
@@ -446,21 +528,24 @@ impl Manager {
         true
     }
 
-    /// Cancels an active transfer: `cancelling`, the flag, the hooks.
-    /// False when it is not cancellable (already cancelling or finished).
-    pub fn cancel(&self, transfer: &Transfer, reason: Option<String>) -> bool {
+    /// Cancels an active transfer if the finish machine allows it:
+    /// `cancelling`, the flag, the hooks.
+    pub fn cancel(&self, transfer: &Transfer, reason: Option<String>) -> Result<(), CancelRefused> {
         let changing = transfer.lock_changes();
         if !transfer.status().is_cancellable() {
-            return false;
+            return Err(CancelRefused::NotActive);
+        }
+        if finish::cancel(transfer.direction, transfer.phase()) == CancelAnswer::Finalizing {
+            return Err(CancelRefused::Finalizing);
         }
         if !self.apply(transfer, Status::Cancelling, None, Some(reason)) {
-            return false;
+            return Err(CancelRefused::NotActive);
         }
         // Hooks may end the transfer from this thread: not under the lock.
         drop(changing);
         transfer.cancel.store(true, Ordering::SeqCst);
         transfer.run_cancel_hooks();
-        true
+        Ok(())
     }
 
     /// Cancels every active transfer matching all given selectors.
@@ -485,7 +570,7 @@ impl Manager {
             .collect();
         candidates
             .into_iter()
-            .filter(|t| self.cancel(t, Some(reason.to_string())))
+            .filter(|t| self.cancel(t, Some(reason.to_string())).is_ok())
             .map(|t| t.id.clone())
             .collect()
     }
@@ -525,110 +610,73 @@ impl Manager {
 
     /// Monotonic count of transfers that ended in each status.
     pub fn totals(&self) -> Vec<((Direction, Status), u64)> {
-        let mut v: Vec<_> = self
-            .totals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        v.sort_by_key(|((d, s), _)| (d.as_str(), s.as_str()));
-        v
+        self.totals.by_status()
+    }
+
+    /// CPU time ended transfers spent in `stage`, since start.
+    pub fn stage_cpu(&self, stage: Stage) -> Duration {
+        self.totals.stage_cpu(stage)
     }
 
     /// Archive bytes moved per direction, counting finished transfers and
     /// the progress of active ones.
-    /// CPU time ended transfers spent in `stage`, since start.
-    pub fn stage_cpu(&self, stage: Stage) -> Duration {
-        Duration::from_nanos(self.stage_totals[stage as usize].load(Ordering::Relaxed))
-    }
-
     pub fn wire_bytes(&self, direction: Direction) -> u64 {
-        let finished = self.wire_totals[direction as usize].load(Ordering::Relaxed);
         let active: u64 = self
             .all_active()
             .iter()
             .filter(|t| t.direction == direction)
             .map(|t| t.counters.wire_bytes.load(Ordering::Relaxed))
             .sum();
-        finished + active
+        self.totals.wire_bytes(direction) + active
     }
 
     /// True when a finished transfer already used this token.
     pub fn token_used(&self, key: &str) -> bool {
-        self.used_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        self.replay.is_used(key)
     }
 
-    /// Remembers a token that served a transfer until it expires (plus leeway).
+    /// Remembers a token that served a transfer until it expires.
     pub fn remember_token(&self, key: &str, expires_at: u64) {
-        let now = timefmt::now_unix();
-        let mut used = self.used_tokens.lock().unwrap_or_else(|p| p.into_inner());
-        used.retain(|_, exp| *exp + 60 >= now);
-        used.insert(key.to_string(), expires_at);
-        if let Ok(bytes) = serde_json::to_vec(&*used) {
-            let path = self.state_dir.join("used-tokens.json");
-            let tmp = self.state_dir.join("used-tokens.json.tmp");
-            if fs::write(&tmp, bytes)
-                .and_then(|_| fs::rename(&tmp, &path))
-                .is_err()
-            {
-                log::warn!("cannot persist the used-token list in {}", path.display());
-            }
-        }
-    }
-
-    /// Transfers a previous daemon left active (read once at start-up).
-    pub fn take_orphans(&self) -> Vec<PersistedTransfer> {
-        let dir = self.state_dir.join("transfers");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            match fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<PersistedTransfer>(&b).ok())
-            {
-                Some(p) => out.push(p),
-                None => log::warn!("recovery: ignoring unreadable {}", path.display()),
-            }
-            let _ = fs::remove_file(&path);
-        }
-        out
+        self.replay.remember(key, expires_at)
     }
 
     /// Writes a recovered orphan's end to the audit log.
-    pub fn audit_orphan(&self, orphan: &PersistedTransfer, error: &str) {
+    pub fn audit_orphan(&self, orphan: &Saved, to: Status, error: Option<&str>) {
         self.audit.write(&AuditLine {
             time: timefmt::rfc3339(SystemTime::now()),
             transfer: &orphan.id,
             server: &orphan.server,
-            direction: &orphan.direction,
-            from: &orphan.status,
-            to: Status::Failed.as_str(),
+            direction: orphan.direction.as_str(),
+            from: orphan.status.as_str(),
+            to: to.as_str(),
             reason: None,
-            error: Some(error),
+            error,
         });
     }
 
-    fn record_file(&self, id: &str) -> PathBuf {
-        self.state_dir.join("transfers").join(format!("{id}.json"))
+    fn persist(&self, transfer: &Transfer, status: Status, phase: Phase) {
+        self.persist_with_reason(transfer, status, phase, transfer.cancel_reason());
     }
 
-    fn persist(&self, transfer: &Transfer, status: Status) {
-        let p = PersistedTransfer {
+    fn persist_with_reason(
+        &self,
+        transfer: &Transfer,
+        status: Status,
+        phase: Phase,
+        cancel_reason: Option<String>,
+    ) {
+        let saved = Saved {
             id: transfer.id.clone(),
             server: transfer.server.clone(),
-            direction: transfer.direction.as_str().to_string(),
+            direction: transfer.direction,
             peer: transfer.peer.clone(),
-            status: status.as_str().to_string(),
+            status,
+            phase,
+            config: transfer.lock().config.clone(),
+            cancel_reason,
         };
-        let path = self.record_file(&transfer.id);
-        if let Ok(bytes) = serde_json::to_vec(&p) {
-            if let Err(e) = fs::write(&path, bytes) {
-                log::warn!("cannot persist transfer state {}: {e}", path.display());
-            }
+        if let Err(e) = self.crash.save(&saved) {
+            log::warn!("cannot persist the state of transfer {}: {e}", transfer.id);
         }
     }
 
@@ -732,9 +780,13 @@ mod tests {
         t.on_cancel(move || {
             h.fetch_add(1, Ordering::SeqCst);
         });
-        assert!(m.cancel(&t, Some("maintenance".into())));
+        assert_eq!(m.cancel(&t, Some("maintenance".into())), Ok(()));
         assert!(t.is_cancelled());
-        assert!(!m.cancel(&t, None), "already cancelling");
+        assert_eq!(
+            m.cancel(&t, None),
+            Err(CancelRefused::NotActive),
+            "already cancelling"
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         // A hook registered after the cancel runs at once.
         let h = Arc::clone(&hits);
@@ -783,7 +835,7 @@ mod tests {
         let t = m.begin("s", Direction::Incoming, "p").unwrap();
         m.transition(&t, Status::Processing, None);
         m.transition(&t, Status::Failed, Some("checksums don't match".into()));
-        let text = fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -795,15 +847,18 @@ mod tests {
         assert_eq!(lines[2]["transfer"], t.id.as_str());
     }
 
-    /// A status change whose disk write hangs (here: the state file is a
-    /// FIFO nobody reads) must not stall readers of the transfer list.
+    /// A status change whose disk write hangs (here: the state file's
+    /// temporary is a FIFO nobody reads) must not stall readers of the
+    /// transfer list.
     #[test]
     fn readers_never_wait_for_a_status_change_on_a_stuck_disk() {
         let (dir, m, _) = manager();
         let m = Arc::new(m);
         let t = m.begin("s", Direction::Outgoing, "p").unwrap();
-        let state_file = dir.path().join("transfers").join(format!("{}.json", t.id));
-        fs::remove_file(&state_file).unwrap();
+        let state_file = dir
+            .path()
+            .join("transfers")
+            .join(format!(".{}.json.tmp", t.id));
         let c_path = std::ffi::CString::new(state_file.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
@@ -823,7 +878,7 @@ mod tests {
         let seen = rx.recv_timeout(Duration::from_secs(2));
         assert!(!changer.is_finished());
         // Unblock the writer (also on failure, so the test ends): read what it writes.
-        let written = fs::read(&state_file).unwrap();
+        let written = std::fs::read(&state_file).unwrap();
         let seen = seen.expect("records() waited for the stuck state write");
         assert_eq!(
             seen,
@@ -847,26 +902,59 @@ mod tests {
             m.transition(&b, Status::Failed, None);
         }
         let m = Manager::new(dir.path(), events).unwrap();
-        let orphans = m.take_orphans();
+        let orphans = m.orphans();
         assert_eq!(orphans.len(), 1);
         assert_eq!(
-            (orphans[0].server.as_str(), orphans[0].status.as_str()),
-            ("a", "processing")
+            (orphans[0].server.as_str(), orphans[0].status),
+            ("a", Status::Processing)
         );
-        assert!(m.take_orphans().is_empty());
+        m.forget_orphan(&orphans[0].id);
+        assert!(m.orphans().is_empty());
     }
 
     #[test]
-    fn used_tokens_persist() {
-        let dir = tempfile::tempdir().unwrap();
-        let events = Arc::new(EventBus::default());
-        let far = timefmt::now_unix() + 600;
-        Manager::new(dir.path(), Arc::clone(&events))
-            .unwrap()
-            .remember_token("k1", far);
-        let m = Manager::new(dir.path(), events).unwrap();
-        assert!(m.token_used("k1"));
-        assert!(!m.token_used("k2"));
+    fn a_cancel_and_the_report_step_exclude_each_other() {
+        let (_d, m, _) = manager();
+        // The report step first: the cancel is refused.
+        let t = m.begin("s", Direction::Incoming, "p").unwrap();
+        m.transition(&t, Status::Processing, None);
+        for phase in [Phase::Verifying, Phase::Installing, Phase::Reporting] {
+            assert_eq!(m.enter_phase(&t, phase), Ok(()));
+        }
+        assert_eq!(m.cancel(&t, None), Err(CancelRefused::Finalizing));
+        assert_eq!(m.orphans()[0].phase, Phase::Reporting, "persisted first");
+        // The cancel first: the report step is refused.
+        let u = m.begin("u", Direction::Incoming, "p").unwrap();
+        m.transition(&u, Status::Processing, None);
+        m.enter_phase(&u, Phase::Verifying).unwrap();
+        m.enter_phase(&u, Phase::Installing).unwrap();
+        assert_eq!(m.cancel(&u, None), Ok(()));
+        assert_eq!(
+            m.enter_phase(&u, Phase::Reporting),
+            Err(PhaseRefused::Cancelled)
+        );
+        assert_eq!(m.finish(&u, Err("cancelled".into())), Status::Cancelled);
+    }
+
+    #[test]
+    fn a_resumed_transfer_keeps_its_id_and_phase() {
+        let (_d, m, _) = manager();
+        let t = m.begin("s", Direction::Incoming, "p").unwrap();
+        m.transition(&t, Status::Processing, None);
+        m.set_config(&t, &ServerConfig::minimal("s"));
+        m.enter_phase(&t, Phase::Verifying).unwrap();
+        m.enter_phase(&t, Phase::Installing).unwrap();
+        m.enter_phase(&t, Phase::Reporting).unwrap();
+        let saved = m.orphans().pop().unwrap();
+        assert_eq!(saved.config, Some(ServerConfig::minimal("s")));
+        let r = m.resume(&saved);
+        assert_eq!(
+            (r.id.as_str(), r.phase()),
+            (t.id.as_str(), Phase::Reporting)
+        );
+        assert_eq!(m.cancel(&r, None), Err(CancelRefused::Finalizing));
+        assert_eq!(m.finish(&r, Ok(())), Status::Completed);
+        assert!(m.orphans().is_empty(), "settled: state removed");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The transfer record (SPEC §2.3) and its status machine, enforced here
 //! and nowhere else: `pending → processing → completed | failed |
-//! cancelling`, `cancelling → cancelled | failed`; terminal states are final.
+//! cancelling`, `cancelling → cancelled | failed | completed`; terminal
+//! states are final. `cancelling → completed` is a cancel that came too
+//! late: the panel had already confirmed the destination (SPEC §5.1).
+//! Which terminal status a transfer's end gives (`Status::end`) sits
+//! beside the transitions so the two tables are read together.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Outgoing,
@@ -20,7 +24,7 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pending,
@@ -74,7 +78,27 @@ impl Status {
                 | (Processing, Cancelling)
                 | (Cancelling, Cancelled)
                 | (Cancelling, Failed)
+                | (Cancelling, Completed)
         )
+    }
+
+    /// The outcome table: the terminal status (and error) a transfer in
+    /// status `self` reaches when its pipeline ends with `outcome`. None
+    /// when it already is terminal (nothing leaves a terminal state).
+    /// A success while cancelling completes: the transfer's end was
+    /// decided before the cancel could take effect (the panel confirmed
+    /// it), and the cancel reason is kept on the record.
+    pub fn end(self, outcome: Result<(), String>) -> Option<(Status, Option<String>)> {
+        use Status::*;
+        Some(match (self, outcome) {
+            (s, _) if s.is_terminal() => return None,
+            (Cancelling, Ok(())) => (Completed, None),
+            (Cancelling, Err(_)) => (Cancelled, None),
+            // Nothing ran: an empty success is still a failure to transfer.
+            (Pending, Ok(())) => (Failed, Some("the transfer ended before it started".into())),
+            (_, Ok(())) => (Completed, None),
+            (_, Err(e)) => (Failed, Some(e)),
+        })
     }
 }
 
@@ -121,6 +145,7 @@ mod tests {
             (Processing, Cancelling),
             (Cancelling, Cancelled),
             (Cancelling, Failed),
+            (Cancelling, Completed),
         ];
         for from in Status::ALL {
             for to in Status::ALL {
@@ -134,6 +159,28 @@ mod tests {
         for terminal in [Cancelled, Failed, Completed] {
             assert!(terminal.is_terminal());
             assert!(Status::ALL.iter().all(|s| !terminal.can_become(*s)));
+        }
+    }
+
+    #[test]
+    fn the_outcome_table() {
+        use Status::*;
+        let err = || Err("x".to_string());
+        assert_eq!(Processing.end(Ok(())), Some((Completed, None)));
+        assert_eq!(Processing.end(err()), Some((Failed, Some("x".into()))));
+        assert_eq!(Cancelling.end(err()), Some((Cancelled, None)));
+        assert_eq!(Cancelling.end(Ok(())), Some((Completed, None)));
+        assert_eq!(Pending.end(Ok(())).map(|e| e.0), Some(Failed));
+        for terminal in [Cancelled, Failed, Completed] {
+            assert_eq!(terminal.end(Ok(())), None);
+        }
+        for from in Status::ALL {
+            if let Some((to, _)) = from.end(Ok(())) {
+                assert!(from.can_become(to), "{from:?} -> {to:?}");
+            }
+            if let Some((to, _)) = from.end(err()) {
+                assert!(from.can_become(to), "{from:?} -> {to:?}");
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 //! Threads: this one drives the HTTP request; a producer packs into a
 //! bounded pipe through the multipart writer; a monitor publishes progress.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use crate::archive::{self, PackError, PackOptions};
 use crate::multipart::{self, MultipartWriter, PartInfo};
 use crate::node::Node;
 use crate::server::{Server, TransferMark};
+use crate::transfer::early_answer;
+use crate::transfer::finish::{self, SourceEnd};
 use crate::transfer::pipe::pipe;
 use crate::transfer::progress::upload_line;
 use crate::transfer::throttle::ThrottledReader;
@@ -54,46 +57,30 @@ fn run(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, plan: &Ou
     // This thread and the packing threads it starts are bulk work.
     let _batch = crate::archive::sched::batch();
     let server = Arc::clone(mark.server());
-    let outcome = stream(node, transfer, &server, plan);
-    let status = {
-        // Held across the end so a concurrent DELETE sees either an active
-        // transfer (and defers) or a finished one (and removes at once).
-        let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let status = node.transfers.finish(transfer, outcome.clone());
-        if server.delete_requested() {
-            node.remove_server(&server);
-        }
-        status
-    };
-    match status {
-        Status::Completed => {}
-        Status::Cancelled => {
-            let msg = match transfer.cancel_reason() {
-                Some(reason) => format!("Canceled. ({reason})"),
-                None => "Canceled.".to_string(),
-            };
-            node.transfer_log(transfer, &msg);
-        }
-        _ => {
-            let error = outcome.err().unwrap_or_default();
-            node.transfer_log(transfer, &format!("Transfer failed: {error}"));
-        }
-    }
-    if status != Status::Completed {
-        // The source never reports success; failure exactly once.
-        let _ = node.report_to_panel(&transfer.server, false);
-    }
-    drop(mark);
-    transfer.finalize();
+    let end = stream(node, transfer, &server, plan);
+    finish::source::settle(node, transfer, mark, end);
 }
 
-/// Streams the archive and returns Ok only on the destination's 200.
+/// Streams the archive; how the request ended, for the finish machine.
 fn stream(
     node: &Arc<Node>,
     transfer: &Arc<Transfer>,
     server: &Arc<Server>,
     plan: &OutgoingPlan,
-) -> Result<(), String> {
+) -> SourceEnd {
+    match send(node, transfer, server, plan) {
+        Ok(end) => end,
+        Err(local) => SourceEnd::Local(local),
+    }
+}
+
+/// The request itself; Err for a failure here before anything was sent.
+fn send(
+    node: &Arc<Node>,
+    transfer: &Arc<Transfer>,
+    server: &Arc<Server>,
+    plan: &OutgoingPlan,
+) -> Result<SourceEnd, String> {
     if !node
         .transfers
         .transition(transfer, Status::Processing, None)
@@ -116,14 +103,16 @@ fn stream(
     })?;
     transfer.set_totals(totals.files, totals.bytes);
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(15)))
         .user_agent(format!("ferry/{}", crate::VERSION))
         .tls_config(crate::trust::tls_config())
-        .build()
-        .into();
+        .build();
+    // Keeps what the destination answered if it answers before the end.
+    let heard = early_answer::Heard::default();
+    let agent = early_answer::agent(config, &heard);
     let killer = agent.clone();
     transfer.on_cancel(move || killer.clone().shutdown());
 
@@ -148,26 +137,28 @@ fn stream(
             outgoing,
         ),
     };
+    // The whole body was written into the pipe (its end is then real).
+    let whole = Arc::new(AtomicBool::new(false));
     let producer = {
         let transfer = Arc::clone(transfer);
-        let node = Arc::clone(node);
         let boundary = boundary.clone();
         let root = spec.data_dir.clone();
+        let whole = Arc::clone(&whole);
         thread::Builder::new()
             .name(format!("pack-{}", &transfer.id[..8]))
             .spawn(move || {
+                let mut writer = writer;
                 let result = produce(
-                    writer,
+                    &mut writer,
                     &boundary,
                     &configuration,
                     &root,
                     &options,
                     &transfer,
                 );
-                if result.is_ok() {
-                    transfer.mark_archive_sent();
-                    node.transfer_log(&transfer, "Finished streaming archive to destination.");
-                }
+                // Set before the writer is dropped, which ends the body.
+                whole.store(result.is_ok(), Ordering::SeqCst);
+                drop(writer);
                 result
             })
             .map_err(|e| format!("cannot start the packing thread: {e}"))?
@@ -175,10 +166,16 @@ fn stream(
     let monitor = spawn_monitor(node, transfer);
 
     node.transfer_log(transfer, "Streaming archive to destination...");
-    let body = ThrottledReader {
-        inner: reader,
-        throttle: &node.upload,
-        cancel: &cancel,
+    let body = LastByte {
+        inner: ThrottledReader {
+            inner: reader,
+            throttle: &node.upload,
+            cancel: &cancel,
+        },
+        whole: &whole,
+        node,
+        transfer,
+        reached: false,
     };
     let send_clock = transfer.counters.stage_clock(crate::archive::Stage::Send);
     let sent = agent
@@ -208,15 +205,26 @@ fn stream(
         .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
     drop(monitor);
 
-    if transfer.is_cancelled() {
-        return Err("cancelled".to_string());
-    }
-    let mut response = sent.map_err(|e| format!("could not stream to the destination: {e}"))?;
-    produced?;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(_) if transfer.is_cancelled() => {
+            return Ok(SourceEnd::NoAnswer("cancelled".to_string()))
+        }
+        Err(e) => {
+            let heard = std::mem::take(&mut *heard.lock().unwrap_or_else(|p| p.into_inner()));
+            return Ok(match early_answer::parse(&heard) {
+                Some((status, message)) => SourceEnd::Refused(status, message),
+                None => SourceEnd::NoAnswer(format!("could not stream to the destination: {e}")),
+            });
+        }
+    };
     let status = response.status().as_u16();
     if status == 200 {
-        return Ok(());
+        // The destination committed; whatever happened here meanwhile.
+        return Ok(SourceEnd::Accepted);
     }
+    // Packing failed here: the body was cut short, whatever the answer.
+    produced?;
     let text = response
         .body_mut()
         .with_config()
@@ -227,7 +235,34 @@ fn stream(
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.chars().take(200).collect());
-    Err(format!("the destination answered {status}: {reason}"))
+    Ok(SourceEnd::Refused(status, reason))
+}
+
+/// The body as ureq reads it; when its end is read after the whole body
+/// was produced, the last byte is handed to the network: the finish
+/// enters `sent-last-byte` (from then on the destination may hold it all).
+struct LastByte<'a, R> {
+    inner: R,
+    whole: &'a AtomicBool,
+    node: &'a Node,
+    transfer: &'a Transfer,
+    reached: bool,
+}
+
+impl<R: Read> Read for LastByte<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.reached && self.whole.load(Ordering::SeqCst) {
+            self.reached = true;
+            let _ = self
+                .node
+                .transfers
+                .enter_phase(self.transfer, finish::Phase::SentLastByte);
+            self.node
+                .transfer_log(self.transfer, "Finished streaming archive to destination.");
+        }
+        Ok(n)
+    }
 }
 
 /// Upload pipe blocks for a transfer: the full depth for one, shared

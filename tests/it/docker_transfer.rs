@@ -932,3 +932,143 @@ fn a_restart_under_way_does_not_start_the_server_during_its_transfer() {
     );
     assert_eq!(state(&source, &uuid), "offline");
 }
+
+// --- the finish with containers (SPEC §5.1) ---------------------------------
+
+/// A pair whose destination runs with `dest_env` on a root that survives
+/// a restart; returns the destination's options to restart it with.
+fn finish_pair(
+    engines: &Engines,
+    cleanup: &mut Cleanup,
+    panel: &FakePanel,
+    uuid: &str,
+    dest_env: &[(&str, &str)],
+) -> (TestNode, TestNode, NodeOptions) {
+    // Two node identities, so the panel lists the server to its holder only.
+    panel.add_node("node-a", TOKEN);
+    panel.add_node("node-b", TOKEN);
+    let dest_options = NodeOptions {
+        root: Some(cleanup.root()),
+        token_id: Some("node-b".into()),
+        env: dest_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..engines.node_options(&engines.b, panel)
+    };
+    let dest = TestNode::start_with(dest_options.clone());
+    let plan = Plan::new(uuid);
+    panel.add_server_with(plan.uuid, plan.settings, plan.process_configuration);
+    panel.set_server_node(uuid, "node-a");
+    let root = cleanup.root();
+    make_server_tree(&root.join("volumes").join(uuid));
+    let source = TestNode::start_with(NodeOptions {
+        root: Some(root),
+        token_id: Some("node-a".into()),
+        ..engines.node_options(&engines.a, panel)
+    });
+    panel.set_node_url("node-a", &source.url(""));
+    panel.set_node_url("node-b", &dest.url(""));
+    panel.start_transfer(uuid, "node-a", "node-b");
+    (source, dest, dest_options)
+}
+
+fn reports_of(panel: &FakePanel, uuid: &str) -> Vec<(String, u16)> {
+    panel.transfer_reports(uuid)
+}
+
+/// A destination cancel while its container is being created is accepted
+/// (202) and undone before any success is reported: one failure report,
+/// no container or data left, the source keeps the server and hears why.
+#[test]
+fn a_cancel_during_container_creation_is_undone_before_any_report() {
+    let Some((engines, uuid, mut cleanup, panel)) = world() else {
+        return;
+    };
+    let (source, dest, _) = finish_pair(
+        &engines,
+        &mut cleanup,
+        &panel,
+        &uuid,
+        &[("FERRY_FAILPOINT", "creating-container:delay=1500")],
+    );
+    let before = tree_listing(&source.server_dir(&uuid));
+    let (code, record) = start_transfer(&panel, &source, &dest, &uuid, false);
+    assert_eq!(code, 202, "{record}");
+    assert!(
+        dest.wait_log(
+            "failpoint: delaying at creating-container",
+            Duration::from_secs(60)
+        ),
+        "{}",
+        dest.log_text()
+    );
+    let (code, body) = dest.request(
+        "DELETE",
+        &format!("/api/transfers/{uuid}"),
+        Some(json!({"reason": "maintenance"})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let incoming = dest.wait_transfer_end(&uuid, Duration::from_secs(30));
+    assert_eq!(incoming["status"], "cancelled", "{incoming}");
+    let outgoing = source.wait_transfer_end(&uuid, Duration::from_secs(30));
+    assert_eq!(
+        outgoing["error"],
+        "the destination answered 409: The transfer was cancelled on the destination. (maintenance)",
+        "{outgoing}"
+    );
+    assert_destination_clean(&dest, &engines.b, &uuid);
+    assert_eq!(tree_listing(&source.server_dir(&uuid)), before);
+    std::thread::sleep(Duration::from_millis(500));
+    let reports = reports_of(&panel, &uuid);
+    assert!(
+        reports.iter().all(|(kind, _)| kind == "failure"),
+        "no success may be reported: {reports:?}"
+    );
+}
+
+/// A destination killed right after its container was created (before it
+/// reported anything) removes container, data and registration at start-up
+/// and reports the failure; the source keeps the server.
+#[test]
+fn a_destination_killed_after_creating_the_container_is_undone_on_restart() {
+    let Some((engines, uuid, mut cleanup, panel)) = world() else {
+        return;
+    };
+    let (source, mut dest, mut dest_options) = finish_pair(
+        &engines,
+        &mut cleanup,
+        &panel,
+        &uuid,
+        &[("FERRY_FAILPOINT", "container-created:pause")],
+    );
+    let before = tree_listing(&source.server_dir(&uuid));
+    let (code, record) = start_transfer(&panel, &source, &dest, &uuid, false);
+    assert_eq!(code, 202, "{record}");
+    assert!(
+        dest.wait_log(
+            "failpoint: paused at container-created",
+            Duration::from_secs(60)
+        ),
+        "{}",
+        dest.log_text()
+    );
+    assert!(inspect(&engines.b, &uuid).is_some(), "the container exists");
+    dest.kill9();
+    dest_options.env.clear();
+    let dest = TestNode::start_with(dest_options);
+    assert_destination_clean(&dest, &engines.b, &uuid);
+    let outgoing = source.wait_transfer_end(&uuid, Duration::from_secs(60));
+    assert_eq!(outgoing["status"], "failed", "{outgoing}");
+    assert_eq!(tree_listing(&source.server_dir(&uuid)), before);
+    let (_, view) = source.get(&format!("/api/servers/{uuid}"));
+    assert_eq!(view["is_transferring"], false, "{view}");
+    wait_for(
+        Duration::from_secs(15),
+        "the panel to end the transfer",
+        || !panel.is_transferring(&uuid),
+    );
+    assert!(reports_of(&panel, &uuid)
+        .iter()
+        .all(|(kind, _)| kind == "failure"));
+}

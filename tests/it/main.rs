@@ -23,6 +23,7 @@ mod cli_usage;
 mod docker_env;
 mod docker_transfer;
 mod faults;
+mod finish;
 mod http_limits;
 mod http_server;
 mod jwt_panel_token;

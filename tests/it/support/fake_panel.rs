@@ -5,6 +5,21 @@
 //! otherwise). Knobs: servers, the transferring mark, forced 500s, a delay,
 //! going down (connections refused) and back up; every request is logged.
 //!
+//! With nodes (`add_node`) and a transfer between them (`start_transfer`)
+//! it behaves like Pterodactyl's ServerTransferController: a server is
+//! listed only to the node that holds it; `success` from the new node
+//! commits in a transaction (the server's row held, so other reports for
+//! it wait behind), then calls `DELETE /api/servers/<uuid>` on the old
+//! node (a failed DELETE is only logged, as the panel does) and answers
+//! 204; `success` from the old node gets 403; any report after the
+//! transfer ended gets 409 `Server is not being transferred.`; `failure`
+//! ends it with the server staying on the old node. Switches:
+//! `set_hold_row` (seconds the transaction holds the row before the
+//! commit), `set_answer_after_commit`, `set_transaction` (off: no row lock,
+//! the check and the commit are apart, as a panel without a transaction),
+//! `set_success_delay` (before a success is looked at),
+//! `set_failure_503` (failure reports answered 503).
+//!
 //! Use it from a test module with `use crate::support::fake_panel;`.
 //!
 //! It also mints transfer JWTs exactly like the panel's NodeJWTService, with
@@ -31,6 +46,8 @@ pub struct Call {
     pub body: Vec<u8>,
     pub status: u16,
     pub at: Instant,
+    /// The calling node's `token_id`.
+    pub caller: String,
 }
 
 impl Call {
@@ -62,11 +79,41 @@ struct FakeServer {
     settings: Value,
     process_configuration: Value,
     transferring: bool,
+    /// The node (`token_id`) that holds it; None: listed to every node.
+    node: Option<String>,
+    /// A transfer in progress: (old node, new node).
+    transfer: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+struct FakeNode {
+    token_id: String,
+    token: String,
+    /// Where the panel reaches the node (for its DELETE).
+    url: Option<String>,
+}
+
+/// Finish switches (see the module comment).
+#[derive(Debug, Clone, Default)]
+struct Finish {
+    hold_row: Duration,
+    answer_after_commit: Duration,
+    no_transaction: bool,
+    success_delay: Duration,
+    failure_503: bool,
 }
 
 struct State {
     token_id: String,
     token: String,
+    nodes: Vec<FakeNode>,
+    finish: Finish,
+    /// Servers whose row a transaction holds.
+    rows: Vec<String>,
+    /// Requests as they arrive: (method, path, caller).
+    arrivals: Vec<(String, String, String)>,
+    /// What the panel logged (failed DELETEs, commits).
+    notes: Vec<String>,
     servers: Vec<FakeServer>,
     fail_next: usize,
     delay: Duration,
@@ -79,6 +126,7 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    row_freed: std::sync::Condvar,
 }
 
 impl Shared {
@@ -103,6 +151,11 @@ impl FakePanel {
             state: Mutex::new(State {
                 token_id: token_id.to_string(),
                 token: token.to_string(),
+                nodes: Vec::new(),
+                finish: Finish::default(),
+                rows: Vec::new(),
+                arrivals: Vec::new(),
+                notes: Vec::new(),
                 servers: Vec::new(),
                 fail_next: 0,
                 delay: Duration::ZERO,
@@ -111,6 +164,7 @@ impl FakePanel {
                 calls: Vec::new(),
                 conns: Vec::new(),
             }),
+            row_freed: std::sync::Condvar::new(),
         });
         let accept = spawn_accept(listener, shared.clone());
         FakePanel {
@@ -145,7 +199,139 @@ impl FakePanel {
             settings,
             process_configuration,
             transferring: false,
+            node: None,
+            transfer: None,
         });
+    }
+
+    /// A node the panel knows: it authenticates as `<token_id>.<token>`
+    /// and is reached at `url` (set or changed with `set_node_url`).
+    pub fn add_node(&self, token_id: &str, token: &str) {
+        let mut st = self.shared.lock();
+        st.nodes.retain(|n| n.token_id != token_id);
+        st.nodes.push(FakeNode {
+            token_id: token_id.to_string(),
+            token: token.to_string(),
+            url: None,
+        });
+    }
+
+    /// Where the panel reaches a node (its base URL, `http://host:port`).
+    pub fn set_node_url(&self, token_id: &str, url: &str) {
+        let mut st = self.shared.lock();
+        if let Some(n) = st.nodes.iter_mut().find(|n| n.token_id == token_id) {
+            n.url = Some(url.trim_end_matches('/').to_string());
+        }
+    }
+
+    /// Adds a server held by `node`.
+    pub fn add_server_on(&self, uuid: &str, settings: Value, node: &str) {
+        self.add_server(uuid, settings);
+        let mut st = self.shared.lock();
+        if let Some(s) = st.servers.iter_mut().find(|s| s.uuid == uuid) {
+            s.node = Some(node.to_string());
+        }
+    }
+
+    /// Says which node holds `uuid` (it is then listed to that node only).
+    pub fn set_server_node(&self, uuid: &str, node: &str) {
+        let mut st = self.shared.lock();
+        if let Some(s) = st.servers.iter_mut().find(|s| s.uuid == uuid) {
+            s.node = Some(node.to_string());
+        }
+    }
+
+    /// Starts a transfer of `uuid` from node `old` to node `new`.
+    pub fn start_transfer(&self, uuid: &str, old: &str, new: &str) {
+        let mut st = self.shared.lock();
+        let s = st
+            .servers
+            .iter_mut()
+            .find(|s| s.uuid == uuid)
+            .unwrap_or_else(|| panic!("fake panel has no server {uuid}"));
+        s.transferring = true;
+        s.transfer = Some((old.to_string(), new.to_string()));
+    }
+
+    /// The node that holds `uuid` now.
+    pub fn server_node(&self, uuid: &str) -> Option<String> {
+        self.shared
+            .lock()
+            .servers
+            .iter()
+            .find(|s| s.uuid == uuid)
+            .and_then(|s| s.node.clone())
+    }
+
+    pub fn set_hold_row(&self, d: Duration) {
+        self.shared.lock().finish.hold_row = d;
+    }
+
+    pub fn set_answer_after_commit(&self, d: Duration) {
+        self.shared.lock().finish.answer_after_commit = d;
+    }
+
+    pub fn set_transaction(&self, on: bool) {
+        self.shared.lock().finish.no_transaction = !on;
+    }
+
+    pub fn set_success_delay(&self, d: Duration) {
+        self.shared.lock().finish.success_delay = d;
+    }
+
+    pub fn set_failure_503(&self, on: bool) {
+        self.shared.lock().finish.failure_503 = on;
+    }
+
+    /// Requests as they arrived (before any answer): (method, path, caller).
+    pub fn arrivals(&self) -> Vec<(String, String, String)> {
+        self.shared.lock().arrivals.clone()
+    }
+
+    /// Waits until a request to `path` has arrived; false on timeout.
+    pub fn wait_arrival(&self, path: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self
+                .shared
+                .lock()
+                .arrivals
+                .iter()
+                .any(|(_, p, _)| p == path)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// What the panel noted (commits, failed DELETEs).
+    pub fn notes(&self) -> Vec<String> {
+        self.shared.lock().notes.clone()
+    }
+
+    /// True while a transfer of `uuid` is still open on the panel.
+    pub fn transfer_open(&self, uuid: &str) -> bool {
+        self.shared
+            .lock()
+            .servers
+            .iter()
+            .any(|s| s.uuid == uuid && s.transferring)
+    }
+
+    /// Transfer reports of `uuid` the panel accepted (2xx), by caller:
+    /// (caller, "success" | "failure").
+    pub fn accepted_reports(&self, uuid: &str) -> Vec<(String, String)> {
+        let prefix = format!("/api/remote/servers/{uuid}/transfer/");
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == "POST" && (200..300).contains(&c.status))
+            .filter_map(|c| {
+                let kind = c.path.strip_prefix(&prefix)?.to_string();
+                Some((c.caller.clone(), kind))
+            })
+            .collect()
     }
 
     pub fn remove_server(&self, uuid: &str) {
@@ -385,6 +571,13 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (target.clone(), String::new()),
         };
+        let caller = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .and_then(|(_, v)| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once('.'))
+            .map(|(id, _)| id.to_string())
+            .unwrap_or_default();
         let mut call = Call {
             method,
             path,
@@ -393,16 +586,33 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
             body,
             status: 0,
             at: Instant::now(),
+            caller,
         };
-        let delay = shared.lock().delay;
+        let delay = {
+            let mut st = shared.lock();
+            st.arrivals
+                .push((call.method.clone(), call.path.clone(), call.caller.clone()));
+            st.delay
+        };
         std::thread::sleep(delay);
+        let report = transfer_report_target(&call);
         let answer = {
             let mut st = shared.lock();
             if st.down || st.stopping {
                 st.calls.push(call);
                 return;
             }
-            let answer = route(&mut st, &call);
+            let answer = match auth(&st, &call) {
+                Err(refusal) => refusal,
+                Ok(()) if report.is_some() && st.fail_next == 0 => {
+                    drop(st);
+                    let (uuid, kind) = report.clone().unwrap_or_default();
+                    let answer = transfer_report(shared, &call, &uuid, &kind);
+                    st = shared.lock();
+                    answer
+                }
+                Ok(()) => route(&mut st, &call),
+            };
             call.status = answer.0;
             st.calls.push(call.clone());
             answer
@@ -444,6 +654,188 @@ fn error(status: u16, code: &str, detail: &str) -> (u16, Option<Value>) {
     )
 }
 
+/// DaemonAuthenticate: 401 without a bearer, 400 if not `<id>.<token>`,
+/// 403 when either half does not match the panel's or a node's.
+fn auth(st: &State, call: &Call) -> Result<(), (u16, Option<Value>)> {
+    let Some(bearer) = call
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(error(
+            401,
+            "HttpException",
+            "Access to this endpoint must include an Authorization header.",
+        ));
+    };
+    let Some((id, token)) = bearer.split_once('.') else {
+        return Err(error(
+            400,
+            "BadRequestHttpException",
+            "The Authorization header provided was not in a valid format.",
+        ));
+    };
+    let known = (id == st.token_id && token == st.token)
+        || st
+            .nodes
+            .iter()
+            .any(|n| n.token_id == id && n.token == token);
+    if !known {
+        return Err(error(
+            403,
+            "AccessDeniedHttpException",
+            "You are not authorized to access this resource.",
+        ));
+    }
+    Ok(())
+}
+
+/// `(uuid, "success" | "failure")` for a transfer report.
+fn transfer_report_target(call: &Call) -> Option<(String, String)> {
+    if call.method != "POST" {
+        return None;
+    }
+    let rest = call.path.strip_prefix("/api/remote/servers/")?;
+    let mut parts = rest.split('/');
+    let uuid = parts.next()?.to_string();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("transfer"), Some(kind @ ("success" | "failure")), None) => {
+            Some((uuid, kind.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// ServerTransferController::success / ::failure.
+fn transfer_report(shared: &Shared, call: &Call, uuid: &str, kind: &str) -> (u16, Option<Value>) {
+    let finish = shared.lock().finish.clone();
+    let conflict = || {
+        error(
+            409,
+            "ConflictHttpException",
+            "Server is not being transferred.",
+        )
+    };
+    if kind == "failure" && finish.failure_503 {
+        return error(503, "HttpException", "Service Unavailable");
+    }
+    if kind == "success" {
+        std::thread::sleep(finish.success_delay);
+    }
+    let transaction = !finish.no_transaction;
+    // The transaction's row lock: reports for this server wait behind it.
+    let mut st = shared.lock();
+    if transaction {
+        while st.rows.iter().any(|r| r == uuid) {
+            st = shared.row_freed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.rows.push(uuid.to_string());
+    }
+    let release = |mut st: MutexGuard<'_, State>| {
+        if transaction {
+            st.rows.retain(|r| r != uuid);
+            shared.row_freed.notify_all();
+        }
+    };
+    let Some(server) = st.servers.iter().find(|s| s.uuid == uuid).cloned() else {
+        release(st);
+        return error(
+            404,
+            "NotFoundHttpException",
+            "The requested resource could not be found on the server.",
+        );
+    };
+    if !server.transferring {
+        release(st);
+        return conflict();
+    }
+    let Some((old, new)) = server.transfer.clone() else {
+        // A transfer without nodes (older tests): end it, 204.
+        if let Some(s) = st.servers.iter_mut().find(|s| s.uuid == uuid) {
+            s.transferring = false;
+        }
+        release(st);
+        return (204, None);
+    };
+    if kind == "failure" {
+        if let Some(s) = st.servers.iter_mut().find(|s| s.uuid == uuid) {
+            s.transferring = false;
+            s.transfer = None;
+        }
+        st.notes
+            .push(format!("failure from {} accepted", call.caller));
+        release(st);
+        return (204, None);
+    }
+    if call.caller == old {
+        release(st);
+        return error(
+            403,
+            "AccessDeniedHttpException",
+            "You are not authorized to access this resource.",
+        );
+    }
+    // Inside the transaction: the row is held this long before the commit.
+    drop(st);
+    std::thread::sleep(finish.hold_row);
+    let mut st = shared.lock();
+    let Some(s) = st.servers.iter_mut().find(|s| s.uuid == uuid) else {
+        release(st);
+        return conflict();
+    };
+    if transaction && !s.transferring {
+        // Cannot happen under the row lock; kept for clarity.
+        release(st);
+        return conflict();
+    }
+    s.transferring = false;
+    s.transfer = None;
+    s.node = Some(new.clone());
+    st.notes
+        .push(format!("success from {} committed", call.caller));
+    let old_url = st
+        .nodes
+        .iter()
+        .find(|n| n.token_id == old)
+        .and_then(|n| n.url.clone().map(|u| (u, n.token.clone())));
+    release(st);
+    // After the commit: delete the server on the old node, then answer.
+    if let Some((url, token)) = old_url {
+        let outcome = delete_on_node(&url, &token, uuid);
+        shared
+            .lock()
+            .notes
+            .push(format!("DELETE on {old}: {outcome}"));
+    }
+    std::thread::sleep(finish.answer_after_commit);
+    (204, None)
+}
+
+/// `DELETE {url}/api/servers/<uuid>` with the node's token; the status or
+/// the error, as the panel would log it.
+fn delete_on_node(url: &str, token: &str, uuid: &str) -> String {
+    let Some(host) = url.strip_prefix("http://") else {
+        return format!("unsupported url {url}");
+    };
+    let attempt = || -> std::io::Result<String> {
+        let addr: SocketAddr = host
+            .parse()
+            .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "DELETE /api/servers/{uuid} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer.lines().next().unwrap_or("").to_string())
+    };
+    match attempt() {
+        Ok(line) => line,
+        Err(e) => format!("failed: {e}"),
+    }
+}
+
 fn route(st: &mut State, call: &Call) -> (u16, Option<Value>) {
     if st.fail_next > 0 {
         st.fail_next -= 1;
@@ -453,32 +845,8 @@ fn route(st: &mut State, call: &Call) -> (u16, Option<Value>) {
             "An unexpected error was encountered while processing this request, please try again.",
         );
     }
-
-    // DaemonAuthenticate: 401 without a bearer, 400 if not `<id>.<token>`,
-    // 403 when either half does not match.
-    let Some(bearer) = call
-        .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return error(
-            401,
-            "HttpException",
-            "Access to this endpoint must include an Authorization header.",
-        );
-    };
-    let Some((id, token)) = bearer.split_once('.') else {
-        return error(
-            400,
-            "BadRequestHttpException",
-            "The Authorization header provided was not in a valid format.",
-        );
-    };
-    if id != st.token_id || token != st.token {
-        return error(
-            403,
-            "AccessDeniedHttpException",
-            "You are not authorized to access this resource.",
-        );
+    if let Err(refusal) = auth(st, call) {
+        return refusal;
     }
 
     let segments: Vec<&str> = call
@@ -497,7 +865,7 @@ fn route(st: &mut State, call: &Call) -> (u16, Option<Value>) {
         return not_found();
     }
     match (call.method.as_str(), segments.as_slice()) {
-        ("GET", []) => list_page(st, call),
+        ("GET", []) => list_page(st, call, &call.caller),
         ("GET", [uuid]) => match st.servers.iter().find(|s| s.uuid == *uuid) {
             Some(s) => (
                 200,
@@ -528,7 +896,12 @@ fn route(st: &mut State, call: &Call) -> (u16, Option<Value>) {
 
 /// Laravel's length-aware paginator: `page` below 1 or not a number is
 /// page 1; `meta` as the panel's transformer emits it.
-fn list_page(st: &State, call: &Call) -> (u16, Option<Value>) {
+fn list_page(st: &State, call: &Call, caller: &str) -> (u16, Option<Value>) {
+    let mine: Vec<&FakeServer> = st
+        .servers
+        .iter()
+        .filter(|s| s.node.as_deref().is_none_or(|n| n == caller))
+        .collect();
     let per_page: usize = call
         .query_param("per_page")
         .and_then(|v| v.parse().ok())
@@ -539,11 +912,10 @@ fn list_page(st: &State, call: &Call) -> (u16, Option<Value>) {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n >= 1)
         .unwrap_or(1);
-    let total = st.servers.len();
+    let total = mine.len();
     let last_page = total.div_ceil(per_page).max(1);
     let start = (page - 1).saturating_mul(per_page);
-    let items: Vec<Value> = st
-        .servers
+    let items: Vec<Value> = mine
         .iter()
         .skip(start)
         .take(per_page)

@@ -35,6 +35,9 @@ pub struct NodeOptions {
     /// test that pre-fills the root gives away what it wants with
     /// `give_to_nobody`). Needs the tests to run as root.
     pub unprivileged: bool,
+    /// The node's `token_id` toward the panel (`testtokenid` unless set):
+    /// distinct ids let the fake panel tell two nodes apart.
+    pub token_id: Option<String>,
 }
 
 /// The uid and gid an `unprivileged` node runs as.
@@ -89,7 +92,8 @@ impl TestNode {
         let data = root.join("volumes");
         let token = options.token.clone().unwrap_or_else(|| TOKEN.to_string());
         let mut yaml = format!(
-            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: testtokenid\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n{}\n",
+            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: {}\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n{}\n",
+            options.token_id.as_deref().unwrap_or("testtokenid"),
             options.tls.as_ref().map_or(String::new(), |(cert, key)| format!(
                 "  ssl:\n    enabled: true\n    cert: {}\n    key: {}\n",
                 cert.display(),

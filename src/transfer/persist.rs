@@ -1,0 +1,149 @@
+//! Crash state: what is kept on disk of each transfer in flight, so a
+//! daemon that was killed knows at start-up where each one stood. One file
+//! per transfer, `<root>/ferry/transfers/<id>.json`, written with
+//! `statefile` (never torn) on every status and finish-phase change and
+//! removed when the transfer ends. What recovery does with it is the
+//! finish machine's call (`finish::recover`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::finish::Phase;
+use super::record::{Direction, Status};
+use crate::server::ServerConfig;
+use crate::statefile;
+
+/// One transfer in flight, as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub id: String,
+    pub server: String,
+    pub direction: Direction,
+    pub peer: String,
+    pub status: Status,
+    /// Absent in files written before the finish machine: they were
+    /// streaming as far as anyone can tell.
+    #[serde(default = "streaming")]
+    pub phase: Phase,
+    /// The destination's configuration of the server, saved before it is
+    /// moved into place so recovery can register it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ServerConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+}
+
+fn streaming() -> Phase {
+    Phase::Streaming
+}
+
+pub struct CrashState {
+    dir: PathBuf,
+}
+
+impl CrashState {
+    /// `<state_dir>/transfers`, created if needed.
+    pub fn open(state_dir: &Path) -> std::io::Result<CrashState> {
+        let dir = state_dir.join("transfers");
+        fs::create_dir_all(&dir)?;
+        Ok(CrashState { dir })
+    }
+
+    fn file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn save(&self, saved: &Saved) -> std::io::Result<()> {
+        statefile::write_json(&self.file(&saved.id), saved)
+    }
+
+    pub fn forget(&self, id: &str) {
+        if let Err(e) = statefile::remove(&self.file(id)) {
+            log::warn!("cannot remove the state of transfer {id}: {e}");
+        }
+    }
+
+    /// Transfers a previous daemon left in flight. Files stay until the
+    /// transfer is settled (`forget`), so a crash during recovery loses
+    /// nothing. Temporaries of a write that died midway are removed: the
+    /// file they were to replace still holds the last complete state.
+    pub fn orphans(&self) -> Vec<Saved> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if statefile::is_temporary(&path) {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Saved>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(saved) => out.push(saved),
+                // Not ours to settle: no torn state file can exist, so
+                // this is something else put there; keep it for a person.
+                Err(e) => log::error!("recovery: cannot read {}: {e}", path.display()),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(id: &str, phase: Phase) -> Saved {
+        Saved {
+            id: id.into(),
+            server: "s".into(),
+            direction: Direction::Incoming,
+            peer: "p".into(),
+            status: Status::Processing,
+            phase,
+            config: Some(ServerConfig::minimal("s")),
+            cancel_reason: None,
+        }
+    }
+
+    #[test]
+    fn saved_state_is_typed_and_survives_until_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = CrashState::open(dir.path()).unwrap();
+        state.save(&saved("a", Phase::Installing)).unwrap();
+        state.save(&saved("a", Phase::Reporting)).unwrap();
+        let orphans = state.orphans();
+        assert_eq!(orphans, vec![saved("a", Phase::Reporting)]);
+        assert_eq!(state.orphans().len(), 1, "reading does not consume");
+        state.forget("a");
+        assert!(state.orphans().is_empty());
+    }
+
+    #[test]
+    fn a_torn_write_is_never_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = CrashState::open(dir.path()).unwrap();
+        state.save(&saved("b", Phase::Installing)).unwrap();
+        // A SIGKILL in the middle of the next save leaves its temporary.
+        let torn = dir.path().join("transfers").join(".b.json.tmp");
+        fs::write(&torn, br#"{"id":"b","server":"s","direction":"incom"#).unwrap();
+        assert_eq!(state.orphans(), vec![saved("b", Phase::Installing)]);
+        assert!(!torn.exists(), "the torn temporary is cleared");
+    }
+
+    #[test]
+    fn files_from_before_the_finish_machine_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = CrashState::open(dir.path()).unwrap();
+        fs::write(
+            dir.path().join("transfers").join("c.json"),
+            br#"{"id":"c","server":"s","direction":"outgoing","peer":"p","status":"processing"}"#,
+        )
+        .unwrap();
+        let orphans = state.orphans();
+        assert_eq!(orphans[0].direction, Direction::Outgoing);
+        assert_eq!(orphans[0].phase, Phase::Streaming);
+    }
+}
