@@ -54,7 +54,7 @@ impl Node {
         };
         panel.report_transfer(server, success).map_err(|e| {
             let word = if success { "success" } else { "failure" };
-            let msg = format!("could not report transfer {word} for {server} to the panel: {e:?}");
+            let msg = format!("could not report transfer {word} for {server} to the panel: {e}");
             log::error!("{msg}");
             msg
         })
