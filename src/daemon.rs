@@ -97,9 +97,9 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
             }
             // Keep serving what is known locally: a panel outage must not
             // keep a node (and its running servers) from coming up.
-            Err(e) => log::error!(
-                "panel: cannot list this node's servers, using the local registry: {e}"
-            ),
+            Err(e) => {
+                log::error!("panel: cannot list this node's servers, using the local registry: {e}")
+            }
         },
         None => {
             registry
