@@ -42,6 +42,7 @@ pub struct CreateOptions {
     pub timezone: Option<String>,
 }
 
+/// `KEY=value` list: `TZ` (optional), `STARTUP`, `SERVER_MEMORY`, `SERVER_IP`,
 /// `SERVER_PORT`, then the server's variables; a variable cannot override
 /// one of the built-ins (Wings' precedence).
 pub fn env_list(s: &ContainerSettings, timezone: Option<&str>) -> Vec<String> {

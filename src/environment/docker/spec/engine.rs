@@ -2,6 +2,7 @@
 //! and `tag`, query values escaped for request paths, and API versions
 //! compared as numbers.
 
+/// `fromImage` and `tag` for a pull. The tag must be explicit: an empty tag
 /// makes the Engine pull every tag of the repository.
 pub fn pull_reference(image: &str) -> (String, String) {
     if let Some((name, digest)) = image.split_once('@') {

@@ -176,8 +176,6 @@ pub fn parse_settings(settings: &Value) -> Result<ContainerSettings, EnvError> {
     })
 }
 
-/// `KEY=value` list: `TZ` (optional), `STARTUP`, `SERVER_MEMORY`, `SERVER_IP`,
-
 #[cfg(test)]
 mod tests {
     use super::*;
