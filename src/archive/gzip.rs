@@ -10,6 +10,9 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Zero bytes tolerated after the last gzip member (block padding).
+const MAX_ZERO_PADDING: usize = 1 << 20;
+
 /// Deflate's window: the dictionary carried from one block to the next.
 pub const DICT: usize = 32 * 1024;
 /// Input is fed in slices this big so a cancel is seen mid-block (even in
@@ -514,10 +517,38 @@ impl<R: BufRead> GunzipReader<R> {
         }
     }
 
+    /// Zero bytes after the last member up to the end of input: tar
+    /// writers pad their compressed output to a block (bsdtar writing to
+    /// a pipe pads to 10 KiB), and gzip(1) ignores them too. True when
+    /// the input ended after only zeros; false (nothing consumed past the
+    /// zeros) when something else follows.
+    fn zero_padding_to_end(&mut self) -> io::Result<bool> {
+        let mut seen: usize = 0;
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(true);
+            }
+            let zeros = buf.iter().take_while(|&&b| b == 0).count();
+            let whole = zeros == buf.len();
+            self.inner.consume(zeros);
+            seen += zeros;
+            if !whole || seen > MAX_ZERO_PADDING {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Parses a member header; false at a clean end of input.
     fn header(&mut self, first: bool) -> io::Result<bool> {
         if self.inner.fill_buf()?.is_empty() {
             return if first { Err(truncated()) } else { Ok(false) };
+        }
+        if !first && self.inner.fill_buf()?.first() == Some(&0) {
+            if self.zero_padding_to_end()? {
+                return Ok(false);
+            }
+            return Err(bad("trailing data after the gzip stream"));
         }
         let id1 = self.byte()?;
         let id2 = self.byte()?;
@@ -720,6 +751,23 @@ mod tests {
         let out = gunzip(&gz).unwrap();
         assert_eq!(out.len(), 6 + 100_000);
         assert!(out.starts_with(b"hello x"));
+    }
+
+    #[test]
+    fn gunzip_accepts_zero_padding_after_the_last_member() {
+        let mut gz = member(b"hello", true);
+        gz.extend_from_slice(&[0u8; 10_000]);
+        assert_eq!(gunzip(&gz).unwrap(), b"hello");
+        let mut junk = member(b"hello", true);
+        junk.extend_from_slice(&[0u8; 100]);
+        junk.push(1);
+        assert!(gunzip(&junk)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing data"));
+        let mut endless = member(b"hello", true);
+        endless.extend(std::iter::repeat_n(0u8, MAX_ZERO_PADDING + 2));
+        assert!(gunzip(&endless).is_err());
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //! read, and what Wings writes): entries relative to the data directory,
 //! no leading `/` or `./`, directories with a trailing `/`, the root itself
 //! not an entry; extraction accepts `./`-prefixed paths and a `./` entry.
+//! A file with several links is archived once; its other paths become
+//! hard-link entries. Extraction reads what GNU tar and bsdtar write in
+//! every format: ustar, PAX, GNU (long names, base-256 numbers, negative
+//! mtimes) and GNU sparse files (old `S` and PAX 0.0/0.1/1.0, as holes).
 
 mod extract;
 mod gzip;
@@ -153,8 +157,12 @@ fn thread_cpu_ns() -> u64 {
 pub struct TreeTotals {
     /// Entries that will be archived (files, directories, symlinks).
     pub files: u64,
-    /// Regular-file content bytes.
+    /// Regular-file content bytes (apparent sizes; each file once however
+    /// many links it has): what the archive carries.
     pub bytes: u64,
+    /// Bytes those files take on disk (allocated blocks, at most their
+    /// size): what the destination will write, since it writes holes.
+    pub disk_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -182,28 +190,55 @@ pub enum PackError {
     Io(String),
 }
 
-/// Counts what `pack` will archive, without following links.
-pub fn scan(root: &Path) -> std::io::Result<TreeTotals> {
-    struct Count(TreeTotals);
-    impl walk::Visitor for Count {
-        type Error = std::convert::Infallible;
-        fn visit(&mut self, _path: &[u8], node: walk::Node) -> Result<(), Self::Error> {
-            self.0.files += 1;
+/// Counts what `pack` will archive, without following links, and refuses
+/// (naming it) a path the destination would refuse. Stops with
+/// `ErrorKind::Interrupted` within one directory entry of `cancel` being set.
+pub fn scan(root: &Path, cancel: &AtomicBool) -> std::io::Result<TreeTotals> {
+    struct Count<'a> {
+        totals: TreeTotals,
+        links: pack::HardLinks,
+        cancel: &'a AtomicBool,
+    }
+    impl walk::Visitor for Count<'_> {
+        type Error = String;
+        fn visit(&mut self, path: &[u8], node: walk::Node) -> Result<(), Self::Error> {
+            let (is_dir, link) = match &node {
+                walk::Node::Dir(_) => (true, &[][..]),
+                walk::Node::File(..) => (false, &[][..]),
+                walk::Node::Symlink(_, target) => (false, &target[..]),
+            };
+            pack::check_name_length(path, is_dir, link)?;
+            self.totals.files += 1;
             if let walk::Node::File(st, _) = node {
-                self.0.bytes += st.st_size.max(0) as u64;
+                // A second link to a file is archived without content.
+                if self.links.first_path(path, &st).is_none() {
+                    let size = st.st_size.max(0) as u64;
+                    self.totals.bytes += size;
+                    let allocated = (st.st_blocks.max(0) as u64).saturating_mul(512);
+                    self.totals.disk_bytes += allocated.min(size);
+                }
             }
             Ok(())
         }
         fn cancelled(&self) -> bool {
-            false
+            self.cancel.load(Ordering::Relaxed)
         }
     }
-    let mut c = Count(TreeTotals::default());
+    let mut c = Count {
+        totals: TreeTotals::default(),
+        links: pack::HardLinks::default(),
+        cancel,
+    };
     match walk::walk(root, false, &mut c) {
-        Ok(()) => Ok(c.0),
+        Ok(()) => Ok(c.totals),
         Err(walk::WalkStop::Io(m)) => Err(std::io::Error::other(m)),
-        Err(walk::WalkStop::Cancelled) => Err(std::io::Error::other("cancelled")),
-        Err(walk::WalkStop::Visitor(never)) => match never {},
+        Err(walk::WalkStop::Cancelled) => Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "cancelled",
+        )),
+        Err(walk::WalkStop::Visitor(m)) => {
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m))
+        }
     }
 }
 
@@ -225,7 +260,8 @@ pub fn pack<W: Write>(
 
 #[derive(Debug, Clone, Default)]
 pub struct ExtractLimits {
-    /// The server's `build.disk_space` in bytes; None = unlimited.
+    /// The server's `build.disk_space` in bytes; None = unlimited. Counts
+    /// the bytes written: holes (and zero runs, written as holes) are free.
     pub max_bytes: Option<u64>,
     /// Owner to give every entry (applied only when running as root).
     pub owner: Option<(u32, u32)>,

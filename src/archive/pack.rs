@@ -157,8 +157,55 @@ struct Producer<'a> {
     files: u64,
     bytes: u64,
     header: Vec<u8>,
+    /// Files with more than one link seen so far, by (device, inode): a
+    /// later path to the same file becomes a hard-link entry naming the
+    /// first, so the content travels once and the link survives.
+    links: HardLinks,
     cancel: &'a AtomicBool,
     counters: &'a Counters,
+}
+
+/// The first archived path of every multiply-linked file, by (dev, ino).
+#[derive(Default)]
+pub(crate) struct HardLinks(std::collections::HashMap<(u64, u64), Vec<u8>>);
+
+impl HardLinks {
+    /// For a regular file: the path it was first archived under, if this
+    /// is another link to it; otherwise remembers `path` (when the file
+    /// has other links) and returns None.
+    pub(crate) fn first_path(&mut self, path: &[u8], st: &libc::stat) -> Option<&[u8]> {
+        if st.st_nlink < 2 {
+            return None;
+        }
+        let key = (st.st_dev, st.st_ino);
+        if self.0.contains_key(&key) {
+            return self.0.get(&key).map(|p| &p[..]);
+        }
+        self.0.insert(key, path.to_vec());
+        None
+    }
+}
+
+/// Refuses a path (or link target) the destination would refuse, before
+/// any byte of it is sent: both sides use `tarfmt::MAX_NAME`.
+pub(crate) fn check_name_length(path: &[u8], is_dir: bool, link: &[u8]) -> Result<(), String> {
+    let encoded = path.len() + usize::from(is_dir);
+    if encoded > tarfmt::MAX_NAME {
+        return Err(format!(
+            "{}: path is {encoded} bytes long; archives are limited to {} bytes per path (the destination would refuse it)",
+            String::from_utf8_lossy(path),
+            tarfmt::MAX_NAME
+        ));
+    }
+    if link.len() > tarfmt::MAX_NAME {
+        return Err(format!(
+            "{}: symlink target is {} bytes long; archives are limited to {} bytes (the destination would refuse it)",
+            String::from_utf8_lossy(path),
+            link.len(),
+            tarfmt::MAX_NAME
+        ));
+    }
+    Ok(())
 }
 
 impl Producer<'_> {
@@ -331,11 +378,20 @@ impl Visitor for Producer<'_> {
     type Error = Fail;
 
     fn visit(&mut self, path: &[u8], node: Node) -> Result<(), Fail> {
-        let (st, kind, size, link) = match &node {
+        let (st, mut kind, mut size, link) = match &node {
             Node::Dir(st) => (st, tarfmt::DIRECTORY, 0, &[][..]),
             Node::File(st, _) => (st, tarfmt::REGULAR, st.st_size.max(0) as u64, &[][..]),
             Node::Symlink(st, target) => (st, tarfmt::SYMLINK, 0, &target[..]),
         };
+        check_name_length(path, kind == tarfmt::DIRECTORY, link).map_err(Fail::Error)?;
+        let mut link = link.to_vec();
+        if kind == tarfmt::REGULAR {
+            if let Some(first) = self.links.first_path(path, st) {
+                kind = tarfmt::HARDLINK;
+                size = 0;
+                link = first.to_vec();
+            }
+        }
         self.header(&EntryHeader {
             path,
             kind,
@@ -344,9 +400,9 @@ impl Visitor for Producer<'_> {
             gid: st.st_gid as u64,
             size,
             mtime: st.st_mtime,
-            link,
+            link: &link,
         })?;
-        if let Node::File(st, Some(file)) = node {
+        if let (Node::File(st, Some(file)), tarfmt::REGULAR) = (node, kind) {
             let sparse = (st.st_blocks.max(0) as u64).saturating_mul(512) < size;
             self.content(path, file, size, sparse)?;
         }
@@ -379,6 +435,7 @@ fn produce(
         files: 0,
         bytes: 0,
         header: Vec::with_capacity(2048),
+        links: HardLinks::default(),
         cancel,
         counters,
     };

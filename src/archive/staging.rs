@@ -130,7 +130,16 @@ struct Frame {
 }
 
 fn open_for_removal(parent: RawFd, name: &CStr) -> io::Result<Frame> {
-    let fd = sys::open_at(parent, name, sys::DIR_FLAGS, 0)?;
+    let fd = match sys::open_at(parent, name, sys::DIR_FLAGS, 0) {
+        // Not root, and the directory is not readable or searchable (an
+        // archive may carry mode 0000): we own it, so open it up first,
+        // through an `O_PATH` fd, never by name through a link.
+        Err(e) if sys::errno(&e) == libc::EACCES && !sys::is_root() => {
+            sys::chmod_dir_at(parent, name, 0o700)?;
+            sys::open_at(parent, name, sys::DIR_FLAGS, 0)?
+        }
+        other => other?,
+    };
     if !sys::is_root() {
         // An archive may have made a directory unwritable; we own it.
         let st = sys::fstat(fd.as_raw_fd())?;
@@ -231,10 +240,18 @@ pub fn remove_stale_staging(data_dir: &Path) -> io::Result<Vec<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    // One staging directory that cannot be removed must not keep the
+    // others: each failure is logged and the sweep goes on.
     let mut removed = Vec::new();
     for entry in sys::read_dir_names(parent.as_raw_fd())? {
-        remove_tree_at(parent.as_raw_fd(), &entry)?;
-        removed.push(entry.to_string_lossy().into_owned());
+        let shown = entry.to_string_lossy().into_owned();
+        match remove_tree_at(parent.as_raw_fd(), &entry) {
+            Ok(()) => removed.push(shown),
+            Err(e) => log::error!(
+                "archive: cannot remove stale staging {}/{STAGING_DIR}/{shown}: {e}",
+                data_dir.display()
+            ),
+        }
     }
     Ok(removed)
 }

@@ -116,6 +116,14 @@ pub fn symlink_at(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// `linkat` without `AT_SYMLINK_FOLLOW`: a symlink at `old` would be
+/// linked itself, never followed (callers only link regular files).
+pub fn link_at(old_dir: RawFd, old: &CStr, new_dir: RawFd, new: &CStr) -> io::Result<()> {
+    // SAFETY: both names are valid NUL-terminated strings.
+    retry(|| check(unsafe { libc::linkat(old_dir, old.as_ptr(), new_dir, new.as_ptr(), 0) }))?;
+    Ok(())
+}
+
 pub fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     retry(|| check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }))?;
     Ok(())
@@ -169,6 +177,22 @@ pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
 
 pub fn lchown_at(dir: RawFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     check(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(())
+}
+
+/// Sets the mode of the directory `name` in `dir` without needing read or
+/// search permission on it and without following a symlink: it is opened
+/// with `O_PATH|O_NOFOLLOW|O_DIRECTORY` (no permission needed) and changed
+/// through `/proc/self/fd`, which names exactly that inode (`fchmod` does
+/// not work on an `O_PATH` fd).
+pub fn chmod_dir_at(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY;
+    let fd = open_at(dir, name, flags, 0)?;
+    let proc_path = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: `proc_path` is a valid NUL-terminated string; `fd` stays
+    // open (and so names the same inode) until after the call.
+    retry(|| check(unsafe { libc::chmod(proc_path.as_ptr(), mode as libc::mode_t) }))?;
+    drop(fd);
     Ok(())
 }
 

@@ -1,6 +1,12 @@
 //! The tar format as plain functions over bytes: encoding POSIX (ustar +
 //! PAX) headers for packing, and decoding ustar, GNU and PAX headers for
 //! extraction, with every length bounded. No I/O here.
+//!
+//! Sparse files are decoded in every form GNU tar writes them: the old GNU
+//! type `S` header (map in the header and its extension blocks) and the
+//! three PAX forms (0.0: `GNU.sparse.offset`/`numbytes` records; 0.1:
+//! `GNU.sparse.map`; 1.0: the map at the start of the entry's data). The
+//! result is one `Sparse` map of data regions plus the real file size.
 
 pub const BLOCK: usize = 512;
 /// GNU tar and Python pad archives to a 10 KiB record; so do we.
@@ -13,6 +19,10 @@ pub const MAX_PAX: u64 = 1 << 20;
 pub const REGULAR: u8 = b'0';
 pub const DIRECTORY: u8 = b'5';
 pub const SYMLINK: u8 = b'2';
+pub const HARDLINK: u8 = b'1';
+/// Most data regions one sparse file may list (GNU tar writes one per
+/// run of data; a real file with more is pathological).
+pub const MAX_SPARSE_REGIONS: usize = 1 << 18;
 
 /// One entry to encode. `path` is relative, without a trailing slash.
 pub struct EntryHeader<'a> {
@@ -165,6 +175,111 @@ pub struct RawHeader {
     pub mode: u32,
     pub size: u64,
     pub mtime: i64,
+    /// Old GNU sparse (`S`): the regions in the header, whether extension
+    /// blocks follow, and the real size.
+    pub gnu_sparse: Option<GnuSparse>,
+}
+
+/// The sparse part of an old GNU `S` header.
+#[derive(Debug, Clone)]
+pub struct GnuSparse {
+    pub regions: Vec<(u64, u64)>,
+    pub extended: bool,
+    pub real_size: u64,
+}
+
+/// Data regions of a sparse file: (offset, length), in order.
+pub type Regions = Vec<(u64, u64)>;
+
+/// A sparse file: data regions (offset, length) in order, and the size of
+/// the file they belong to. The entry's data is the regions' bytes back to
+/// back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sparse {
+    pub regions: Vec<(u64, u64)>,
+    pub real_size: u64,
+}
+
+impl Sparse {
+    /// Checks that regions are ordered, do not overlap, lie within the
+    /// file, and that their lengths add up to `data` stored bytes.
+    pub fn validate(&self, data: u64) -> Result<(), String> {
+        if self.regions.len() > MAX_SPARSE_REGIONS {
+            return Err("sparse map has too many regions".into());
+        }
+        let mut end: u64 = 0;
+        let mut sum: u64 = 0;
+        for &(off, len) in &self.regions {
+            let stop = off.checked_add(len).ok_or("sparse region out of range")?;
+            if off < end || stop > self.real_size {
+                return Err("sparse map is out of order or past the file's end".into());
+            }
+            end = stop;
+            sum = sum.checked_add(len).ok_or("sparse region out of range")?;
+        }
+        if sum != data {
+            return Err("sparse map does not match the entry's data size".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads `count` (offset, length) pairs of 12-byte numbers from `f`,
+/// stopping at the first empty slot.
+fn gnu_sparse_slots(f: &[u8], out: &mut Vec<(u64, u64)>) -> Result<(), String> {
+    for slot in f.chunks_exact(24) {
+        if slot[0] == 0 {
+            break;
+        }
+        let off = parse_number(&slot[..12]).map_err(|e| format!("sparse offset: {e}"))?;
+        let len = parse_number(&slot[12..]).map_err(|e| format!("sparse length: {e}"))?;
+        out.push((off, len));
+    }
+    Ok(())
+}
+
+/// Decodes one old GNU sparse extension block: 21 more regions and
+/// whether another block follows.
+pub fn decode_gnu_sparse_ext(b: &[u8; BLOCK], out: &mut Vec<(u64, u64)>) -> Result<bool, String> {
+    gnu_sparse_slots(&b[..21 * 24], out)?;
+    Ok(b[504] != 0)
+}
+
+/// Parses the PAX 1.0 sparse map at the start of an entry's data: decimal
+/// numbers each ended by a newline (the count, then offset/length pairs).
+/// Returns `None` while `data` does not yet hold the whole map, else the
+/// regions and the map's length in bytes (before block padding).
+pub fn parse_sparse_map_1_0(data: &[u8]) -> Result<Option<(Regions, usize)>, String> {
+    let bad = || "malformed sparse map".to_string();
+    let mut pos = 0;
+    let next = |pos: &mut usize| -> Result<Option<u64>, String> {
+        let Some(nl) = data[*pos..].iter().position(|&b| b == b'\n') else {
+            if data.len() - *pos > 20 {
+                return Err(bad());
+            }
+            return Ok(None);
+        };
+        let v = parse_decimal(&data[*pos..*pos + nl]).ok_or_else(bad)?;
+        *pos += nl + 1;
+        Ok(Some(v))
+    };
+    let Some(count) = next(&mut pos)? else {
+        return Ok(None);
+    };
+    if count > MAX_SPARSE_REGIONS as u64 {
+        return Err("sparse map has too many regions".into());
+    }
+    let mut regions = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let Some(off) = next(&mut pos)? else {
+            return Ok(None);
+        };
+        let Some(len) = next(&mut pos)? else {
+            return Ok(None);
+        };
+        regions.push((off, len));
+    }
+    Ok(Some((regions, pos)))
 }
 
 fn cstr_field(f: &[u8]) -> &[u8] {
@@ -206,6 +321,30 @@ pub fn parse_number(f: &[u8]) -> Result<u64, String> {
     Ok(v)
 }
 
+/// Like `parse_number`, but a negative GNU base-256 number (two's
+/// complement, as GNU tar writes mtimes before 1970) is accepted.
+pub fn parse_signed(f: &[u8]) -> Result<i64, String> {
+    match f.first() {
+        Some(&first) if first & 0xc0 == 0xc0 => {
+            // Invert, read the magnitude as unsigned, invert back (the way
+            // Go's archive/tar reads it); the top bit is the marker.
+            let mut x: u64 = 0;
+            for (i, &b) in f.iter().enumerate() {
+                let c = if i == 0 { !b & 0x7f } else { !b };
+                if x >> 56 != 0 {
+                    return Err("number too large".into());
+                }
+                x = (x << 8) | c as u64;
+            }
+            if x >> 63 != 0 {
+                return Err("number too large".into());
+            }
+            Ok(!(x as i64))
+        }
+        _ => Ok(parse_number(f)?.min(i64::MAX as u64) as i64),
+    }
+}
+
 fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ', rest @ ..] = s {
         s = rest;
@@ -244,13 +383,25 @@ pub fn decode(h: &[u8; BLOCK]) -> Result<RawHeader, String> {
         path.push(b'/');
     }
     path.extend_from_slice(cstr_field(&h[..100]));
+    let gnu_sparse = if h[156] == b'S' {
+        let mut regions = Vec::new();
+        gnu_sparse_slots(&h[386..386 + 4 * 24], &mut regions)?;
+        Some(GnuSparse {
+            regions,
+            extended: h[482] != 0,
+            real_size: num(483..495, "sparse real size")?,
+        })
+    } else {
+        None
+    };
     Ok(RawHeader {
         kind: h[156],
         path,
         link: cstr_field(&h[157..257]).to_vec(),
         mode: num(100..108, "mode")? as u32,
         size: num(124..136, "size")?,
-        mtime: num(136..148, "mtime")?.min(i64::MAX as u64) as i64,
+        mtime: parse_signed(&h[136..148]).map_err(|e| format!("mtime: {e}"))?,
+        gnu_sparse,
     })
 }
 
@@ -262,6 +413,45 @@ pub struct Overrides {
     pub link: Option<Vec<u8>>,
     pub size: Option<u64>,
     pub mtime: Option<(i64, u32)>,
+    /// GNU sparse records (PAX 0.0, 0.1 and 1.0).
+    pub sparse: SparseRecords,
+}
+
+/// What the `GNU.sparse.*` PAX records said.
+#[derive(Debug, Default, Clone)]
+pub struct SparseRecords {
+    /// The real name (`GNU.sparse.name`, 0.1 and 1.0).
+    pub name: Option<Vec<u8>>,
+    /// The real size (`GNU.sparse.size` or `GNU.sparse.realsize`).
+    pub real_size: Option<u64>,
+    /// Regions from `GNU.sparse.map` or `offset`/`numbytes` pairs.
+    pub regions: Vec<(u64, u64)>,
+    /// A 0.0 `offset` still waiting for its `numbytes`.
+    pending_offset: Option<u64>,
+    /// `GNU.sparse.major` = 1: the map is in the data (format 1.0).
+    pub map_in_data: bool,
+}
+
+impl SparseRecords {
+    /// Whether the PAX header described a sparse file at all.
+    pub fn present(&self) -> bool {
+        self.real_size.is_some() || self.map_in_data
+    }
+}
+
+fn parse_map(v: &[u8], out: &mut Vec<(u64, u64)>) -> Option<()> {
+    if v.is_empty() {
+        return Some(());
+    }
+    let nums: Vec<u64> = v
+        .split(|&b| b == b',')
+        .map(parse_decimal)
+        .collect::<Option<_>>()?;
+    if nums.len() % 2 != 0 || nums.len() / 2 > MAX_SPARSE_REGIONS {
+        return None;
+    }
+    out.extend(nums.chunks_exact(2).map(|p| (p[0], p[1])));
+    Some(())
 }
 
 fn parse_decimal(v: &[u8]) -> Option<u64> {
@@ -323,6 +513,23 @@ pub fn parse_pax(mut data: &[u8], o: &mut Overrides) -> Result<(), String> {
             b"mtime" => o.mtime = Some(parse_pax_time(value).ok_or_else(bad)?),
             b"uid" | b"gid" => {
                 parse_decimal(value).ok_or_else(bad)?;
+            }
+            b"GNU.sparse.name" => o.sparse.name = owned(),
+            b"GNU.sparse.size" | b"GNU.sparse.realsize" => {
+                o.sparse.real_size = Some(parse_decimal(value).ok_or_else(bad)?)
+            }
+            b"GNU.sparse.major" => o.sparse.map_in_data = value == b"1",
+            b"GNU.sparse.map" => parse_map(value, &mut o.sparse.regions).ok_or_else(bad)?,
+            b"GNU.sparse.offset" => {
+                o.sparse.pending_offset = Some(parse_decimal(value).ok_or_else(bad)?)
+            }
+            b"GNU.sparse.numbytes" => {
+                let off = o.sparse.pending_offset.take().ok_or_else(bad)?;
+                let len = parse_decimal(value).ok_or_else(bad)?;
+                if o.sparse.regions.len() >= MAX_SPARSE_REGIONS {
+                    return Err("sparse map has too many regions".into());
+                }
+                o.sparse.regions.push((off, len));
             }
             _ => {}
         }
@@ -446,9 +653,63 @@ mod tests {
             1 << 33
         );
         assert!(parse_number(b"9\0").is_err());
+        // GNU tar's base-256 for -1 and for 1901-12-13 (-2147483648).
+        assert_eq!(parse_signed(&[0xff; 12]).unwrap(), -1);
+        let mut f = [0xffu8; 12];
+        f[8..].copy_from_slice(&(-2147483648i32).to_be_bytes());
+        assert_eq!(parse_signed(&f).unwrap(), -2147483648);
+        assert_eq!(parse_signed(b"00000000017\0").unwrap(), 15);
         assert_eq!(parse_pax_time(b"12.5"), Some((12, 500_000_000)));
         assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_pax_time(b"x"), None);
+    }
+
+    #[test]
+    fn sparse_records_in_every_pax_form() {
+        let mut o = Overrides::default();
+        let mut pax = Vec::new();
+        pax_record(&mut pax, "GNU.sparse.size", b"100");
+        pax_record(&mut pax, "GNU.sparse.numblocks", b"2");
+        pax_record(&mut pax, "GNU.sparse.offset", b"0");
+        pax_record(&mut pax, "GNU.sparse.numbytes", b"10");
+        pax_record(&mut pax, "GNU.sparse.offset", b"90");
+        pax_record(&mut pax, "GNU.sparse.numbytes", b"10");
+        parse_pax(&pax, &mut o).unwrap();
+        assert_eq!(o.sparse.regions, vec![(0, 10), (90, 10)]);
+        assert_eq!(o.sparse.real_size, Some(100));
+
+        let mut o = Overrides::default();
+        let mut pax = Vec::new();
+        pax_record(&mut pax, "GNU.sparse.name", b"big.bin");
+        pax_record(&mut pax, "GNU.sparse.size", b"100");
+        pax_record(&mut pax, "GNU.sparse.map", b"0,10,90,10");
+        parse_pax(&pax, &mut o).unwrap();
+        assert_eq!(o.sparse.regions, vec![(0, 10), (90, 10)]);
+        assert_eq!(o.sparse.name.as_deref(), Some(&b"big.bin"[..]));
+        let s = Sparse {
+            regions: o.sparse.regions.clone(),
+            real_size: 100,
+        };
+        assert!(s.validate(20).is_ok());
+        assert!(s.validate(21).is_err());
+        let overlapping = Sparse {
+            regions: vec![(0, 10), (5, 10)],
+            real_size: 100,
+        };
+        assert!(overlapping.validate(20).is_err());
+        let past_end = Sparse {
+            regions: vec![(95, 10)],
+            real_size: 100,
+        };
+        assert!(past_end.validate(10).is_err());
+
+        assert_eq!(parse_sparse_map_1_0(b"2\n0\n10\n90").unwrap(), None);
+        assert_eq!(
+            parse_sparse_map_1_0(b"2\n0\n10\n90\n10\nrest").unwrap(),
+            Some((vec![(0, 10), (90, 10)], 13))
+        );
+        assert!(parse_sparse_map_1_0(b"x\n").is_err());
+        assert!(parse_sparse_map_1_0(b"999999999\n").is_err());
     }
 
     #[test]

@@ -4,10 +4,17 @@
 //! archive) is ever traversed, and nothing is checked by name then reopened.
 //! Also enforces the byte limits, strips setuid/setgid/sticky, applies the
 //! owner (as root) and mtimes, directories' last.
+//!
+//! Space is counted as the bytes actually written: all-zero runs (and a
+//! sparse entry's holes) are left as holes and cost nothing, so a sparse
+//! file counts its data, not its apparent size (docs/decisions.md). Hard
+//! links are accepted when they name a regular file already extracted
+//! beneath the root; they cost no space.
 
 use super::extract::{Blocks, Fail};
 use super::pipe;
 use super::sys;
+use super::tarfmt::Sparse;
 use super::{Counters, ExtractError, ExtractLimits};
 use std::ffi::CString;
 use std::io;
@@ -19,6 +26,7 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    HardLink,
 }
 
 /// Free space is re-read from the filesystem at least this often.
@@ -44,7 +52,10 @@ pub struct Target<'a> {
     since_free: u64,
     counters: &'a Counters,
     pub files: u64,
+    /// Content bytes read from the archive.
     pub bytes: u64,
+    /// Bytes written to disk (what `max_bytes` limits).
+    written: u64,
 }
 
 fn io_fail(step: &str, path: &str, e: io::Error) -> Fail {
@@ -60,6 +71,33 @@ fn unsafe_path(path: &str) -> Fail {
 
 fn name(c: &[u8], path: &str) -> Result<CString, Fail> {
     sys::cstring(c).map_err(|_| unsafe_path(path))
+}
+
+/// Accounts `size` more bytes about to be written against `max_bytes`
+/// and the filesystem's free space (re-read when the bytes promised since
+/// the last look could exceed it, or every `FREE_RECHECK` bytes).
+fn reserve(
+    written: &mut u64,
+    since_free: &mut u64,
+    free: &mut u64,
+    max_bytes: Option<u64>,
+    root: RawFd,
+    size: u64,
+) -> Result<(), Fail> {
+    let used = written.saturating_add(size);
+    if max_bytes.is_some_and(|max| used > max) {
+        return Err(Fail::Error(ExtractError::NoSpace));
+    }
+    *written = used;
+    *since_free = since_free.saturating_add(size);
+    if *since_free > *free || *since_free > FREE_RECHECK {
+        *free = sys::free_bytes(root).map_err(|e| io_fail("statvfs", ".", e))?;
+        *since_free = size;
+        if size > *free {
+            return Err(Fail::Error(ExtractError::NoSpace));
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Target<'a> {
@@ -85,6 +123,7 @@ impl<'a> Target<'a> {
             counters,
             files: 0,
             bytes: 0,
+            written: 0,
         })
     }
 
@@ -125,8 +164,12 @@ impl<'a> Target<'a> {
                         _ => io_fail("opening directory for", path, e),
                     })?
                 }
-                // A symlink (ELOOP) or a non-directory on the way.
+                // A symlink (ELOOP) or a non-directory on the way; or,
+                // looking up a hard link's target, nothing there.
                 Err(e) if matches!(sys::errno(&e), libc::ELOOP | libc::ENOTDIR) => {
+                    return Err(unsafe_path(path))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !create => {
                     return Err(unsafe_path(path))
                 }
                 Err(e) => return Err(io_fail("opening directory for", path, e)),
@@ -157,23 +200,8 @@ impl<'a> Target<'a> {
         sys::unlink_at(dir, n, 0).map_err(|e| io_fail("replacing", path, e))
     }
 
-    /// Accounts `size` more bytes against `max_bytes` and free space.
-    fn reserve(&mut self, size: u64) -> Result<(), Fail> {
-        let used = self.bytes.saturating_add(size);
-        if self.max_bytes.is_some_and(|max| used > max) {
-            return Err(Fail::Error(ExtractError::NoSpace));
-        }
-        self.since_free = self.since_free.saturating_add(size);
-        if self.since_free > self.free || self.since_free > FREE_RECHECK {
-            self.free = sys::free_bytes(self.root).map_err(|e| io_fail("statvfs", ".", e))?;
-            self.since_free = size;
-            if size > self.free {
-                return Err(Fail::Error(ExtractError::NoSpace));
-            }
-        }
-        Ok(())
-    }
-
+    /// Writes a regular file: `map.regions` of data (the entry's bytes
+    /// back to back), holes between them, `map.real_size` in all.
     pub fn file(
         &mut self,
         blocks: &mut Blocks<'_>,
@@ -181,9 +209,8 @@ impl<'a> Target<'a> {
         path: &str,
         mode: u32,
         mtime: (i64, u32),
-        size: u64,
+        map: &Sparse,
     ) -> Result<(), Fail> {
-        self.reserve(size)?;
         let dir = self.parent(comps, path)?;
         let n = name(comps[comps.len() - 1], path)?;
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
@@ -196,43 +223,57 @@ impl<'a> Target<'a> {
             Err(e) => return Err(io_fail("creating", path, e)),
         };
         let raw = fd.as_raw_fd();
-        let mut pos: u64 = 0;
         let mut written_end: u64 = 0;
-        while pos < size {
-            let Some(s) = blocks.slice((size - pos).min(usize::MAX as u64) as usize)? else {
-                return Err(Fail::Error(ExtractError::Corrupt(
-                    "tar: truncated archive".into(),
-                )));
-            };
-            // Write the non-zero runs; all-zero pieces stay holes.
-            let mut run_start: Option<usize> = None;
-            let mut off = 0;
-            while off < s.len() {
-                let end = (off + HOLE_PIECE).min(s.len());
-                if pipe::is_zero(&s[off..end]) {
-                    if let Some(st) = run_start.take() {
-                        sys::pwrite_all(raw, &s[st..off], pos + st as u64)
-                            .map_err(|e| io_fail("writing", path, e))?;
-                        written_end = pos + off as u64;
+        for &(start, len) in &map.regions {
+            let end = start + len;
+            let mut pos = start;
+            while pos < end {
+                let Some(s) = blocks.slice((end - pos).min(usize::MAX as u64) as usize)? else {
+                    return Err(Fail::Error(ExtractError::Corrupt(
+                        "tar: truncated archive".into(),
+                    )));
+                };
+                let s_len = s.len() as u64;
+                // Write the non-zero runs; all-zero pieces stay holes.
+                let mut runs: Vec<(usize, usize)> = Vec::new();
+                let mut run_start: Option<usize> = None;
+                let mut off = 0;
+                while off < s.len() {
+                    let stop = (off + HOLE_PIECE).min(s.len());
+                    if pipe::is_zero(&s[off..stop]) {
+                        if let Some(st) = run_start.take() {
+                            runs.push((st, off));
+                        }
+                    } else if run_start.is_none() {
+                        run_start = Some(off);
                     }
-                } else if run_start.is_none() {
-                    run_start = Some(off);
+                    off = stop;
                 }
-                off = end;
+                if let Some(st) = run_start {
+                    runs.push((st, s.len()));
+                }
+                for (a, b) in runs {
+                    // `s` borrows `blocks`, not `self`: reserving is fine.
+                    let need = (b - a) as u64;
+                    reserve(
+                        &mut self.written,
+                        &mut self.since_free,
+                        &mut self.free,
+                        self.max_bytes,
+                        self.root,
+                        need,
+                    )?;
+                    sys::pwrite_all(raw, &s[a..b], pos + a as u64)
+                        .map_err(|e| io_fail("writing", path, e))?;
+                    written_end = pos + b as u64;
+                }
+                pos += s_len;
+                self.bytes += s_len;
+                self.counters.bytes_done.fetch_add(s_len, Ordering::Relaxed);
             }
-            if let Some(st) = run_start {
-                sys::pwrite_all(raw, &s[st..], pos + st as u64)
-                    .map_err(|e| io_fail("writing", path, e))?;
-                written_end = pos + s.len() as u64;
-            }
-            pos += s.len() as u64;
-            self.bytes += s.len() as u64;
-            self.counters
-                .bytes_done
-                .fetch_add(s.len() as u64, Ordering::Relaxed);
         }
-        if written_end < size {
-            sys::ftruncate(raw, size).map_err(|e| io_fail("sizing", path, e))?;
+        if written_end < map.real_size {
+            sys::ftruncate(raw, map.real_size).map_err(|e| io_fail("sizing", path, e))?;
         }
         if let Some((uid, gid)) = self.owner {
             sys::fchown(raw, uid, gid).map_err(|e| io_fail("chown", path, e))?;
@@ -241,6 +282,45 @@ impl<'a> Target<'a> {
         sys::fchmod(raw, mode & 0o777).map_err(|e| io_fail("chmod", path, e))?;
         sys::set_times_fd(raw, mtime.0, mtime.1)
             .map_err(|e| io_fail("setting times of", path, e))?;
+        self.done_entry();
+        Ok(())
+    }
+
+    /// A hard link at `comps` to the regular file at `to`, both beneath
+    /// the root. Neither path is resolved through a symlink; a target that
+    /// is missing or not a regular file (a directory, a symlink) is refused
+    /// as unsafe, the way a link out of the tree is.
+    pub fn hard_link(&mut self, comps: &[&[u8]], path: &str, to: &[&[u8]]) -> Result<(), Fail> {
+        if comps == to {
+            // A link to itself (GNU tar writes none, but it is harmless).
+            self.done_entry();
+            return Ok(());
+        }
+        let from_dir = match to.len() {
+            1 => None,
+            _ => Some(self.walk(&to[..to.len() - 1], path, false)?),
+        };
+        let from_raw = from_dir.as_ref().map_or(self.root, |f| f.as_raw_fd());
+        let from = name(to[to.len() - 1], path)?;
+        match sys::stat_at(from_raw, &from) {
+            Ok(st) if sys::file_type(&st) == libc::S_IFREG => {}
+            Ok(_) => return Err(unsafe_path(path)),
+            Err(e) if matches!(sys::errno(&e), libc::ENOENT | libc::ENOTDIR) => {
+                return Err(unsafe_path(path))
+            }
+            Err(e) => return Err(io_fail("stat", path, e)),
+        }
+        let dir = self.parent(comps, path)?;
+        let n = name(comps[comps.len() - 1], path)?;
+        match sys::link_at(from_raw, &from, dir, &n) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.replace(dir, &n, path)?;
+                sys::link_at(from_raw, &from, dir, &n)
+                    .map_err(|e| io_fail("creating hard link", path, e))?;
+            }
+            Err(e) => return Err(io_fail("creating hard link", path, e)),
+        }
         self.done_entry();
         Ok(())
     }

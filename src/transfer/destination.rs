@@ -186,10 +186,14 @@ fn install(
         None => None,
     };
     let limit = config.as_ref().and_then(ServerConfig::disk_space_bytes);
-    if let Some(total) = request
-        .header("x-ferry-bytes-total")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
+    // What the files take on disk (holes cost nothing, as extraction
+    // writes them); a source that does not say, the apparent size.
+    let needed = |name: &str| {
+        request
+            .header(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(total) = needed("x-ferry-disk-total").or_else(|| needed("x-ferry-bytes-total")) {
         preflight_space(node, limit, total)?;
     }
     refuse_running_container(node, uuid)?;

@@ -105,9 +105,12 @@ fn stream(
         "Preparing to stream server data to destination...",
     );
     let spec = server.spec(&node.config.system.data);
-    let totals = archive::scan(&spec.data_dir).map_err(|e| {
+    let totals = archive::scan(&spec.data_dir, transfer.cancel_flag()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return "the transfer was cancelled".to_string();
+        }
         format!(
-            "cannot read the data directory {}: {e}",
+            "cannot archive the data directory {}: {e}",
             spec.data_dir.display()
         )
     })?;
@@ -187,6 +190,7 @@ fn stream(
         )
         .header("X-Ferry-Transfer-Id", &transfer.id)
         .header("X-Ferry-Bytes-Total", &totals.bytes.to_string())
+        .header("X-Ferry-Disk-Total", &totals.disk_bytes.to_string())
         .header("X-Ferry-Files-Total", &totals.files.to_string())
         .header(
             "X-Ferry-Start-On-Completion",

@@ -129,6 +129,16 @@ func extract(r io.Reader, dest string) (int, error) {
 			if err := os.Symlink(h.Linkname, p); err != nil {
 				return 0, err
 			}
+		case tar.TypeLink:
+			// ferry writes a second link to a file as a hard-link entry
+			// naming the first path, as GNU tar does.
+			target := filepath.Clean(h.Linkname)
+			if filepath.IsAbs(target) || target == ".." || strings.HasPrefix(target, "../") {
+				return 0, fmt.Errorf("unsafe link %q", h.Linkname)
+			}
+			if err := os.Link(filepath.Join(dest, target), p); err != nil {
+				return 0, err
+			}
 		default:
 			return 0, fmt.Errorf("%s: unexpected entry type %q", h.Name, h.Typeflag)
 		}
