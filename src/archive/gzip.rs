@@ -48,6 +48,17 @@ pub enum DeflateError {
     Failed(String),
 }
 
+impl std::fmt::Display for DeflateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeflateError::Cancelled => f.write_str("compression cancelled"),
+            DeflateError::Failed(why) => write!(f, "compression failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DeflateError {}
+
 /// One worker's compressor, reused from block to block.
 pub struct BlockDeflater {
     c: Compress,

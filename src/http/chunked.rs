@@ -1,5 +1,6 @@
 //! Chunked transfer coding, sans-I/O: a decoder state machine for request
-//! bodies and the chunk-header encoder for streamed responses.
+//! bodies (and the Docker client's answers) and the chunk-header encoder
+//! for streamed responses.
 //!
 //! The decoder never buffers: it walks framing bytes one at a time and
 //! points at runs of body data inside the caller's buffer. Size lines and
@@ -12,6 +13,14 @@ pub(crate) const MAX_TRAILER: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChunkError(pub &'static str);
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed chunked body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ChunkError {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

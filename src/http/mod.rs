@@ -22,7 +22,8 @@ pub mod router;
 pub mod fuzzing;
 
 mod body;
-mod chunked;
+/// Also decodes the Docker Engine's chunked answers (`environment::docker`).
+pub(crate) mod chunked;
 mod conn;
 mod head;
 mod reactor;

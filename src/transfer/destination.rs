@@ -145,7 +145,7 @@ fn receive_tree(
             let remote = panel.server(uuid).map_err(|e| {
                 ApiError::new(
                     500,
-                    format!("failed to get the server configuration from the panel: {e:?}"),
+                    format!("failed to get the server configuration from the panel: {e}"),
                 )
             })?;
             Some(ServerConfig {

@@ -1,9 +1,10 @@
 //! A minimal HTTP/1.1 client for the Docker Engine API over its unix socket.
 //!
 //! One connection per request (`Connection: close`): the Engine is local and
-//! the calls are few, so pooling would buy nothing. Request formatting, head
-//! parsing and chunked decoding are plain functions over bytes; the socket
-//! wrapper around them stays thin. `hijack` hands back the raw stream after
+//! the calls are few, so pooling would buy nothing. Request formatting and
+//! head parsing are plain functions over bytes; chunked answers go through
+//! the server's sans-I/O decoder (`http::chunked`), so one implementation
+//! serves both. The socket wrapper around them stays thin. `hijack` hands back the raw stream after
 //! an `Upgrade: tcp` answer, which `attach` needs to write to stdin.
 
 use std::io::{self, BufRead, BufReader, Chain, Cursor, Read, Write};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::environment::EnvError;
+use crate::http::chunked::ChunkedDecoder;
 
 /// Head size limit: the Engine's heads are a few hundred bytes.
 const MAX_HEAD: usize = 64 * 1024;
@@ -134,73 +136,50 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     Ok(Some((head, len)))
 }
 
-/// Decodes a chunked body from a buffered reader; ends at the last chunk.
+/// Decodes a chunked body from a buffered reader with [`ChunkedDecoder`]
+/// (the server's own decoder); ends right after the last chunk's trailer
+/// section, leaving what follows unread.
 pub struct ChunkedReader<R> {
     inner: R,
-    remaining: u64,
-    done: bool,
+    decoder: ChunkedDecoder,
 }
 
 impl<R: BufRead> ChunkedReader<R> {
     pub fn new(inner: R) -> Self {
         ChunkedReader {
             inner,
-            remaining: 0,
-            done: false,
+            decoder: ChunkedDecoder::new(),
         }
-    }
-
-    fn line(&mut self) -> io::Result<Vec<u8>> {
-        let mut line = Vec::new();
-        (&mut self.inner).take(4096).read_until(b'\n', &mut line)?;
-        if !line.ends_with(b"\n") {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "chunked body ended early",
-            ));
-        }
-        Ok(line)
     }
 }
 
 impl<R: BufRead> Read for ChunkedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.done || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
-        if self.remaining == 0 {
-            let line = self.line()?;
-            let text = String::from_utf8_lossy(&line);
-            let size = text.split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size, 16).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, "bad chunk size from Docker")
-            })?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while self.line()? != b"\r\n" {}
-                self.done = true;
-                return Ok(0);
+        // Framing alone yields no data: keep going until data or the end.
+        while !self.decoder.is_done() {
+            let input = self.inner.fill_buf()?;
+            if input.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "chunked body ended early",
+                ));
             }
-            self.remaining = size;
+            let (framing, data) = self
+                .decoder
+                .next(input)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let n = data.min(buf.len());
+            buf[..n].copy_from_slice(&input[framing..framing + n]);
+            self.inner.consume(framing + n);
+            self.decoder.consume_data(n);
+            if n > 0 {
+                return Ok(n);
+            }
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "chunked body ended early",
-            ));
-        }
-        self.remaining -= n as u64;
-        if self.remaining == 0 && self.line()? != b"\r\n" {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "chunk not followed by CRLF",
-            ));
-        }
-        Ok(n)
+        Ok(0)
     }
 }
 
