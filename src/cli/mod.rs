@@ -8,6 +8,7 @@ pub mod args;
 pub mod cancel;
 pub mod client;
 pub mod display;
+pub mod preflight;
 pub mod render;
 pub mod serve;
 pub mod signal;

@@ -25,6 +25,7 @@ mod http_server;
 mod jwt_panel_token;
 mod multipart_interop;
 mod node_api;
+mod ops_config;
 mod panel_client;
 mod transfer_e2e;
 mod transfer_errors;
