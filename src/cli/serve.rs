@@ -21,7 +21,9 @@ Options:
   --port N        development port [default: 8080]
   -h, --help      this text
 
-SIGTERM or Ctrl-C stops the daemon; active transfers get 30 s to finish.";
+SIGTERM or Ctrl-C stops the daemon; active transfers get 30 s to finish.
+SIGHUP reopens the audit log (for logrotate) and re-reads the config file:
+`debug` applies at once, other changes at the next restart.";
 
 pub const CHECK_HELP: &str = "ferry check-config — validate a config file and print what it means
 
@@ -93,7 +95,9 @@ pub fn serve(raw: &[String]) -> Result<i32, Fail> {
     for w in &unknown {
         log::warn!("{w}");
     }
-    let code = crate::daemon::serve(config);
+    let reload_from = (!args.has("dev"))
+        .then(|| PathBuf::from(args.value("config").unwrap_or(config::DEFAULT_PATH)));
+    let code = crate::daemon::serve_reloading(config, reload_from);
     // The last lines ("stopped") are still queued for stderr.
     log::logger().flush();
     Ok(code)
