@@ -29,6 +29,9 @@ pub struct Config {
     pub remote: String,
     pub system: SystemConfig,
     pub docker: DockerConfig,
+    /// `metrics.token`: a read-only bearer token for `GET /metrics` only, so
+    /// Prometheus need not hold the node secret; empty = node token only.
+    pub metrics_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -454,7 +457,16 @@ impl Reader<'_> {
             remote,
             system: self.system()?,
             docker: self.docker()?,
+            metrics_token: self.metrics_token()?,
         })
+    }
+
+    fn metrics_token(&mut self) -> Result<String, ConfigError> {
+        let t = self.string("metrics.token", "")?.trim().to_string();
+        if !t.is_empty() && t.len() < 16 {
+            return Err(error("metrics.token", "must be at least 16 characters"));
+        }
+        Ok(t)
     }
 
     fn api(&mut self) -> Result<ApiConfig, ConfigError> {
@@ -641,6 +653,7 @@ pub fn development(dir: &Path, token: &str, port: u16) -> Config {
             socket: PathBuf::from("/var/run/docker.sock"),
             network: "pterodactyl_nw".to_string(),
         },
+        metrics_token: String::new(),
     }
 }
 

@@ -259,6 +259,7 @@ fn reload(path: Option<&std::path::Path>) {
 
 /// [`serve`], re-reading `reload_from` (the config file) on SIGHUP.
 pub fn serve_reloading(config: Config, reload_from: Option<std::path::PathBuf>) -> i32 {
+    crate::api::metrics::mark_start();
     // Block the signals before any thread exists so every thread inherits
     // the mask and only the waiter below receives them.
     let signals = match block_signals() {

@@ -365,6 +365,7 @@ impl Manager {
                 .unwrap_or_else(|p| p.into_inner())
                 .entry((transfer.direction, next))
                 .or_insert(0) += 1;
+            crate::histogram::observe(transfer.direction, transfer.started.elapsed());
             self.wire_totals[transfer.direction as usize].fetch_add(
                 transfer.counters.wire_bytes.load(Ordering::Relaxed),
                 Ordering::Relaxed,

@@ -26,6 +26,7 @@ mod jwt_panel_token;
 mod multipart_interop;
 mod node_api;
 mod ops_config;
+mod ops_metrics;
 mod ops_signals;
 mod panel_client;
 mod transfer_e2e;
