@@ -12,7 +12,8 @@ release:
 
 ## Start a development node: loopback, data under ./.ferry, no Docker, no panel.
 run:
-	$(CARGO) run --quiet -- serve --dev --dir .ferry --port $(PORT)
+	@# No --quiet: the first build takes minutes on a fresh machine; show it.
+	$(CARGO) run -- serve --dev --dir .ferry --port $(PORT)
 
 ## Every test: unit, integration (real nodes, real HTTP, real files), Docker.
 test:

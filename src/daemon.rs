@@ -158,6 +158,43 @@ fn open_environment(config: &Config) -> Result<Box<dyn Environment>, StartError>
 
 /// Serves until SIGTERM/SIGINT; returns the process exit code.
 pub fn serve(config: Config) -> i32 {
+    serve_reloading(config, None)
+}
+
+/// What SIGHUP does: the audit log is reopened (log rotation), the config
+/// file re-read to re-warn about unknown keys and to apply the one setting
+/// that is safe to change under running transfers, `debug` (the log
+/// level); every other change is named as needing a restart.
+fn reload(path: Option<&std::path::Path>) {
+    crate::transfer::audit::request_reopen();
+    log::info!("SIGHUP: the audit log is reopened before its next line");
+    let Some(path) = path else { return };
+    match crate::config::load_checked(path) {
+        Ok((config, unknown)) => {
+            for w in &unknown {
+                log::warn!("{w}");
+            }
+            if std::env::var_os("FERRY_LOG").is_none() {
+                let level = if config.debug {
+                    log::LevelFilter::Debug
+                } else {
+                    log::LevelFilter::Info
+                };
+                log::set_max_level(level);
+                log::info!("SIGHUP: log level is {level} (debug: {})", config.debug);
+            }
+            log::info!(
+                "SIGHUP: re-read {}; other changes (listen address, directories, caps, panel) take effect at the next restart",
+                path.display()
+            );
+        }
+        Err(e) => log::warn!("SIGHUP: {} not reloaded: {e}", path.display()),
+    }
+}
+
+/// [`serve`], re-reading `reload_from` (the config file) on SIGHUP.
+pub fn serve_reloading(config: Config, reload_from: Option<std::path::PathBuf>) -> i32 {
+    crate::api::metrics::mark_start();
     // Block the signals before any thread exists so every thread inherits
     // the mask and only the waiter below receives them.
     let signals = match block_signals() {
@@ -185,7 +222,13 @@ pub fn serve(config: Config) -> i32 {
     let waiter = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let signal = wait_signal(&signals);
+            let signal = loop {
+                let signal = wait_signal(&signals);
+                if signal != libc::SIGHUP {
+                    break signal;
+                }
+                reload(reload_from.as_deref());
+            };
             log::info!(
                 "received signal {signal}: shutting down (transfers get {grace:?} to finish)"
             );
@@ -282,6 +325,9 @@ fn block_signals() -> std::io::Result<libc::sigset_t> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        // SIGHUP's default action ends the process; here it means "reopen
+        // and reload" (see `reload`).
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));

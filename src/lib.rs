@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod environment;
 pub mod events;
+pub mod histogram;
 pub mod http;
 pub mod jwt;
 pub mod logger;
@@ -25,3 +26,7 @@ pub mod trust;
 
 /// The version reported by `GET /api/system` and in the panel `User-Agent`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the binary was built from (build.rs), or "unknown"
+/// (a source tarball without git, and no `FERRY_COMMIT` in the build's env).
+pub const COMMIT: &str = env!("FERRY_COMMIT");

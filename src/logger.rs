@@ -1,6 +1,9 @@
 //! A small logger for the `log` facade: one line per record on stderr,
 //! `<RFC 3339 time> <LEVEL> <message>`. Level from `FERRY_LOG`
 //! (error|warn|info|debug|trace), else info, or debug with `debug: true`.
+//! When stderr is the journal (`JOURNAL_STREAM` names stderr's device and
+//! inode, as systemd sets it), lines are `<N>message`: the syslog priority
+//! journald files them under, and no timestamp (the journal adds its own).
 //!
 //! Lines go through a bounded queue to a writer thread, so a stderr that
 //! stops reading (a stalled journal, a full pipe) never blocks a request
@@ -90,6 +93,47 @@ impl Queue {
 
 struct StderrLogger {
     queue: OnceLock<Option<Queue>>,
+    /// Set once at init: stderr is connected to journald.
+    journal: OnceLock<bool>,
+}
+
+/// True when `JOURNAL_STREAM` (`<dev>:<inode>`) names what fd 2 is.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat on fd 2 writes into a zeroed stat buffer we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+}
+
+/// One log line: journald's `<N>` priority prefix, or time and level.
+fn format_line(journal: bool, level: log::Level, message: &std::fmt::Arguments) -> String {
+    if journal {
+        let priority = match level {
+            log::Level::Error => 3,
+            log::Level::Warn => 4,
+            log::Level::Info => 6,
+            log::Level::Debug | log::Level::Trace => 7,
+        };
+        format!("<{priority}>{message}\n")
+    } else {
+        format!(
+            "{} {:<5} {}\n",
+            crate::timefmt::rfc3339(SystemTime::now()),
+            level,
+            message
+        )
+    }
 }
 
 impl Log for StderrLogger {
@@ -109,12 +153,8 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!(
-            "{} {:<5} {}\n",
-            crate::timefmt::rfc3339(SystemTime::now()),
-            record.level(),
-            record.args()
-        );
+        let journal = *self.journal.get().unwrap_or(&false);
+        let line = format_line(journal, record.level(), record.args());
         match self.queue.get() {
             Some(Some(queue)) => {
                 queue.push(line);
@@ -136,6 +176,7 @@ impl Log for StderrLogger {
 
 static LOGGER: StderrLogger = StderrLogger {
     queue: OnceLock::new(),
+    journal: OnceLock::new(),
 };
 
 /// Installs the logger; later calls only change the level. Call `flush`
@@ -151,6 +192,7 @@ pub fn init(debug: bool) {
         _ if debug => LevelFilter::Debug,
         _ => LevelFilter::Info,
     };
+    LOGGER.journal.get_or_init(stderr_is_journal);
     LOGGER.queue.get_or_init(|| {
         with_stop_signals_blocked(|| Queue::start(Box::new(std::io::stderr()), QUEUE_LINES))
     });
@@ -158,7 +200,7 @@ pub fn init(debug: bool) {
     log::set_max_level(level);
 }
 
-/// Runs `f` (which starts a thread) with SIGTERM and SIGINT blocked, so
+/// Runs `f` (which starts a thread) with SIGTERM, SIGINT and SIGHUP blocked, so
 /// the thread inherits the mask: the daemon receives those signals on its
 /// own waiting thread, and a thread that may take them would end the
 /// process instead of shutting it down.
@@ -171,6 +213,7 @@ fn with_stop_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
         libc::sigemptyset(&mut block);
         libc::sigaddset(&mut block, libc::SIGTERM);
         libc::sigaddset(&mut block, libc::SIGINT);
+        libc::sigaddset(&mut block, libc::SIGHUP);
         let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old) == 0;
         let out = f();
         if blocked {
@@ -205,6 +248,21 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn journal_lines_carry_the_priority_and_no_time() {
+        let line = format_line(true, log::Level::Warn, &format_args!("disk low"));
+        assert_eq!(line, "<4>disk low\n");
+        assert_eq!(
+            format_line(true, log::Level::Debug, &format_args!("x")),
+            "<7>x\n"
+        );
+        let plain = format_line(false, log::Level::Error, &format_args!("boom"));
+        assert!(
+            plain.ends_with(" ERROR boom\n") && plain.starts_with("20"),
+            "{plain}"
+        );
     }
 
     #[test]

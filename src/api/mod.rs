@@ -28,6 +28,8 @@ pub enum Auth {
     NodeToken,
     /// The handler verifies its own credential (transfer JWT, websocket).
     Handler,
+    /// The node token, or the read-only `metrics.token` when one is set.
+    MetricsToken,
 }
 
 pub struct Endpoint {
@@ -122,7 +124,7 @@ pub fn routes() -> Router<Endpoint> {
         NodeToken,
         transfers::list,
     );
-    add("GET", "/metrics", "metrics", NodeToken, metrics::get);
+    add("GET", "/metrics", "metrics", MetricsToken, metrics::get);
     r
 }
 
@@ -152,6 +154,17 @@ impl Handler for Api {
                             .and_then(|()| (endpoint.run)(&self.node, request, &params))
                     }
                     Auth::Handler => (endpoint.run)(&self.node, request, &params),
+                    Auth::MetricsToken => {
+                        let header = request.header("authorization");
+                        let metrics = &self.node.config.metrics_token;
+                        let node_ok = check_node_token(header, &self.node.config.token);
+                        let allowed = if node_ok.is_ok() || metrics.is_empty() {
+                            node_ok
+                        } else {
+                            check_node_token(header, metrics)
+                        };
+                        allowed.and_then(|()| (endpoint.run)(&self.node, request, &params))
+                    }
                 };
                 (endpoint.name, result)
             }

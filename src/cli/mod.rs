@@ -8,6 +8,7 @@ pub mod args;
 pub mod cancel;
 pub mod client;
 pub mod display;
+pub mod preflight;
 pub mod render;
 pub mod serve;
 pub mod signal;
@@ -30,12 +31,23 @@ Usage:
   ferry status [<server>]                list a node's transfers
   ferry cancel <server> [--incoming]     cancel a server's active transfer
   ferry token --server UUID --key-file F mint a transfer (or websocket) JWT with a node token
-  ferry help                             this text
+  ferry help [<verb>]                    this text, or a verb's own help
+  ferry -V, --version                    the version and the commit it was built from
 
 `ferry <verb> --help` explains each verb and its options. The client verbs
 (transfer, status, cancel) talk to http://127.0.0.1:8080 with the token in
 .ferry/token unless given --node URL and --token-file F.
 The config path defaults to /etc/pterodactyl/config.yml.";
+
+/// The verbs that have their own `--help`.
+pub const VERBS: &[&str] = &[
+    "serve",
+    "check-config",
+    "transfer",
+    "status",
+    "cancel",
+    "token",
+];
 
 /// Why a verb failed; each maps to an exit status and a message.
 #[derive(Debug)]
@@ -74,12 +86,21 @@ pub fn run(args: &[String]) -> u8 {
         "status" => status::run(rest),
         "cancel" => cancel::run(rest),
         "token" => token::run(rest),
+        // `ferry help <verb>` is `ferry <verb> --help`.
+        "help" if !rest.is_empty() => {
+            let verb = rest[0].as_str();
+            if !VERBS.contains(&verb) {
+                eprintln!("ferry: unknown command `{verb}`\n\n{USAGE}");
+                return 2;
+            }
+            return run(&[verb.to_string(), "--help".to_string()]);
+        }
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)
         }
-        "--version" | "version" => {
-            println!("ferry {}", crate::VERSION);
+        "--version" | "-V" | "version" => {
+            println!("ferry {} ({})", crate::VERSION, crate::COMMIT);
             Ok(0)
         }
         other => {

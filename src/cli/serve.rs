@@ -21,7 +21,9 @@ Options:
   --port N        development port [default: 8080]
   -h, --help      this text
 
-SIGTERM or Ctrl-C stops the daemon; active transfers get 30 s to finish.";
+SIGTERM or Ctrl-C stops the daemon; active transfers get 30 s to finish.
+SIGHUP reopens the audit log (for logrotate) and re-reads the config file:
+`debug` applies at once, other changes at the next restart.";
 
 pub const CHECK_HELP: &str = "ferry check-config — validate a config file and print what it means
 
@@ -32,8 +34,14 @@ Options:
   --config PATH   the file [default: /etc/pterodactyl/config.yml]
   -h, --help      this text
 
-Exit status: 0 when the file is valid, 2 when it is not (the message names
-the key and the problem).";
+Besides the file itself it checks the node around it: TLS files readable,
+the data and state directories writable, the Docker Engine answering (when
+system.environment is docker), the panel accepting the node's credentials
+(when remote is set). Keys that neither ferry, Wings nor Pelican define are
+warned about, with the nearest known key.
+
+Exit status: 0 when all is well, 2 when it is not (each message names the
+key and the problem).";
 
 const SERVE_SPEC: Spec = Spec {
     values: &["config", "dir", "port"],
@@ -47,10 +55,19 @@ const CHECK_SPEC: Spec = Spec {
     max_positionals: 0,
 };
 
-/// A config error exits 2 (SPEC §1).
-fn load_config(args: &Args) -> Result<Config, Fail> {
+/// A config error exits 2 (SPEC §1). Unknown keys come back to be told
+/// once there is somewhere to tell them.
+fn load_config(args: &Args) -> Result<(Config, Vec<config::UnknownKey>), Fail> {
     let path = args.value("config").unwrap_or(config::DEFAULT_PATH);
-    config::load(Path::new(path)).map_err(|e| Fail::Config(e.to_string()))
+    config::load_checked(Path::new(path)).map_err(|e| Fail::Config(e.to_string()))
+}
+
+/// The first local pre-flight failure as an exit-2 config error.
+fn local_preflight(c: &Config) -> Result<(), Fail> {
+    match super::preflight::local(c).into_iter().next() {
+        Some(e) => Err(Fail::Config(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 pub fn serve(raw: &[String]) -> Result<i32, Fail> {
@@ -59,21 +76,28 @@ pub fn serve(raw: &[String]) -> Result<i32, Fail> {
         println!("{SERVE_HELP}");
         return Ok(0);
     }
-    let config = if args.has("dev") {
+    let (config, unknown) = if args.has("dev") {
         if args.has("config") {
             return Err(Fail::usage("--dev and --config exclude each other"));
         }
-        dev_config(&args)?
+        (dev_config(&args)?, Vec::new())
     } else {
         if args.has("dir") || args.has("port") {
             return Err(Fail::usage(
                 "--dir and --port only go with --dev (the config file sets the rest)",
             ));
         }
-        load_config(&args)?
+        let loaded = load_config(&args)?;
+        local_preflight(&loaded.0)?;
+        loaded
     };
     crate::logger::init(config.debug);
-    let code = crate::daemon::serve(config);
+    for w in &unknown {
+        log::warn!("{w}");
+    }
+    let reload_from = (!args.has("dev"))
+        .then(|| PathBuf::from(args.value("config").unwrap_or(config::DEFAULT_PATH)));
+    let code = crate::daemon::serve_reloading(config, reload_from);
     // The last lines ("stopped") are still queued for stderr.
     log::logger().flush();
     Ok(code)
@@ -134,7 +158,18 @@ pub fn check_config(raw: &[String]) -> Result<i32, Fail> {
         println!("{CHECK_HELP}");
         return Ok(0);
     }
-    let c = load_config(&args)?;
+    let (c, unknown) = load_config(&args)?;
+    for w in &unknown {
+        eprintln!("warning: {w}");
+    }
+    let mut failures = super::preflight::local(&c);
+    failures.extend(super::preflight::remote(&c));
+    if let Some(first) = failures.first() {
+        for f in &failures[1..] {
+            eprintln!("ferry: {f}");
+        }
+        return Err(Fail::Config(first.to_string()));
+    }
     let t = &c.system.transfers;
     let threads = if t.compression_threads == 0 {
         "one per core".to_string()

@@ -296,9 +296,17 @@ fn log_access(
     request_id: &str,
     remote: std::net::SocketAddr,
 ) {
-    // Never headers or query strings: they can carry credentials.
-    info!(
-        "{method} {path} {status} {} {bytes_out} {request_id} {remote}",
+    // Never headers or query strings: they can carry credentials. Fields
+    // are labelled so a journal or grep reads them without a legend;
+    // Prometheus scrapes (every 15 s) only at debug.
+    let level = if path == "/metrics" {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
+        "access method={method} path={path} status={status} ms={} bytes={bytes_out} id={request_id} remote={remote}",
         started.elapsed().as_millis()
     );
 }

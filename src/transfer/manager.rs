@@ -453,6 +453,7 @@ impl Manager {
         if next.is_terminal() {
             self.totals
                 .add(transfer.direction, next, &transfer.counters);
+            crate::histogram::observe(transfer.direction, transfer.started.elapsed());
             self.crash.forget(&transfer.id);
         } else {
             self.persist_with_reason(transfer, next, transfer.phase(), reason.clone());

@@ -343,9 +343,16 @@ fn config_errors_name_the_key_and_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // check-config is a pre-flight: the panel must accept the node's credentials.
+    let panel = fake_panel::FakePanel::start("t", "long-enough-token");
     std::fs::write(
         &path,
-        "token: long-enough-token\nremote: https://panel.example\nuuid: u\ntoken_id: t\n",
+        format!(
+            "token: long-enough-token\nremote: {}\nuuid: u\ntoken_id: t\nsystem:\n  root_directory: {}\n  data: {}/volumes\n  environment: none\n",
+            panel.url(),
+            dir.path().display(),
+            dir.path().display()
+        ),
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -354,7 +361,7 @@ fn config_errors_name_the_key_and_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("https://panel.example"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&panel.url()));
 }
 
 #[test]
