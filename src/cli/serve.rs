@@ -49,8 +49,11 @@ const CHECK_SPEC: Spec = Spec {
 
 /// A config error exits 2 (SPEC §1).
 fn load_config(args: &Args) -> Result<Config, Fail> {
-    let path = args.value("config").unwrap_or(config::DEFAULT_PATH);
-    config::load(Path::new(path)).map_err(|e| Fail::Config(e.to_string()))
+    let path = args
+        .value("config")
+        .map(str::to_string)
+        .unwrap_or_else(|| config::default_path().to_string());
+    config::load(Path::new(&path)).map_err(|e| Fail::Config(e.to_string()))
 }
 
 pub fn serve(raw: &[String]) -> Result<i32, Fail> {

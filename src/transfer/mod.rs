@@ -3,12 +3,14 @@
 
 pub mod audit;
 pub mod destination;
+pub mod extras;
 pub mod manager;
 pub mod pipe;
 pub mod progress;
 pub mod record;
 pub mod source;
 pub mod throttle;
+pub mod wire;
 
 pub use manager::{CancelFilter, Manager, Transfer};
 pub use record::{Direction, Progress, Record, Status};
