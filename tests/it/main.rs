@@ -26,6 +26,7 @@ mod jwt_panel_token;
 mod multipart_interop;
 mod node_api;
 mod panel_client;
+mod transfer_dialects;
 mod transfer_e2e;
 mod transfer_errors;
 mod transfer_tls;
