@@ -62,6 +62,8 @@ pub struct SystemConfig {
     pub user: Option<(u32, u32)>,
     pub environment: EnvironmentKind,
     pub transfers: TransferConfig,
+    /// Where the node keeps local backups and installation logs.
+    pub keep: KeepConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,17 +125,23 @@ fn error(key: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file; one under `/etc/pelican/` gets
+/// Pelican's defaults.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         key: String::new(),
         problem: format!("cannot read config file {}: {e}", path.display()),
     })?;
-    parse(&text)
+    parse_as(&text, PanelFamily::of_config_path(path))
 }
 
-/// Parses and validates config text.
+/// Parses and validates config text (Pterodactyl's defaults).
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_as(text, PanelFamily::Pterodactyl)
+}
+
+/// Parses and validates config text with a panel family's defaults.
+pub fn parse_as(text: &str, family: PanelFamily) -> Result<Config, ConfigError> {
     let root: Value = if text.trim().is_empty() {
         Value::Null
     } else {
@@ -148,6 +156,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let mut reader = Reader {
         root: &root,
         used: BTreeSet::new(),
+        family,
     };
     let config = reader.config()?;
     for key in unknown_keys(&root, "", &reader.used) {
@@ -256,7 +265,7 @@ pub fn load_checked(path: &Path) -> Result<(Config, Vec<UnknownKey>), ConfigErro
         key: String::new(),
         problem: format!("cannot read config file {}: {e}", path.display()),
     })?;
-    let config = parse(&text)?;
+    let config = parse_as(&text, PanelFamily::of_config_path(path))?;
     Ok((config, unknown_key_warnings(&text)))
 }
 
@@ -270,6 +279,7 @@ pub fn unknown_key_warnings(text: &str) -> Vec<UnknownKey> {
     let mut reader = Reader {
         root: &root,
         used: BTreeSet::new(),
+        family: PanelFamily::Pterodactyl,
     };
     let _ = reader.config();
     let mut leaves = Vec::new();
@@ -359,6 +369,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 struct Reader<'a> {
     root: &'a Value,
     used: BTreeSet<String>,
+    family: PanelFamily,
 }
 
 impl Reader<'_> {
@@ -506,8 +517,9 @@ impl Reader<'_> {
     }
 
     fn system(&mut self) -> Result<SystemConfig, ConfigError> {
-        let root_directory = self.path("system.root_directory", "/var/lib/pterodactyl")?;
-        let data = self.path("system.data", "/var/lib/pterodactyl/volumes")?;
+        let defaults = self.family.defaults();
+        let root_directory = self.path("system.root_directory", defaults.root_directory)?;
+        let data = self.path("system.data", defaults.data)?;
         let uid = self.lookup("system.user.uid").is_some();
         let gid = self.lookup("system.user.gid").is_some();
         let user = if uid || gid {
@@ -543,12 +555,14 @@ impl Reader<'_> {
                 3600,
             )?),
         };
+        let keep = self.keep()?;
         Ok(SystemConfig {
             root_directory,
             data,
             user,
             environment,
             transfers,
+            keep,
         })
     }
 
@@ -648,12 +662,179 @@ pub fn development(dir: &Path, token: &str, port: u16) -> Config {
                 compression_threads: 0,
                 stop_timeout: Duration::from_secs(15),
             },
+            keep: KeepConfig {
+                family: PanelFamily::Pterodactyl,
+                backup_directory: dir.join("backups"),
+                log_directory: dir.join("log"),
+            },
         },
         docker: DockerConfig {
             socket: PathBuf::from("/var/run/docker.sock"),
             network: "pterodactyl_nw".to_string(),
         },
         metrics_token: String::new(),
+    }
+}
+
+// ---- Panel family, local backups and installation logs (issue 14) ----
+
+/// Pelican's Wings keeps its config here; read when Pterodactyl's is absent.
+pub const PELICAN_PATH: &str = "/etc/pelican/config.yml";
+
+/// The config path when none is given: Pterodactyl's, else Pelican's when
+/// only that one exists (as a Pelican node is installed).
+pub fn default_path() -> &'static str {
+    default_path_among(
+        Path::new(DEFAULT_PATH).exists(),
+        Path::new(PELICAN_PATH).exists(),
+    )
+}
+
+fn default_path_among(pterodactyl: bool, pelican: bool) -> &'static str {
+    if !pterodactyl && pelican {
+        PELICAN_PATH
+    } else {
+        DEFAULT_PATH
+    }
+}
+
+/// Which Wings the node stands in for: it decides the default directories
+/// and the layout of local backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanelFamily {
+    /// Pterodactyl Wings: `<backup_directory>/<backup>.tar.gz`.
+    Pterodactyl,
+    /// Pelican Wings: `/var/lib/pelican`, `/var/log/pelican`, and
+    /// `<backup_directory>/<server>/<backup>.tar.gz`.
+    Pelican,
+}
+
+/// The family's default directories (Wings' `config.go` defaults; Pelican's
+/// packaging moves `pterodactyl` to `pelican` in each).
+pub struct FamilyDefaults {
+    pub root_directory: &'static str,
+    pub data: &'static str,
+    pub backup_directory: &'static str,
+    pub log_directory: &'static str,
+}
+
+impl PanelFamily {
+    /// Pelican for a config under `/etc/pelican/`, else Pterodactyl.
+    pub fn of_config_path(path: &Path) -> PanelFamily {
+        match path.parent().and_then(|p| p.file_name()) {
+            Some(dir) if dir == "pelican" => PanelFamily::Pelican,
+            _ => PanelFamily::Pterodactyl,
+        }
+    }
+
+    pub fn defaults(self) -> FamilyDefaults {
+        match self {
+            PanelFamily::Pterodactyl => FamilyDefaults {
+                root_directory: "/var/lib/pterodactyl",
+                data: "/var/lib/pterodactyl/volumes",
+                backup_directory: "/var/lib/pterodactyl/backups",
+                log_directory: "/var/log/pterodactyl",
+            },
+            PanelFamily::Pelican => FamilyDefaults {
+                root_directory: "/var/lib/pelican",
+                data: "/var/lib/pelican/volumes",
+                backup_directory: "/var/lib/pelican/backups",
+                log_directory: "/var/log/pelican",
+            },
+        }
+    }
+}
+
+/// Where local backups and installation logs live (Wings' keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeepConfig {
+    pub family: PanelFamily,
+    /// `system.backup_directory`.
+    pub backup_directory: PathBuf,
+    /// `system.log_directory`; installation logs are `install/<uuid>.log` in it.
+    pub log_directory: PathBuf,
+}
+
+impl KeepConfig {
+    /// A local backup's file, in the family's layout.
+    pub fn backup_file(&self, server: &str, backup: &str) -> PathBuf {
+        let name = format!("{backup}.tar.gz");
+        match self.family {
+            PanelFamily::Pterodactyl => self.backup_directory.join(name),
+            PanelFamily::Pelican => self.backup_directory.join(server).join(name),
+        }
+    }
+
+    /// A server's installation log.
+    pub fn install_log(&self, server: &str) -> PathBuf {
+        self.log_directory
+            .join("install")
+            .join(format!("{server}.log"))
+    }
+}
+
+impl Reader<'_> {
+    fn keep(&mut self) -> Result<KeepConfig, ConfigError> {
+        let defaults = self.family.defaults();
+        Ok(KeepConfig {
+            family: self.family,
+            backup_directory: self.path("system.backup_directory", defaults.backup_directory)?,
+            log_directory: self.path("system.log_directory", defaults.log_directory)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod keep_tests {
+    use super::*;
+
+    #[test]
+    fn pelican_config_is_read_only_when_pterodactyls_is_absent() {
+        assert_eq!(default_path_among(true, true), DEFAULT_PATH);
+        assert_eq!(default_path_among(true, false), DEFAULT_PATH);
+        assert_eq!(default_path_among(false, true), PELICAN_PATH);
+        assert_eq!(default_path_among(false, false), DEFAULT_PATH);
+    }
+
+    #[test]
+    fn a_pelican_config_gets_pelicans_directories_and_layout() {
+        let family = PanelFamily::of_config_path(Path::new(PELICAN_PATH));
+        assert_eq!(family, PanelFamily::Pelican);
+        let c = parse_as("token: tttttttttttt\n", family).unwrap();
+        assert_eq!(c.system.root_directory, PathBuf::from("/var/lib/pelican"));
+        assert_eq!(c.system.data, PathBuf::from("/var/lib/pelican/volumes"));
+        assert_eq!(
+            c.system.keep.backup_file("s", "b"),
+            PathBuf::from("/var/lib/pelican/backups/s/b.tar.gz")
+        );
+        assert_eq!(
+            c.system.keep.install_log("s"),
+            PathBuf::from("/var/log/pelican/install/s.log")
+        );
+    }
+
+    #[test]
+    fn pterodactyl_keeps_backups_flat_and_the_keys_move_them() {
+        assert_eq!(
+            PanelFamily::of_config_path(Path::new(DEFAULT_PATH)),
+            PanelFamily::Pterodactyl
+        );
+        let c = parse("token: tttttttttttt\n").unwrap();
+        assert_eq!(
+            c.system.keep.backup_file("s", "b"),
+            PathBuf::from("/var/lib/pterodactyl/backups/b.tar.gz")
+        );
+        let c =
+            parse("token: tttttttttttt\nsystem:\n  backup_directory: /b\n  log_directory: /l\n")
+                .unwrap();
+        assert_eq!(
+            c.system.keep.backup_file("s", "b"),
+            PathBuf::from("/b/b.tar.gz")
+        );
+        assert_eq!(
+            c.system.keep.install_log("s"),
+            PathBuf::from("/l/install/s.log")
+        );
     }
 }
 
@@ -926,6 +1107,7 @@ ignore_panel_config_updates: false
         let mut reader = Reader {
             root: &root,
             used: BTreeSet::new(),
+            family: PanelFamily::Pterodactyl,
         };
         reader.config().unwrap();
         assert_eq!(

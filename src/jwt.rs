@@ -303,13 +303,14 @@ pub fn mint_token_from_claims(key: &[u8], header_json_extra: Value, claims: Valu
 /// Mints a transfer token for `server` shaped like the panel's
 /// NodeJWTService: `iss`, `aud` as an array, `jti` = sha256 hex of the
 /// uuid, `iat`, `nbf` 5 minutes back, `exp`, `sub`, a 16-character
-/// `unique_id`; `jti` and `sub` repeated in the header.
+/// `unique_id`, and `scope: transfer`, which newer Wings, Pelican and
+/// calagopus require; `jti` and `sub` repeated in the header.
 pub fn mint_transfer_token(key: &[u8], server: &str, valid_for: Duration) -> String {
     let jti = hex::encode(Sha256::digest(server.as_bytes()));
     mint_token_from_claims(
         key,
         json!({"jti": jti, "sub": server}),
-        claims_with(&jti, valid_for, json!({"sub": server})),
+        claims_with(&jti, valid_for, json!({"sub": server, "scope": "transfer"})),
     )
 }
 
@@ -629,6 +630,10 @@ mod tests {
         assert_eq!(header["sub"], UUID);
         assert_eq!(body["jti"], jti.as_str());
         assert!(body["aud"].is_array());
+        assert_eq!(
+            body["scope"], "transfer",
+            "newer Wings refuse a token without it"
+        );
         let iat = body["iat"].as_u64().unwrap();
         assert_eq!(body["nbf"].as_u64().unwrap(), iat - 300);
         assert_eq!(body["exp"].as_u64().unwrap(), iat + 900);

@@ -52,6 +52,7 @@ pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
             false
         }
     };
+    let backups = backups_of(body, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -59,6 +60,7 @@ pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
         url: url.to_string(),
         token: token.to_string(),
         start_on_completion,
+        backups,
     })
 }
 
@@ -177,6 +179,36 @@ pub fn get(
     Ok(reply::json(200, &transfer.record()))
 }
 
+/// `backups` (Pelican panels): the local backups to send along. An id
+/// that is not a UUID is skipped and logged, never used as a path.
+fn backups_of(body: &serde_json::Value, errors: &mut Vec<FieldError>) -> Vec<String> {
+    match body.get("backups") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => {
+            let mut out: Vec<String> = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(id) if crate::server::is_uuid(id) => {
+                        let id = id.to_ascii_lowercase();
+                        if !out.contains(&id) {
+                            out.push(id);
+                        }
+                    }
+                    _ => log::warn!("transfer request: skipping backup id {item} (not a uuid)"),
+                }
+            }
+            out
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                "backups",
+                "must be an array of backup uuids",
+            ));
+            Vec::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +219,19 @@ mod tests {
         let ok = parse_plan(&json!({"url":"http://d:8080/api/transfers","token":"Bearer x","server":{"uuid":"u","start_on_completion":true}})).unwrap();
         assert_eq!(ok.token, "Bearer x");
         assert!(ok.start_on_completion);
+        assert!(ok.backups.is_empty());
+        let b = "0b6f3a52-5c1e-4f8e-9a0d-2f4c6b8e1a3d";
+        let with = parse_plan(&json!({"url":"http://d/api/transfers","token":"t",
+            "backups":[b, "../x", b.to_uppercase(), 7]}))
+        .unwrap();
+        assert_eq!(with.backups, vec![b.to_string()]);
+        assert_eq!(
+            parse_plan(&json!({"url":"http://d/api/transfers","token":"t","backups":"x"}))
+                .unwrap_err()
+                .validation_errors[0]
+                .field,
+            "backups"
+        );
         let e = parse_plan(&json!({})).unwrap_err();
         let fields: Vec<_> = e
             .validation_errors

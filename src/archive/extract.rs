@@ -9,7 +9,7 @@ use super::gzip::GunzipReader;
 use super::pipe::{self, Halt};
 use super::tarfmt::{self, Overrides, BLOCK};
 use super::unpack::{Kind, Target};
-use super::{Counters, ExtractError, ExtractLimits, ExtractSummary, Stage, Staging};
+use super::{Codec, Counters, ExtractError, ExtractLimits, ExtractSummary, Stage, Staging};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 use std::io::{self, BufRead, Read};
@@ -56,6 +56,7 @@ fn corrupt(m: impl Into<String>) -> Fail {
 
 pub fn extract<R: Read>(
     mut input: R,
+    codec: Codec,
     staging: &Staging,
     limits: &ExtractLimits,
     cancel: &AtomicBool,
@@ -75,8 +76,17 @@ pub fn extract<R: Read>(
     let mut input_error: Option<io::Error> = None;
 
     let (inflated, untarred) = std::thread::scope(|s| {
-        let inflater =
-            s.spawn(move || inflate(in_rx, in_pool_tx, out_tx, out_pool_rx, cancel, counters));
+        let inflater = s.spawn(move || {
+            inflate(
+                codec,
+                in_rx,
+                in_pool_tx,
+                out_tx,
+                out_pool_rx,
+                cancel,
+                counters,
+            )
+        });
         let untar_thread =
             s.spawn(move || untar(out_rx, out_pool_tx, root, limits, cancel, counters));
         // The tee runs here: `input` need not be Send.
@@ -204,6 +214,7 @@ impl Read for ChanReader<'_> {
 }
 
 fn inflate(
+    codec: Codec,
     rx: Receiver<Msg>,
     in_pool: Sender<Vec<u8>>,
     tx: Sender<Msg>,
@@ -222,7 +233,36 @@ fn inflate(
         halted: None,
         cancel,
     };
-    let mut dec = GunzipReader::new(reader);
+    match codec {
+        Codec::Gzip => pump(
+            GunzipReader::new(reader),
+            "gzip",
+            tx,
+            out_pool,
+            cancel,
+            |d| d.get_mut().halted.take(),
+        ),
+        Codec::Zstd => {
+            let dec = zstd::stream::read::Decoder::with_buffer(reader)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            pump(dec, "zstd", tx, out_pool, cancel, |d| {
+                d.get_mut().halted.take()
+            })
+        }
+        Codec::Plain => pump(reader, "tar", tx, out_pool, cancel, |d| d.halted.take()),
+    }
+}
+
+/// Moves decompressed blocks to the tar stage. `halted` tells an error of
+/// the decoder from the input stage having stopped first.
+fn pump<D: Read>(
+    mut dec: D,
+    what: &str,
+    tx: Sender<Msg>,
+    out_pool: Receiver<Vec<u8>>,
+    cancel: &AtomicBool,
+    halted: impl Fn(&mut D) -> Option<Halt>,
+) -> Result<(), Fail> {
     loop {
         let mut buf = out_pool.try_recv().unwrap_or_else(|_| vec![0; OUT_CHUNK]);
         let mut fill = 0;
@@ -236,10 +276,10 @@ fn inflate(
                 Ok(n) => fill += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    if let Some(h) = dec.get_mut().halted.take() {
+                    if let Some(h) = halted(&mut dec) {
                         return Err(Fail::Halt(h));
                     }
-                    return Err(corrupt(format!("gzip: {e}")));
+                    return Err(corrupt(format!("{what}: {e}")));
                 }
             }
             if cancel.load(Ordering::Relaxed) {

@@ -267,6 +267,19 @@ pub struct ExtractLimits {
     pub owner: Option<(u32, u32)>,
 }
 
+/// The compression around a received tar stream. Senders other than
+/// Wings choose it (calagopus' `archive_format`); the caller names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Codec {
+    /// Gzip, one or more members (Wings, Pelican, ferry).
+    #[default]
+    Gzip,
+    /// Zstandard, one or more frames.
+    Zstd,
+    /// No compression: the tar stream itself.
+    Plain,
+}
+
 #[derive(Debug, Clone)]
 pub struct ExtractSummary {
     /// Lowercase hex SHA-256 of every byte read from the input.
@@ -318,8 +331,21 @@ pub fn extract<R: Read>(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<ExtractSummary, ExtractError> {
+    extract_codec(input, Codec::Gzip, staging, limits, cancel, counters)
+}
+
+/// [`extract`] for a tar stream in another compression (calagopus'
+/// `archive_format`); the digest still covers the input bytes.
+pub fn extract_codec<R: Read>(
+    input: R,
+    codec: Codec,
+    staging: &Staging,
+    limits: &ExtractLimits,
+    cancel: &AtomicBool,
+    counters: &Counters,
+) -> Result<ExtractSummary, ExtractError> {
     sys::map_large_buffers();
-    extract::extract(input, staging, limits, cancel, counters)
+    extract::extract(input, codec, staging, limits, cancel, counters)
 }
 
 /// Removes a directory tree without ever following a symlink. The final

@@ -58,8 +58,11 @@ const CHECK_SPEC: Spec = Spec {
 /// A config error exits 2 (SPEC §1). Unknown keys come back to be told
 /// once there is somewhere to tell them.
 fn load_config(args: &Args) -> Result<(Config, Vec<config::UnknownKey>), Fail> {
-    let path = args.value("config").unwrap_or(config::DEFAULT_PATH);
-    config::load_checked(Path::new(path)).map_err(|e| Fail::Config(e.to_string()))
+    let path = args
+        .value("config")
+        .map(str::to_string)
+        .unwrap_or_else(|| config::default_path().to_string());
+    config::load_checked(Path::new(&path)).map_err(|e| Fail::Config(e.to_string()))
 }
 
 /// The first local pre-flight failure as an exit-2 config error.
@@ -96,7 +99,7 @@ pub fn serve(raw: &[String]) -> Result<i32, Fail> {
         log::warn!("{w}");
     }
     let reload_from = (!args.has("dev"))
-        .then(|| PathBuf::from(args.value("config").unwrap_or(config::DEFAULT_PATH)));
+        .then(|| PathBuf::from(args.value("config").unwrap_or(config::default_path())));
     let code = crate::daemon::serve_reloading(config, reload_from);
     // The last lines ("stopped") are still queued for stderr.
     log::logger().flush();

@@ -17,10 +17,12 @@ use crate::jwt::{self, TokenError};
 use crate::multipart::{self, MultipartError, MultipartReader};
 use crate::node::Node;
 use crate::server::{is_uuid, ServerConfig};
+use crate::transfer::extras::{ExtrasError, Received};
 use crate::transfer::finish::destination::{check_environment, refuse_running_container};
 use crate::transfer::finish::{self, Phase};
 use crate::transfer::source::spawn_monitor;
 use crate::transfer::throttle::ThrottledReader;
+use crate::transfer::wire::{self, Part};
 use crate::transfer::{Direction, Status, Transfer};
 
 pub const INVALID_TOKEN: &str = "Invalid or expired transfer token.";
@@ -29,6 +31,12 @@ pub const IN_PROGRESS: &str = "A transfer is already in progress for this server
 pub const NO_SPACE: &str = "There is not enough disk space available to perform that action.";
 pub const ABORTED: &str = "Request aborted by client.";
 
+pub const CHECKSUMS_DIFFER: &str = "checksum and checksum_archive differ";
+pub const NO_MULTIPLEX: &str = "multiplexed transfers are not supported by this node: \
+     set multiplex_streams to 0 on the source";
+
+/// A part this node does not know is drained up to this many bytes.
+const MAX_SKIPPED: u64 = 256 << 20;
 /// The checksum part is a hex SHA-256; anything longer is refused.
 const MAX_CHECKSUM: usize = 128;
 /// The configuration part is a JSON object of modest size.
@@ -74,6 +82,11 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     let uuid = claims.server.clone();
     if node.registry.contains(&uuid) {
         return Err(ApiError::new(409, EXISTS));
+    }
+    // An extra stream of a calagopus multiplexed transfer: refused before
+    // it could be taken for a transfer of its own (docs/decisions.md).
+    if request.header(wire::HEADER_MULTIPLEX_STREAM).is_some() {
+        return Err(ApiError::new(400, NO_MULTIPLEX));
     }
     let boundary = request
         .header("content-type")
@@ -123,9 +136,14 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
         .header("x-ferry-start-on-completion")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     match result {
-        Ok((staging, config)) => {
-            finish::install_and_report(node, &transfer, staging, config, start_on_completion)
-        }
+        Ok((staging, config, extras)) => finish::install_and_report(
+            node,
+            &transfer,
+            staging,
+            extras,
+            config,
+            start_on_completion,
+        ),
         Err(error) => finish::destination::fail(node, &transfer, error),
     }
 }
@@ -139,7 +157,8 @@ fn receive_tree(
     transfer: &Arc<Transfer>,
     uuid: &str,
     boundary: &str,
-) -> Result<(Staging, ServerConfig), ApiError> {
+) -> Result<(Staging, ServerConfig, Received), ApiError> {
+    refuse_multiplex(request)?;
     let mut config = match &node.panel {
         Some(panel) => {
             let remote = panel.server(uuid).map_err(|e| {
@@ -181,16 +200,17 @@ fn receive_tree(
     let mut parts = MultipartReader::new(body, boundary);
     let mut digest: Option<String> = None;
     let mut checksum: Option<String> = None;
+    let mut extras = Received::new(&node.config.system.keep, uuid, &transfer.id);
     while let Some(part) = parts.next_part().map_err(multipart_error)? {
-        match part.name.as_str() {
-            "configuration" if digest.is_none() => {
+        match wire::classify(&part.name, part.filename.as_deref()) {
+            Part::Configuration if digest.is_none() => {
                 let text =
                     read_bounded(&mut parts.part_body(), MAX_CONFIGURATION, "configuration")?;
                 if config.is_none() {
                     config = Some(configuration_from_part(uuid, &text)?);
                 }
             }
-            "archive" => {
+            Part::Archive(codec) => {
                 if digest.is_some() {
                     return Err(ApiError::new(400, "the archive was sent twice"));
                 }
@@ -201,8 +221,9 @@ fn receive_tree(
                     max_bytes: config.as_ref().and_then(ServerConfig::disk_space_bytes),
                     owner: node.config.system.user,
                 };
-                let summary = archive::extract(
+                let summary = archive::extract_codec(
                     parts.part_body(),
+                    codec,
                     &staging,
                     &limits,
                     &cancel,
@@ -211,7 +232,7 @@ fn receive_tree(
                 .map_err(extract_error)?;
                 digest = Some(summary.sha256_hex);
             }
-            "checksum" => {
+            Part::Checksum => {
                 if digest.is_none() {
                     return Err(ApiError::new(
                         400,
@@ -219,9 +240,45 @@ fn receive_tree(
                     ));
                 }
                 let text = read_bounded(&mut parts.part_body(), MAX_CHECKSUM, "checksum")?;
-                checksum = Some(String::from_utf8_lossy(&text).trim().to_ascii_lowercase());
+                let text = String::from_utf8_lossy(&text).trim().to_ascii_lowercase();
+                // `checksum` and `checksum_archive` both name the archive's
+                // digest; a body that sends two different ones is refused.
+                if checksum.as_ref().is_some_and(|first| *first != text) {
+                    return Err(ApiError::new(400, CHECKSUMS_DIFFER));
+                }
+                checksum = Some(text);
             }
-            other => log::debug!("transfer {}: skipping part `{other}`", transfer.id),
+            Part::Backup(backup) => {
+                node.transfer_log(transfer, &format!("Receiving backup {backup}..."));
+                extras
+                    .receive_backup(&backup, parts.part_body())
+                    .map_err(extras_error)?;
+            }
+            Part::BackupChecksum(backup) => {
+                let text = read_bounded(&mut parts.part_body(), MAX_CHECKSUM, "backup checksum")?;
+                extras
+                    .announce_backup_checksum(&backup, &text)
+                    .map_err(extras_error)?;
+            }
+            Part::InstallLog => match extras.receive_install_log(parts.part_body()) {
+                Ok(()) => {}
+                // As Wings: a log that cannot be stored does not fail the
+                // transfer; a body that breaks or lies about size does.
+                Err(e @ (ExtrasError::Io(_) | ExtrasError::NoSpace)) => {
+                    log::warn!("transfer {}: install log not kept: {e}", transfer.id)
+                }
+                Err(e) => return Err(extras_error(e)),
+            },
+            Part::BadBackupName(name) => {
+                return Err(ApiError::new(
+                    400,
+                    format!("invalid backup part name: {name}"),
+                ))
+            }
+            Part::Configuration | Part::Unknown => {
+                log::debug!("transfer {}: skipping part `{}`", transfer.id, part.name);
+                skip_bounded(&mut parts.part_body(), &part.name)?;
+            }
         }
     }
     let (Some(digest), Some(checksum)) = (digest, checksum) else {
@@ -241,11 +298,12 @@ fn receive_tree(
         );
         return Err(ApiError::new(400, "checksums don't match"));
     }
+    extras.verify().map_err(extras_error)?;
     if transfer.is_cancelled() {
         return Err(ApiError::new(400, ABORTED));
     }
     let config = config.unwrap_or_else(|| ServerConfig::minimal(uuid));
-    Ok((staging, config))
+    Ok((staging, config, extras))
 }
 
 /// Refuses before any byte is written when the announced size cannot fit.
@@ -271,6 +329,43 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
         return None;
     }
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// The main stream of a calagopus multiplexed transfer announces extra
+/// streams this node will not join; refused before any byte is read, and
+/// (being a begun transfer) reported to the panel as failed.
+fn refuse_multiplex(request: &Request) -> Result<(), ApiError> {
+    let count = request
+        .header(wire::HEADER_MULTIPLEX_STREAM_COUNT)
+        .map(|v| v.trim().parse::<u64>().unwrap_or(1))
+        .unwrap_or(0);
+    if count > 0 {
+        return Err(ApiError::new(400, NO_MULTIPLEX));
+    }
+    Ok(())
+}
+
+/// Drains a part nobody reads, so the body stays in step, within a bound.
+fn skip_bounded(body: &mut impl Read, name: &str) -> Result<(), ApiError> {
+    let n = std::io::copy(&mut body.take(MAX_SKIPPED + 1), &mut std::io::sink())
+        .map_err(|e| input_error(&e))?;
+    if n > MAX_SKIPPED {
+        return Err(ApiError::new(
+            400,
+            format!("the part `{name}` is larger than {MAX_SKIPPED} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP face of a backup or install-log failure (SPEC §4).
+pub(crate) fn extras_error(e: ExtrasError) -> ApiError {
+    match e {
+        ExtrasError::Input(e) => input_error(&e),
+        ExtrasError::NoSpace => ApiError::new(400, NO_SPACE),
+        e @ (ExtrasError::Io(_) | ExtrasError::Exists(..)) => ApiError::new(500, e.to_string()),
+        e => ApiError::new(400, e.to_string()),
+    }
 }
 
 fn read_bounded(body: &mut impl Read, max: usize, part: &str) -> Result<Vec<u8>, ApiError> {

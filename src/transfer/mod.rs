@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod destination;
 pub mod early_answer;
+pub mod extras;
 pub mod finish;
 pub mod manager;
 pub mod persist;
@@ -16,6 +17,7 @@ pub mod replay;
 pub mod source;
 pub mod throttle;
 pub mod totals;
+pub mod wire;
 
 pub use manager::{CancelFilter, Manager, Transfer};
 pub use record::{Direction, Progress, Record, Status};

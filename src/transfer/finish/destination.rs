@@ -16,6 +16,7 @@ use crate::http::Response;
 use crate::node::Node;
 use crate::panel::PanelError;
 use crate::server::{ServerConfig, TransferMark};
+use crate::transfer::extras::{Committed, Received};
 use crate::transfer::manager::PhaseRefused;
 use crate::transfer::Transfer;
 
@@ -41,15 +42,19 @@ pub fn install_and_report(
     node: &Arc<Node>,
     transfer: &Arc<Transfer>,
     staging: Staging,
+    extras: Received,
     config: ServerConfig,
     start_on_completion: bool,
 ) -> Result<Response, ApiError> {
-    let mark = match install(node, transfer, staging, &config) {
-        Ok(mark) => mark,
+    // Backups and the install log travel with the server: put in place with
+    // it and taken back whenever the install is.
+    let (mark, mut kept) = match install(node, transfer, staging, extras, &config) {
+        Ok(installed) => installed,
         Err(error) => return fail(node, transfer, error),
     };
     if let Err(refused) = node.transfers.enter_phase(transfer, Phase::Reporting) {
         uninstall(node, &config.uuid);
+        kept.remove();
         drop(mark);
         let error = match refused {
             PhaseRefused::Cancelled => cancelled_error(transfer),
@@ -70,7 +75,10 @@ pub fn install_and_report(
     };
     match verdict {
         Verdict::Keep => complete(node, transfer, mark, start_on_completion),
-        Verdict::Remove(reason) => refused(node, transfer, mark, &reason),
+        Verdict::Remove(reason) => {
+            kept.remove();
+            refused(node, transfer, mark, &reason)
+        }
         Verdict::AskList | Verdict::Unknown(_) => {
             let why = match verdict {
                 Verdict::Unknown(why) => why,
@@ -131,8 +139,9 @@ fn install(
     node: &Arc<Node>,
     transfer: &Arc<Transfer>,
     staging: Staging,
+    extras: Received,
     config: &ServerConfig,
-) -> Result<TransferMark, ApiError> {
+) -> Result<(TransferMark, Committed), ApiError> {
     let uuid = config.uuid.as_str();
     node.transfers.set_config(transfer, config);
     node.transfers
@@ -144,6 +153,13 @@ fn install(
     let installed = staging
         .commit()
         .map_err(|e| ApiError::new(500, format!("failed to move the server into place: {e}")))?;
+    let mut kept = match extras.commit() {
+        Ok(kept) => kept,
+        Err(e) => {
+            let _ = archive::remove_tree(&installed);
+            return Err(crate::transfer::destination::extras_error(e));
+        }
+    };
     // Staging is private (0700); a server directory is not.
     if let Err(e) = std::fs::set_permissions(
         &installed,
@@ -157,6 +173,7 @@ fn install(
             // Only possible if another path registered it meanwhile; the
             // directory we just moved in is ours to take back.
             let _ = archive::remove_tree(&crate::server::data_dir(&node.config.system.data, uuid));
+            kept.remove();
             return Err(ApiError::new(
                 500,
                 format!("failed to register the server: {e}"),
@@ -165,6 +182,7 @@ fn install(
     };
     let Some(mark) = server.try_mark_transferring() else {
         uninstall(node, uuid);
+        kept.remove();
         return Err(ApiError::new(
             500,
             "the new server is already marked transferring",
@@ -175,15 +193,17 @@ fn install(
     if let Err(e) = create_container(node, &spec) {
         drop(mark);
         uninstall(node, uuid);
+        kept.remove();
         return Err(environment_error(e.to_string()));
     }
     failpoint::point("container-created");
     if transfer.is_cancelled() {
         drop(mark);
         uninstall(node, uuid);
+        kept.remove();
         return Err(cancelled_error(transfer));
     }
-    Ok(mark)
+    Ok((mark, kept))
 }
 
 /// Committed: `completed`, the mark released, the server started if asked.

@@ -92,7 +92,7 @@ impl TestNode {
         let data = root.join("volumes");
         let token = options.token.clone().unwrap_or_else(|| TOKEN.to_string());
         let mut yaml = format!(
-            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: {}\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  environment: {}\n  transfers:\n{}\n",
+            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: {}\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  backup_directory: {}\n  log_directory: {}\n  environment: {}\n  transfers:\n{}\n",
             options.token_id.as_deref().unwrap_or("testtokenid"),
             options.tls.as_ref().map_or(String::new(), |(cert, key)| format!(
                 "  ssl:\n    enabled: true\n    cert: {}\n    key: {}\n",
@@ -101,6 +101,9 @@ impl TestNode {
             )),
             root.join("root").display(),
             data.display(),
+            // Never the system's own directories from a test.
+            root.join("backups").display(),
+            root.join("log").display(),
             options.environment.as_deref().unwrap_or("none"),
             // A short stop timeout by default, unless the test sets one.
             indent(
