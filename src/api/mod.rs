@@ -8,6 +8,7 @@ pub mod transfer_in;
 pub mod transfer_out;
 pub mod transfers;
 pub mod ws;
+pub mod ws_pending;
 
 use std::io::Read;
 use std::sync::Arc;

@@ -25,6 +25,8 @@ mod body;
 mod chunked;
 mod conn;
 mod head;
+mod lograte;
+mod policy;
 mod reactor;
 mod response;
 mod server;
