@@ -17,6 +17,17 @@ pub enum RegistryError {
     Io(String),
 }
 
+/// A server id is a file and directory name: only UUIDs (SPEC §2).
+fn refuse_non_uuid(config: &ServerConfig) -> Result<(), RegistryError> {
+    if is_uuid(&config.uuid) {
+        return Ok(());
+    }
+    Err(RegistryError::Io(format!(
+        "server id {:?} is not a uuid",
+        config.uuid
+    )))
+}
+
 impl std::fmt::Display for RegistryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -95,6 +106,7 @@ impl Registry {
 
     /// Registers a new server and persists it; refuses an existing uuid.
     pub fn insert(&self, config: ServerConfig) -> Result<Arc<Server>, RegistryError> {
+        refuse_non_uuid(&config)?;
         let mut servers = self.write();
         if servers.contains_key(&config.uuid) {
             return Err(RegistryError::Exists);
@@ -107,6 +119,7 @@ impl Registry {
 
     /// Registers or replaces a server's configuration.
     pub fn upsert(&self, config: ServerConfig) -> Result<Arc<Server>, RegistryError> {
+        refuse_non_uuid(&config)?;
         let mut servers = self.write();
         self.persist(&config)?;
         if let Some(existing) = servers.get(&config.uuid) {

@@ -180,8 +180,12 @@ fn refused_handshake(node: &TestNode, server: &str) -> (u16, Value) {
     }
 }
 
+/// A token that may open the stream (`websocket.connect`, SPEC §6) plus
+/// `permissions`.
 fn ws_token(server: &str, permissions: &[&str], ttl: Duration) -> String {
-    mint_websocket_token(TOKEN.as_bytes(), server, permissions, ttl)
+    let mut all = vec!["websocket.connect"];
+    all.extend_from_slice(permissions);
+    mint_websocket_token(TOKEN.as_bytes(), server, &all, ttl)
 }
 
 /// Starts an outgoing transfer of `server` from `src` to `dst`.
