@@ -115,6 +115,8 @@ fn probe_system(node: &TestNode) -> Duration {
 #[test]
 fn pipelining_clients_that_never_read_do_not_stop_the_api() {
     let (node, _tmp) = node_with_server();
+    // After one request the worker pool is up: the baseline.
+    probe_system(&node);
     let threads_before = threads(&node);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut attackers = Vec::new();
@@ -221,6 +223,7 @@ fn auth(ws: &mut tungstenite::WebSocket<TcpStream>, permissions: &[&str]) {
 #[test]
 fn unauthenticated_websockets_cannot_lock_out_a_valid_client() {
     let (node, _tmp) = node_with_server();
+    probe_system(&node);
     let threads_before = threads(&node);
     let mut held = Vec::new();
     let mut max_threads = 0;
