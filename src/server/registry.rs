@@ -223,6 +223,36 @@ mod tests {
     const B: &str = "22222222-2222-4222-8222-222222222222";
 
     #[test]
+    fn ids_that_are_not_uuids_are_refused_at_insert_and_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        for bad in [
+            "..",
+            "../../etc",
+            "/abs",
+            "",
+            "11111111-1111-4111-8111-11111111111G",
+        ] {
+            assert!(reg.insert(ServerConfig::minimal(bad)).is_err(), "{bad:?}");
+            assert!(reg.upsert(ServerConfig::minimal(bad)).is_err(), "{bad:?}");
+        }
+        assert!(reg.list().is_empty());
+        // A registry file on disk with a path for an id is not loaded.
+        reg.insert(ServerConfig::minimal(A)).unwrap();
+        drop(reg);
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.is_file())
+            .unwrap();
+        let text = std::fs::read_to_string(&file).unwrap().replace(A, "../x");
+        std::fs::write(&file, text).unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        assert!(!reg.contains(A) && !reg.contains("../x"));
+    }
+
+    #[test]
     fn persists_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
