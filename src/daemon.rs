@@ -107,9 +107,14 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
                 .map_err(|e| StartError(e.to_string()))?;
         }
     }
-    let addr: SocketAddr = format!("{}:{}", config.api.host, config.api.port)
+    // check-config has validated the address; an IPv6 host ("::1") needs
+    // no brackets this way.
+    let ip: std::net::IpAddr = config
+        .api
+        .host
         .parse()
-        .map_err(|e| StartError(format!("config key `api.host`/`api.port`: {e}")))?;
+        .map_err(|e| StartError(format!("config key `api.host`: {e}")))?;
+    let addr = SocketAddr::new(ip, config.api.port);
     let options = ServerOptions {
         tls: config.api.ssl.as_ref().map(|ssl| TlsFiles {
             cert: ssl.cert.clone(),

@@ -150,7 +150,7 @@ impl PanelClient {
     }
 
     /// One request, no retry: the status and body, or a network error.
-    fn once(&self, method: Method, path: &str) -> Result<(u16, String), ureq::Error> {
+    fn once(&self, method: Method, path: &str) -> Result<(u16, String), Failure> {
         let url = format!("{}{}", self.base, path);
         let mut response = match method {
             Method::Get => self
@@ -169,11 +169,22 @@ impl PanelClient {
                 .send("null")?,
         };
         let status = response.status().as_u16();
-        let body = response
+        let body = match response
             .body_mut()
             .with_config()
             .limit(MAX_BODY)
-            .read_to_string()?;
+            .read_to_vec()
+        {
+            Ok(body) => body,
+            Err(ureq::Error::BodyExceedsLimit(_)) => {
+                return Err(Failure::Final(format!(
+                    "{path}: the answer is larger than {MAX_BODY} bytes"
+                )))
+            }
+            Err(e) => return Err(Failure::Retry(e)),
+        };
+        let body = String::from_utf8(body)
+            .map_err(|_| Failure::Final(format!("{path}: the answer is not UTF-8")))?;
         Ok((status, body))
     }
 
@@ -188,11 +199,13 @@ impl PanelClient {
             let failure = match self.once(method, path) {
                 Ok((status, body)) if status < 500 => return Ok((status, body)),
                 Ok((status, body)) => format!("HTTP {status}: {}", excerpt(&body)),
-                // Configuration errors do not heal by waiting.
-                Err(e @ (ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_))) => {
-                    return Err(PanelError::Unreachable(e.to_string()))
-                }
-                Err(e) => e.to_string(),
+                // Configuration errors and broken answers do not heal by
+                // waiting.
+                Err(Failure::Retry(
+                    e @ (ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_)),
+                )) => return Err(PanelError::Unreachable(e.to_string())),
+                Err(Failure::Final(why)) => return Err(PanelError::BadResponse(why)),
+                Err(Failure::Retry(e)) => e.to_string(),
             };
             let now = Instant::now();
             if now >= deadline {
@@ -237,7 +250,8 @@ impl PanelClient {
                     meta.last_page
                 )));
             }
-            for page in meta.current_page.max(1) + 1..=meta.last_page {
+            // Saturating: `current_page` is the panel's word, up to u64::MAX.
+            for page in meta.current_page.max(1).saturating_add(1)..=meta.last_page {
                 let next = self.page(page)?;
                 if next.data.is_empty() {
                     // The list shrank while we read it.
@@ -248,6 +262,14 @@ impl PanelClient {
         }
         Ok(raw
             .into_iter()
+            .filter(|s| {
+                // A server id becomes a directory name (SPEC §2).
+                let ok = crate::jwt::is_uuid(&s.uuid);
+                if !ok {
+                    log::warn!("panel: skipping server {:?}: not a uuid", s.uuid);
+                }
+                ok
+            })
             .map(|s| RemoteServer {
                 uuid: s.uuid,
                 settings: s.settings,
@@ -312,6 +334,22 @@ fn panel_message(body: &str) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| excerpt(body))
+}
+
+/// Why one request failed: worth retrying (network) or not (the answer
+/// itself is unusable).
+enum Failure {
+    Retry(ureq::Error),
+    Final(String),
+}
+
+impl From<ureq::Error> for Failure {
+    fn from(e: ureq::Error) -> Failure {
+        match e {
+            ureq::Error::BodyExceedsLimit(_) => Failure::Final(e.to_string()),
+            e => Failure::Retry(e),
+        }
+    }
 }
 
 /// Server uuids go into URL paths; refuse anything else.

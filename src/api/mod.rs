@@ -8,6 +8,7 @@ pub mod transfer_in;
 pub mod transfer_out;
 pub mod transfers;
 pub mod ws;
+pub mod ws_pending;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -145,7 +146,18 @@ impl Api {
 
 impl Handler for Api {
     fn handle(&self, request: &mut Request) -> Response {
-        let (name, result) = match self.routes.find(&request.method, &request.path) {
+        let mut found = self.routes.find(&request.method, &request.path);
+        // RFC 9110 §9.3.2: HEAD is GET without the body (the worker drops
+        // the body and keeps the headers).
+        if request.method == "HEAD" && matches!(found, Match::MethodNotAllowed(_)) {
+            if let Match::Found(route, params) = self.routes.find("GET", &request.path) {
+                found = Match::Found(route, params);
+            }
+        }
+        let (name, result) = match found {
+            Match::Found(_, params) if !server_id_ok(&params) => {
+                ("unknown", Err(ApiError::not_found()))
+            }
             Match::Found(route, params) => {
                 let endpoint = &route.handler;
                 let result = match endpoint.auth {
@@ -196,6 +208,12 @@ impl Handler for Api {
         self.node.count_request(name, response.status);
         response
     }
+}
+
+/// A `:server` path parameter must be a UUID (SPEC §2): anything else is
+/// 404 before a handler can use it as a name or a path.
+pub fn server_id_ok(params: &Params) -> bool {
+    params.find("server").is_none_or(crate::server::is_uuid)
 }
 
 /// The registered server named by `:server`, or the 404 envelope.

@@ -8,6 +8,7 @@
 //! is dropped and its socket shut, never slowing a transfer.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ use crate::http::router::Params;
 use crate::http::{Body, Request, Response, Stream, Upgraded};
 use crate::node::Node;
 
+use super::ws_pending::PendingGuard;
+
 /// Largest message a client may send (an auth message with a JWT).
 const MAX_MESSAGE: usize = 64 * 1024;
 /// Events queued for one client before it counts as too slow.
@@ -31,9 +34,12 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// A client that has not authenticated this long after the upgrade is
 /// disconnected (`FERRY_WS_AUTH_TIMEOUT_MS` overrides it, for tests).
-const AUTH_DEADLINE: Duration = Duration::from_secs(30);
-/// Open sessions per daemon (two threads each); more are refused with 503
-/// before the upgrade, so unauthenticated clients cannot pile up threads.
+const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// Authenticated sessions per daemon (two threads each). A session takes
+/// its place when it authenticates; before that it is one of the bounded
+/// pending sessions (`ws_pending`), so unauthenticated clients can never
+/// take the places of clients with a token. Upgrades are refused with 503
+/// while every place is taken.
 pub const MAX_SESSIONS: usize = 512;
 pub const TOO_MANY: &str = "Too many websocket connections are open on this node; try again later.";
 static SESSIONS: AtomicUsize = AtomicUsize::new(0);
@@ -46,10 +52,11 @@ static CLOSING: AtomicBool = AtomicBool::new(false);
 pub fn close_all(wait: Duration) {
     CLOSING.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + wait;
-    while SESSIONS.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+    let open = || SESSIONS.load(Ordering::SeqCst) + super::ws_pending::count();
+    while open() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let left = SESSIONS.load(Ordering::SeqCst);
+    let left = open();
     if left > 0 {
         log::warn!("{left} websocket session(s) still open at exit");
     }
@@ -135,10 +142,11 @@ pub fn upgrade(
         );
         return Err(ApiError::new(403, "Forbidden."));
     }
-    let Some(slot) = SessionSlot::take() else {
+    if SESSIONS.load(Ordering::Acquire) >= MAX_SESSIONS {
         log::warn!("websocket for {uuid} refused: {MAX_SESSIONS} sessions already open");
         return Err(ApiError::new(503, TOO_MANY));
-    };
+    }
+    let peer = request.remote_addr.ip();
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let node = Arc::clone(node);
     let mut response = Response::new(101)
@@ -146,8 +154,7 @@ pub fn upgrade(
         .header("Connection", "Upgrade")
         .header("Sec-WebSocket-Accept", &accept);
     response.body = Body::Upgrade(Box::new(move |upgraded| {
-        let _slot = slot;
-        session(&node, &uuid, upgraded)
+        session(&node, &uuid, peer, upgraded)
     }));
     Ok(response)
 }
@@ -228,8 +235,15 @@ fn config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
-fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
+fn session(node: &Arc<Node>, server: &str, peer: IpAddr, upgraded: Upgraded) {
     let Upgraded { stream, leftover } = upgraded;
+    let pending = match stream.try_clone_stream() {
+        Ok(s) => PendingGuard::enter(peer, s),
+        Err(e) => {
+            log::warn!("websocket {server}: cannot split the connection: {e}");
+            return;
+        }
+    };
     let write_stream = match stream.try_clone_stream() {
         Ok(s) => s,
         Err(e) => {
@@ -274,7 +288,13 @@ fn session(node: &Arc<Node>, server: &str, upgraded: Upgraded) {
     };
     let mut socket =
         WebSocket::from_partially_read(read_half, leftover, Role::Server, Some(config()));
-    read_loop(node, server, &mut socket, &to_writer, sub_id);
+    let mut auth = AuthState {
+        expires_at: None,
+        warned: false,
+        pending,
+        slot: None,
+    };
+    read_loop(node, server, &mut socket, &to_writer, sub_id, &mut auth);
     // try_send: a full queue means the writer is stuck, and the grace
     // below ends it anyway.
     let _ = to_writer.try_send(Control::Close);
@@ -292,9 +312,8 @@ fn read_loop(
     socket: &mut WebSocket<ReadHalf>,
     to_writer: &Sender<Control>,
     sub_id: u64,
+    auth: &mut AuthState,
 ) {
-    let mut expires_at: Option<u64> = None;
-    let mut warned = false;
     let opened = Instant::now();
     let auth_deadline = auth_deadline();
     let mut last_heard = Instant::now();
@@ -303,14 +322,7 @@ fn read_loop(
         match socket.read() {
             Ok(Message::Text(text)) => {
                 last_heard = Instant::now();
-                if !on_message(
-                    node,
-                    server,
-                    text.as_str(),
-                    to_writer,
-                    &mut expires_at,
-                    &mut warned,
-                ) {
+                if !on_message(node, server, text.as_str(), to_writer, auth) {
                     return;
                 }
             }
@@ -330,18 +342,18 @@ fn read_loop(
         // Flush protocol replies (pong, close echo) the read produced.
         let _ = socket.flush();
         let now_unix = crate::timefmt::now_unix();
-        if let Some(exp) = expires_at {
+        if let Some(exp) = auth.expires_at {
             if now_unix >= exp {
                 send(to_writer, "token expired", "");
                 let _ = to_writer.send(Control::Unauthorized);
                 return;
             }
-            if !warned && now_unix + 60 >= exp {
-                warned = true;
+            if !auth.warned && now_unix + 60 >= exp {
+                auth.warned = true;
                 send(to_writer, "token expiring", "");
             }
         }
-        if expires_at.is_none() && opened.elapsed() >= auth_deadline {
+        if auth.expires_at.is_none() && opened.elapsed() >= auth_deadline {
             log::info!("websocket {server}: no authentication within {auth_deadline:?}, closing");
             send(to_writer, "jwt error", "jwt: authentication required");
             return;
@@ -366,14 +378,31 @@ fn read_loop(
     }
 }
 
+/// A session's authentication: the token's expiry once authenticated,
+/// its pending place before, its session place after.
+struct AuthState {
+    expires_at: Option<u64>,
+    warned: bool,
+    pending: PendingGuard,
+    slot: Option<SessionSlot>,
+}
+
+/// Whether a token's permissions allow opening the event stream (as Wings).
+pub fn may_connect(permissions: &[String]) -> bool {
+    permissions
+        .iter()
+        .any(|p| p == WEBSOCKET_CONNECT_PERMISSION || p == "*")
+}
+
+const WEBSOCKET_CONNECT_PERMISSION: &str = "websocket.connect";
+
 /// Handles one client message; false ends the session.
 fn on_message(
     node: &Node,
     server: &str,
     text: &str,
     to_writer: &Sender<Control>,
-    expires_at: &mut Option<u64>,
-    warned: &mut bool,
+    auth: &mut AuthState,
 ) -> bool {
     let Ok(message) = serde_json::from_str::<serde_json::Value>(text) else {
         return true;
@@ -387,9 +416,23 @@ fn on_message(
         .and_then(|t| t.as_str())
         .unwrap_or("");
     match crate::jwt::verify_websocket_token(token, node.config.token.as_bytes(), server) {
+        Ok(claims) if !may_connect(&claims.permissions) => {
+            log::info!("websocket {server}: auth refused: the token lacks websocket.connect");
+            send(to_writer, "jwt error", "jwt: token lacks websocket.connect");
+            false
+        }
         Ok(claims) => {
-            *expires_at = Some(claims.expires_at);
-            *warned = false;
+            if auth.slot.is_none() {
+                let Some(slot) = SessionSlot::take() else {
+                    log::warn!("websocket {server}: refused: {MAX_SESSIONS} sessions already open");
+                    send(to_writer, "jwt error", TOO_MANY);
+                    return false;
+                };
+                auth.slot = Some(slot);
+                auth.pending.authenticated();
+            }
+            auth.expires_at = Some(claims.expires_at);
+            auth.warned = false;
             let logs = claims
                 .permissions
                 .iter()

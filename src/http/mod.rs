@@ -26,6 +26,8 @@ mod body;
 pub(crate) mod chunked;
 mod conn;
 mod head;
+mod lograte;
+mod policy;
 mod reactor;
 mod response;
 mod server;

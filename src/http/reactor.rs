@@ -12,6 +12,12 @@
 //! open-connection cap: when full, the connection that has waited here the
 //! longest (lingering ones first) is closed to admit the new one; when
 //! every connection is running a handler, the new one is closed instead.
+//!
+//! A reply a worker could not write without blocking is parked here
+//! (`Flush`) and sent as the socket drains; the connection is not read
+//! until it is out, so each connection has at most one response in flight
+//! and a client that never reads holds a buffer, not a worker. The
+//! deadlines and the eviction order are `policy.rs`'s.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -27,13 +33,12 @@ use rustls::ServerConfig;
 
 use super::conn::{Conn, InBuf, SlotGuard};
 use super::head::{self, Head, HeadError, Limits};
+use super::lograte::budgeted;
+use super::policy::{Phase, Policy};
 use super::response::error_response;
 use super::transport::Transport;
 use super::{new_request_id, ServerOptions};
 
-/// How long a closing connection is drained so the client reads our
-/// response rather than a reset.
-const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes discarded while lingering.
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
 /// Pause after an accept error such as EMFILE, so a full fd table doesn't
@@ -96,6 +101,13 @@ pub(crate) enum Back {
     Idle(Conn),
     /// The response said close: drain briefly, then close.
     Linger(Conn),
+    /// The reply's tail `out` did not fit in the socket: send it, then
+    /// wait for the next request (or linger when `close`).
+    Flush {
+        conn: Conn,
+        out: Vec<u8>,
+        close: bool,
+    },
 }
 
 enum WState {
@@ -109,6 +121,30 @@ enum WState {
         budget: usize,
         write_shut: bool,
     },
+    /// Sending `out[sent..]`; nothing is read meanwhile.
+    Flush {
+        out: Vec<u8>,
+        sent: usize,
+        close: bool,
+    },
+}
+
+impl WState {
+    fn phase(&self) -> Phase {
+        match self {
+            WState::Head { idle: true, .. } => Phase::Idle,
+            WState::Head { .. } => Phase::Head,
+            WState::Flush { .. } => Phase::Flush,
+            WState::Linger { .. } => Phase::Linger,
+        }
+    }
+
+    fn linger() -> WState {
+        WState::Linger {
+            budget: LINGER_BYTES,
+            write_shut: false,
+        }
+    }
 }
 
 struct Waiting {
@@ -121,6 +157,10 @@ struct Waiting {
 
 enum Step {
     Keep,
+    /// A parked reply is out.
+    Flushed {
+        close: bool,
+    },
     Close,
     Dispatch(Head),
     Reject(HeadError),
@@ -182,6 +222,13 @@ impl Reactor {
         }
     }
 
+    fn policy(&self) -> Policy {
+        Policy {
+            header_timeout: self.opts.header_timeout,
+            idle_timeout: self.opts.idle_timeout,
+        }
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_header_bytes: self.opts.max_header_bytes.max(64),
@@ -211,7 +258,11 @@ impl Reactor {
             }
             let base = fds.len();
             for w in &self.waiting {
-                let mut events = libc::POLLIN;
+                let mut events = match w.state {
+                    // Not read until the reply is out: one in flight.
+                    WState::Flush { .. } => libc::POLLOUT,
+                    _ => libc::POLLIN,
+                };
                 if w.conn.transport.wants_write() {
                     events |= libc::POLLOUT;
                 }
@@ -248,27 +299,27 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> libc::c_int {
-        let mut next = now + Duration::from_secs(1);
-        for w in &self.waiting {
-            next = next.min(w.deadline);
-        }
-        if let Some(t) = self.accept_paused_until {
-            next = next.min(t);
-        }
-        let wait = next.saturating_duration_since(now);
-        // Round up so a sub-millisecond wait doesn't spin.
-        wait.as_micros().div_ceil(1000).min(1000) as libc::c_int
+        Policy::poll_timeout(
+            now,
+            self.waiting.iter().map(|w| w.deadline),
+            self.accept_paused_until,
+        )
     }
 
     fn expire(&mut self, now: Instant) {
         self.waiting.retain(|w| {
             let live = w.deadline > now;
             if !live {
-                if let WState::Head { idle: false, .. } = w.state {
-                    debug!(
+                match w.state.phase() {
+                    Phase::Head => debug!(
                         "http: closing {}: request head not received in time",
                         w.conn.remote
-                    );
+                    ),
+                    Phase::Flush => debug!(
+                        "http: closing {}: the client did not read its reply in time",
+                        w.conn.remote
+                    ),
+                    Phase::Idle | Phase::Linger => {}
                 }
             }
             live
@@ -294,32 +345,28 @@ impl Reactor {
 
     fn take_back(&mut self, now: Instant) {
         while let Ok(back) = self.back.try_recv() {
-            let (conn, linger) = match back {
-                Back::Idle(c) => (c, false),
-                Back::Linger(c) => (c, true),
+            let (conn, state) = match back {
+                Back::Idle(c) => {
+                    let idle = c.buf.is_empty();
+                    (c, WState::Head { idle, scanned: 0 })
+                }
+                Back::Linger(c) => {
+                    c.transport.close_notify();
+                    (c, WState::linger())
+                }
+                Back::Flush { conn, out, close } => (
+                    conn,
+                    WState::Flush {
+                        out,
+                        sent: 0,
+                        close,
+                    },
+                ),
             };
             if conn.transport.sock().set_nonblocking(true).is_err() {
                 continue;
             }
-            if linger {
-                conn.transport.close_notify();
-            }
-            let state = if linger {
-                WState::Linger {
-                    budget: LINGER_BYTES,
-                    write_shut: false,
-                }
-            } else {
-                WState::Head {
-                    idle: conn.buf.is_empty(),
-                    scanned: 0,
-                }
-            };
-            let deadline = match state {
-                WState::Linger { .. } => now + LINGER,
-                WState::Head { idle: true, .. } => now + self.opts.idle_timeout,
-                WState::Head { .. } => now + self.opts.header_timeout,
-            };
+            let deadline = self.policy().deadline(state.phase(), now);
             self.waiting.push(Waiting {
                 conn,
                 deadline,
@@ -402,7 +449,7 @@ impl Reactor {
         };
         self.waiting.push(Waiting {
             conn,
-            deadline: now + self.opts.header_timeout,
+            deadline: self.policy().deadline(Phase::Head, now),
             since: now,
             state: WState::Head {
                 idle: false,
@@ -413,19 +460,11 @@ impl Reactor {
 
     /// Closes the connection that has waited longest (lingering first).
     fn evict_one(&mut self) -> bool {
-        let victim = self
-            .waiting
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, w)| {
-                // Ids break ties between connections accepted in one batch.
-                (
-                    !matches!(w.state, WState::Linger { .. }),
-                    w.since,
-                    w.conn.id,
-                )
-            })
-            .map(|(i, _)| i);
+        let victim = Policy::victim(
+            self.waiting
+                .iter()
+                .map(|w| (w.state.phase(), w.since, w.conn.id)),
+        );
         match victim {
             Some(i) => {
                 let w = self.waiting.swap_remove(i);
@@ -463,10 +502,31 @@ impl Reactor {
             match w.state {
                 WState::Head { .. } => service_head(w, &limits, header_timeout, now),
                 WState::Linger { .. } => service_linger(w, &mut self.scratch),
+                WState::Flush { .. } => service_flush(w),
             }
         };
         match step {
             Step::Keep => {}
+            Step::Flushed { close } => {
+                let policy = self.policy();
+                let Some(w) = self.waiting.get_mut(i) else {
+                    return;
+                };
+                w.since = now;
+                if close {
+                    w.conn.transport.close_notify();
+                    w.state = WState::linger();
+                } else {
+                    w.conn.buf.release_if_empty();
+                    w.state = WState::Head {
+                        idle: w.conn.buf.is_empty(),
+                        scanned: 0,
+                    };
+                }
+                w.deadline = policy.deadline(w.state.phase(), now);
+                // Pipelined bytes may be buffered already; or linger now.
+                self.service_at(i, now);
+            }
             Step::Close => {
                 self.waiting.swap_remove(i);
             }
@@ -475,14 +535,13 @@ impl Reactor {
                 self.dispatch(w.conn, head);
             }
             Step::Reject(e) => {
+                let policy = self.policy();
                 let request_id = new_request_id();
                 let Some(w) = self.waiting.get_mut(i) else {
                     return;
                 };
-                info!(
-                    "- - {} 0 0 {request_id} {} ({})",
-                    e.status, w.conn.remote, e.message
-                );
+                let remote = w.conn.remote;
+                budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({})", e.status, e.message));
                 // Best effort on a nonblocking socket: a small response into
                 // an empty send buffer; TLS keeps any rest pending.
                 let _ = w
@@ -491,11 +550,8 @@ impl Reactor {
                     .write(&error_response(e.status, e.message, &request_id));
                 w.conn.transport.close_notify();
                 w.conn.buf = InBuf::default();
-                w.state = WState::Linger {
-                    budget: LINGER_BYTES,
-                    write_shut: false,
-                };
-                w.deadline = now + LINGER;
+                w.state = WState::linger();
+                w.deadline = policy.deadline(Phase::Linger, now);
                 if let Step::Close = service_linger(w, &mut self.scratch) {
                     self.waiting.swap_remove(i);
                 }
@@ -629,4 +685,26 @@ fn service_linger(w: &mut Waiting, scratch: &mut [u8]) -> Step {
         }
     }
     Step::Keep
+}
+
+/// Sends what is left of a parked reply; `Flushed` once it is all out.
+fn service_flush(w: &mut Waiting) -> Step {
+    let WState::Flush { out, sent, close } = &mut w.state else {
+        return Step::Keep;
+    };
+    let t = &w.conn.transport;
+    while *sent < out.len() {
+        match t.write(&out[*sent..]) {
+            Ok(0) => return Step::Close,
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
+    match t.flush_pending() {
+        Ok(true) => Step::Flushed { close: *close },
+        Ok(false) => Step::Keep,
+        Err(_) => Step::Close,
+    }
 }

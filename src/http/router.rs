@@ -6,6 +6,14 @@
 pub struct Params(Vec<(&'static str, String)>);
 
 impl Params {
+    /// The parameter's value, when the route has it.
+    pub fn find(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn get(&self, name: &str) -> &str {
         self.0
             .iter()

@@ -2,6 +2,11 @@
 //! writes the response, logs the access line, and decides what happens to
 //! the connection next (next pipelined request, back to the head reader,
 //! lingering close, or an upgrade thread).
+//!
+//! A reply held in memory is written without blocking; what the socket
+//! does not take goes back to the head reader with the connection, so a
+//! client that doesn't read its answers never holds a worker, and the
+//! next pipelined request is only read once the reply is out.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -18,11 +23,12 @@ use super::body::BodyReader;
 use super::chunked::encode_chunk_header;
 use super::conn::Conn;
 use super::head::{self, Head, Limits, Parsed};
+use super::lograte::budgeted;
 use super::reactor::{Back, Job, Shared};
 use super::response::{
     asks_close, encode_head, error_body, error_response, status_has_no_body, RespFraming,
 };
-use super::transport::UpgradedStream;
+use super::transport::{Transport, UpgradedStream};
 use super::{new_request_id, Body, ConnectionHandle, Handler, Request, Response, Upgraded};
 
 /// Requests served back to back from one connection's buffer before it goes
@@ -81,6 +87,8 @@ pub(crate) fn leave_pool() -> bool {
 enum Next {
     KeepAlive(Conn),
     Close(Conn),
+    /// The reply's tail did not fit in the socket; the head reader sends it.
+    Park(Conn, Vec<u8>, bool),
     /// Connection dropped or handed off.
     Done,
 }
@@ -151,6 +159,9 @@ fn serve(ctx: &WorkerCtx, job: Job) {
         match handle_one(ctx, conn, head, started) {
             Next::Done => return,
             Next::Close(c) => return send_back(ctx, Back::Linger(c)),
+            Next::Park(conn, out, close) => {
+                return send_back(ctx, Back::Flush { conn, out, close })
+            }
             Next::KeepAlive(mut c) => {
                 served += 1;
                 let skip = head::leading_empty_lines(c.buf.pending());
@@ -167,19 +178,19 @@ fn serve(ctx: &WorkerCtx, job: Job) {
                         Ok(Parsed::Partial) => {}
                         Err(e) => {
                             let request_id = new_request_id();
-                            info!(
-                                "- - {} 0 0 {request_id} {} ({})",
-                                e.status, c.remote, e.message
+                            let remote = c.remote;
+                            budgeted(|| {
+                                info!("- - {} 0 0 {request_id} {remote} ({})", e.status, e.message)
+                            });
+                            let out = error_response(e.status, e.message, &request_id);
+                            return send_back(
+                                ctx,
+                                Back::Flush {
+                                    conn: c,
+                                    out,
+                                    close: true,
+                                },
                             );
-                            let reply = error_response(e.status, e.message, &request_id);
-                            if c.transport
-                                .write_all(&reply)
-                                .and_then(|()| c.transport.flush())
-                                .is_ok()
-                            {
-                                send_back(ctx, Back::Linger(c));
-                            }
-                            return;
                         }
                     }
                 }
@@ -278,8 +289,9 @@ fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head, started: Instant) -> Next
         remote,
     );
     match result {
-        Ok(()) if close => Next::Close(conn),
-        Ok(()) => Next::KeepAlive(conn),
+        Ok(Some(rest)) => Next::Park(conn, rest, close),
+        Ok(None) if close => Next::Close(conn),
+        Ok(None) => Next::KeepAlive(conn),
         Err(e) => {
             debug!("http: request {request_id}: sending the response failed: {e}");
             Next::Done
@@ -304,11 +316,13 @@ fn log_access(
     } else {
         log::Level::Info
     };
-    log::log!(
-        level,
-        "access method={method} path={path} status={status} ms={} bytes={bytes_out} id={request_id} remote={remote}",
-        started.elapsed().as_millis()
-    );
+    budgeted(|| {
+        log::log!(
+            level,
+            "access method={method} path={path} status={status} ms={} bytes={bytes_out} id={request_id} remote={remote}",
+            started.elapsed().as_millis()
+        )
+    });
 }
 
 fn log_dropped(dropped: &[String]) {
@@ -327,7 +341,7 @@ fn write_response(
     minor: u8,
     close: &mut bool,
     bytes_out: &mut u64,
-) -> io::Result<()> {
+) -> io::Result<Option<Vec<u8>>> {
     let t = &conn.transport;
     let no_body = status_has_no_body(status);
     match body {
@@ -344,19 +358,11 @@ fn write_response(
             let (mut out, dropped) = encode_head(status, headers, framing, *close, minor == 0);
             log_dropped(&dropped);
             let send_body = !no_body && !is_head;
-            if send_body && bytes.len() <= STREAM_CHUNK {
-                out.extend_from_slice(&bytes);
-                t.write_all(&out)?;
-            } else {
-                t.write_all(&out)?;
-                if send_body {
-                    t.write_all(&bytes)?;
-                }
-            }
             if send_body {
+                out.extend_from_slice(&bytes);
                 *bytes_out = bytes.len() as u64;
             }
-            t.flush()
+            send_or_park(t, out)
         }
         Body::Stream(mut reader) => {
             if no_body || is_head {
@@ -367,8 +373,7 @@ fn write_response(
                 };
                 let (out, dropped) = encode_head(status, headers, framing, *close, minor == 0);
                 log_dropped(&dropped);
-                t.write_all(&out)?;
-                return t.flush();
+                return send_or_park(t, out);
             }
             if minor == 0 {
                 // No chunked coding for HTTP/1.0: the close ends the body.
@@ -388,7 +393,7 @@ fn write_response(
                     t.write_all(&buf[..n])?;
                     *bytes_out += n as u64;
                 }
-                return t.flush();
+                return t.flush().map(|()| None);
             }
             let (out, dropped) = encode_head(status, headers, RespFraming::Chunked, *close, false);
             log_dropped(&dropped);
@@ -411,9 +416,30 @@ fn write_response(
                 *bytes_out += n as u64;
             }
             t.write_all(b"0\r\n\r\n")?;
-            t.flush()
+            t.flush().map(|()| None)
         }
     }
+}
+
+/// Writes `out` without blocking; returns what the socket did not take
+/// (possibly empty when TLS still holds encrypted bytes), for the head
+/// reader to send.
+fn send_or_park(t: &Transport, out: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    t.sock().set_nonblocking(true)?;
+    let mut sent = 0;
+    while sent < out.len() {
+        match t.write(&out[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if sent == out.len() && t.flush_pending()? {
+        return Ok(None);
+    }
+    Ok(Some(out[sent..].to_vec()))
 }
 
 /// A failing body stream can't be reported in-band once the head is out;

@@ -16,6 +16,17 @@ pub enum RegistryError {
     Io(String),
 }
 
+/// A server id is a file and directory name: only UUIDs (SPEC §2).
+fn refuse_non_uuid(config: &ServerConfig) -> Result<(), RegistryError> {
+    if is_uuid(&config.uuid) {
+        return Ok(());
+    }
+    Err(RegistryError::Io(format!(
+        "server id {:?} is not a uuid",
+        config.uuid
+    )))
+}
+
 impl std::fmt::Display for RegistryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -94,6 +105,7 @@ impl Registry {
 
     /// Registers a new server and persists it; refuses an existing uuid.
     pub fn insert(&self, config: ServerConfig) -> Result<Arc<Server>, RegistryError> {
+        refuse_non_uuid(&config)?;
         let mut servers = self.write();
         if servers.contains_key(&config.uuid) {
             return Err(RegistryError::Exists);
@@ -106,6 +118,7 @@ impl Registry {
 
     /// Registers or replaces a server's configuration.
     pub fn upsert(&self, config: ServerConfig) -> Result<Arc<Server>, RegistryError> {
+        refuse_non_uuid(&config)?;
         let mut servers = self.write();
         self.persist(&config)?;
         if let Some(existing) = servers.get(&config.uuid) {
@@ -196,6 +209,36 @@ mod tests {
 
     const A: &str = "11111111-1111-4111-8111-111111111111";
     const B: &str = "22222222-2222-4222-8222-222222222222";
+
+    #[test]
+    fn ids_that_are_not_uuids_are_refused_at_insert_and_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        for bad in [
+            "..",
+            "../../etc",
+            "/abs",
+            "",
+            "11111111-1111-4111-8111-11111111111G",
+        ] {
+            assert!(reg.insert(ServerConfig::minimal(bad)).is_err(), "{bad:?}");
+            assert!(reg.upsert(ServerConfig::minimal(bad)).is_err(), "{bad:?}");
+        }
+        assert!(reg.list().is_empty());
+        // A registry file on disk with a path for an id is not loaded.
+        reg.insert(ServerConfig::minimal(A)).unwrap();
+        drop(reg);
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.is_file())
+            .unwrap();
+        let text = std::fs::read_to_string(&file).unwrap().replace(A, "../x");
+        std::fs::write(&file, text).unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        assert!(!reg.contains(A) && !reg.contains("../x"));
+    }
 
     #[test]
     fn persists_and_reloads() {

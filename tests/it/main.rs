@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse;
 mod adversarial_fuzz_corpus;
 mod adversarial_http;
 mod adversarial_jwt;

@@ -283,7 +283,11 @@ fn idle_daemon_is_small_and_sigterm_exits_zero() {
 /// count is logged once stderr moves again.
 #[test]
 fn a_stalled_stderr_does_not_block_requests() {
-    let node = TestNode::start();
+    // The request-log rate limit would keep the queue from filling.
+    let node = TestNode::start_with(NodeOptions {
+        env: vec![("FERRY_REQUEST_LOG_PER_SECOND".into(), "1000000".into())],
+        ..Default::default()
+    });
     node.pause_stderr(true);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))

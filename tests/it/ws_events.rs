@@ -180,8 +180,12 @@ fn refused_handshake(node: &TestNode, server: &str) -> (u16, Value) {
     }
 }
 
+/// A token that may open the stream (`websocket.connect`, SPEC §6) plus
+/// `permissions`.
 fn ws_token(server: &str, permissions: &[&str], ttl: Duration) -> String {
-    mint_websocket_token(TOKEN.as_bytes(), server, permissions, ttl)
+    let mut all = vec!["websocket.connect"];
+    all.extend_from_slice(permissions);
+    mint_websocket_token(TOKEN.as_bytes(), server, &all, ttl)
 }
 
 /// Starts an outgoing transfer of `server` from `src` to `dst`.
@@ -457,8 +461,17 @@ fn a_client_that_never_authenticates_is_disconnected() {
 #[test]
 fn websocket_sessions_are_capped() {
     let (node, _tmp) = node_with(&[SERVER], "", |_| {});
+    // The cap is on authenticated sessions (unauthenticated ones are
+    // bounded apart, see `abuse`).
     let max = ferry::api::ws::MAX_SESSIONS;
-    let mut open: Vec<Ws> = (0..max).map(|_| Ws::connect(&node, SERVER)).collect();
+    let mut open: Vec<Ws> = (0..max)
+        .map(|_| {
+            let mut ws = Ws::connect(&node, SERVER);
+            ws.auth(&ws_token(SERVER, &[], Duration::from_secs(600)));
+            ws.expect("auth success");
+            ws
+        })
+        .collect();
     let (status, body) = refused_handshake(&node, SERVER);
     assert_eq!(status, 503);
     assert_eq!(body["error"], ferry::api::ws::TOO_MANY);
