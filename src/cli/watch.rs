@@ -184,7 +184,8 @@ fn send_auth(socket: &mut WebSocket<Conn>, server: &str, key: &str) -> tungsteni
     let token = crate::jwt::mint_websocket_token(
         key.as_bytes(),
         server,
-        &[TRANSFER_LOGS_PERMISSION],
+        // As Wings, the stream opens only with `websocket.connect`.
+        &["websocket.connect", TRANSFER_LOGS_PERMISSION],
         TOKEN_TTL,
     );
     socket.send(Message::text(

@@ -8,7 +8,7 @@ use crate::support::adv;
 use crate::support::fake_panel;
 use crate::support::node;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adv::{new_uuid, post_transfer, Answer};
 use fake_panel::{base64url, mint_transfer_jwt, sign_hs256};
@@ -213,10 +213,15 @@ fn hostile_tokens_get_the_spec_status_and_message() {
         );
     }
 
-    // The log names each refusal's reason, the answer never does.
-    let log = node.log_text();
-    assert!(log.contains("transfer token refused"), "{log}");
-    assert!(log.contains("lacks the transfer scope"), "{log}");
+    // The log names each refusal's reason, the answer never does. Lines
+    // reach the log through the node's writer thread: wait for them.
+    for needle in ["transfer token refused", "lacks the transfer scope"] {
+        assert!(
+            node.wait_log(needle, Duration::from_secs(5)),
+            "{needle}: {}",
+            node.log_text()
+        );
+    }
     adv::assert_nothing_installed(&node, &uuid);
 }
 

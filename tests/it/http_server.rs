@@ -817,17 +817,26 @@ fn access_log_has_one_line_and_no_secrets() {
     let lines = logs.0.lock().unwrap().clone();
     let mine: Vec<&String> = lines
         .iter()
-        .filter(|l| l.starts_with("INFO GET /hello 200 "))
+        .filter(|l| l.starts_with("INFO access method=GET path=/hello status=200 "))
         .collect();
     assert!(lines.iter().all(|l| !l.contains("SECRET")), "{lines:#?}");
     assert!(!mine.is_empty(), "{lines:#?}");
-    // method path status duration_ms bytes_out request_id remote
-    let fields: Vec<&str> = mine[0].trim_start_matches("INFO ").split(' ').collect();
-    assert_eq!(fields.len(), 7, "{fields:?}");
-    assert!(fields[3].parse::<u64>().is_ok());
-    assert_eq!(fields[4], "5");
-    assert_eq!(fields[5].len(), 12);
-    assert!(fields[6].starts_with("127.0.0.1:"));
+    // access method= path= status= ms= bytes= id= remote=, labelled.
+    let fields: Vec<(&str, &str)> = mine[0]
+        .trim_start_matches("INFO access ")
+        .split(' ')
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        ["method", "path", "status", "ms", "bytes", "id", "remote"],
+        "{fields:?}"
+    );
+    assert!(fields[3].1.parse::<u64>().is_ok());
+    assert_eq!(fields[4].1, "5");
+    assert_eq!(fields[5].1.len(), 12);
+    assert!(fields[6].1.starts_with("127.0.0.1:"));
 }
 
 #[test]
