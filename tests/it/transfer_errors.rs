@@ -44,26 +44,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A multipart body from (name, filename, bytes) parts.
 fn body(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, filename, bytes) in parts {
-        write!(
-            out,
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\""
-        )
-        .unwrap();
-        if let Some(f) = filename {
-            write!(
-                out,
-                "; filename=\"{f}\"\r\nContent-Type: application/octet-stream"
-            )
-            .unwrap();
-        }
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\r\n");
-    }
-    write!(out, "--{BOUNDARY}--\r\n").unwrap();
-    out
+    crate::support::multipart_body(BOUNDARY, parts)
 }
 
 fn post(
