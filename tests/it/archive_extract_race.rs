@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use ferry::archive::{self, Counters, ExtractLimits, Staging};
 
-/// Hands the archive out in small pieces with pauses, so the swapping
-/// thread gets many chances between entries.
+/// Hands the archive out in tiny pieces with pauses (the compressed
+/// archive is small), so the swapping thread gets many chances between
+/// entries even on a loaded machine.
 struct Slow {
     data: Vec<u8>,
     pos: usize,
@@ -22,7 +23,7 @@ impl Read for Slow {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_micros(200));
-        let n = buf.len().min(4096).min(self.data.len() - self.pos);
+        let n = buf.len().min(16).min(self.data.len() - self.pos);
         buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
@@ -94,7 +95,13 @@ fn a_directory_swapped_for_a_symlink_mid_extraction_is_never_written_through() {
     );
     stop.store(true, Ordering::SeqCst);
     let swaps = swapper.join().unwrap();
-    assert!(swaps > 10, "the race never happened ({swaps} swaps)");
+    // The race happened when the swaps went on during extraction, or when
+    // one of them made extraction stop with a refusal (under load the
+    // refusal can come at the first swaps).
+    assert!(
+        swaps > 10 || (swaps > 0 && result.is_err()),
+        "the race never happened ({swaps} swaps, {result:?})"
+    );
     // Success or a refusal are both fine; writing outside never is.
     let leaked: Vec<_> = std::fs::read_dir(&outside)
         .unwrap()
