@@ -15,17 +15,7 @@ const SERVER: &str = "6c1f8b3d-4e5f-4a71-9b2c-3d4e5f6a7b8c";
 
 /// Starts a transfer of SERVER from `source` to `dest` and waits for its end.
 fn transfer(panel: &FakePanel, source: &TestNode, dest: &TestNode) {
-    panel.set_transferring(SERVER, true);
-    let jwt = panel.mint_transfer_jwt(&dest.token, SERVER);
-    let (code, body) = source.request(
-        "POST",
-        &format!("/api/servers/{SERVER}/transfer"),
-        Some(json!({
-            "url": dest.url("/api/transfers"),
-            "token": format!("Bearer {jwt}"),
-            "server": {"uuid": SERVER, "start_on_completion": false},
-        })),
-    );
+    let (code, body) = panel.begin_transfer(source, dest, SERVER);
     assert!(code < 300, "{code} {body}");
     let record = source.wait_transfer_end(SERVER, Duration::from_secs(60));
     assert_eq!(record["status"], "completed", "{record}");

@@ -28,17 +28,7 @@ fn source(panel: &FakePanel, root: &Path, env: Vec<(String, String)>) -> TestNod
 
 /// What the panel does to start a transfer.
 fn start(panel: &FakePanel, source: &TestNode, dest: &TestNode) {
-    panel.set_transferring(SERVER, true);
-    let jwt = panel.mint_transfer_jwt(&dest.token, SERVER);
-    let (code, body) = source.request(
-        "POST",
-        &format!("/api/servers/{SERVER}/transfer"),
-        Some(json!({
-            "url": dest.url("/api/transfers"),
-            "token": format!("Bearer {jwt}"),
-            "server": {"uuid": SERVER, "start_on_completion": false},
-        })),
-    );
+    let (code, body) = panel.begin_transfer(source, dest, SERVER);
     assert_eq!(code, 202, "{body}");
 }
 

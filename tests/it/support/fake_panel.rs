@@ -1022,3 +1022,27 @@ fn random_alnum(n: usize) -> String {
         .map(|b| A[*b as usize % A.len()] as char)
         .collect()
 }
+
+impl FakePanel {
+    /// What the panel does to start a transfer of `server` from `source` to
+    /// `dest`: mark it transferring, mint the destination's JWT and post the
+    /// source's transfer request. Returns the source's answer.
+    pub fn begin_transfer(
+        &self,
+        source: &super::node::TestNode,
+        dest: &super::node::TestNode,
+        server: &str,
+    ) -> (u16, Value) {
+        self.set_transferring(server, true);
+        let jwt = self.mint_transfer_jwt(&dest.token, server);
+        source.request(
+            "POST",
+            &format!("/api/servers/{server}/transfer"),
+            Some(json!({
+                "url": dest.url("/api/transfers"),
+                "token": format!("Bearer {jwt}"),
+                "server": {"uuid": server, "start_on_completion": false},
+            })),
+        )
+    }
+}
