@@ -7,6 +7,7 @@ pub mod manager;
 pub mod pipe;
 pub mod progress;
 pub mod record;
+pub mod segmented;
 pub mod source;
 pub mod throttle;
 

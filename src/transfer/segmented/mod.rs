@@ -1,0 +1,27 @@
+//! The ferry-to-ferry segmented transport (SPEC §10, docs/transport.md):
+//! pure protocol pieces, no I/O (STYLE 1).
+//!
+//! In scope: the destination's session ledger and its states
+//! (`ledger`), the durable ack log a restart resumes from (`acks`), the
+//! header of one segment request (`segment`), and the source's plan of
+//! what to send next (`plan`).
+//!
+//! Out of scope: sockets, files, threads, the JWT (checked by
+//! `jwt::verify_transfer_token` before a session exists) and the end of
+//! the transfer, which belongs to the shared finish (`transfer::finish`),
+//! never to a copy of it here.
+//!
+//! Segments carry bytes of the same multipart body the classic POST
+//! sends, so the classic receiver reads the spool unchanged.
+
+pub mod acks;
+pub mod ledger;
+pub mod plan;
+pub mod segment;
+
+/// `system.transfers.segment_size` default: under a 100 MB proxy limit.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+/// `system.transfers.resume_window` default, in seconds.
+pub const DEFAULT_RESUME_WINDOW: u64 = 15 * 60;
+/// The source never shrinks a segment below this after a proxy's 413.
+pub const MIN_SEGMENT_SIZE: u64 = 1024 * 1024;
