@@ -1,10 +1,10 @@
-//! The ferry-to-ferry segmented transport (SPEC §10, docs/transport.md):
-//! pure protocol pieces, no I/O (STYLE 1).
+//! The ferry-to-ferry segmented transport (SPEC §10, docs/transport.md).
 //!
-//! In scope: the destination's session ledger and its states
-//! (`ledger`), the durable ack log a restart resumes from (`acks`), the
+//! In scope, pure (no I/O, STYLE 1): the destination's session ledger and
+//! its states (`ledger`), the ack log a restart resumes from (`acks`), the
 //! header of one segment request (`segment`), and the source's plan of
-//! what to send next (`plan`).
+//! what to send next (`plan`). The one thin driver so far: `spool`, the
+//! files that make an acknowledged segment durable.
 //!
 //! Out of scope: sockets, files, threads, the JWT (checked by
 //! `jwt::verify_transfer_token` before a session exists) and the end of
@@ -18,6 +18,7 @@ pub mod acks;
 pub mod ledger;
 pub mod plan;
 pub mod segment;
+pub mod spool;
 
 /// `system.transfers.segment_size` default: under a 100 MB proxy limit.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
