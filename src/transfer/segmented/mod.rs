@@ -3,10 +3,11 @@
 //! In scope, pure (no I/O, STYLE 1): the destination's session ledger and
 //! its states (`ledger`), the ack log a restart resumes from (`acks`), the
 //! header of one segment request (`segment`), and the source's plan of
-//! what to send next (`plan`). The one thin driver so far: `spool`, the
-//! files that make an acknowledged segment durable.
+//! what to send next (`plan`), the session secret (`secret`). Thin
+//! drivers so far: `spool` (the files that make an acknowledged segment
+//! durable) and `follow` (the extractor's reader that follows the spool).
 //!
-//! Out of scope: sockets, files, threads, the JWT (checked by
+//! Out of scope: sockets, the JWT (checked by
 //! `jwt::verify_transfer_token` before a session exists) and the end of
 //! the transfer, which belongs to the shared finish (`transfer::finish`),
 //! never to a copy of it here.
@@ -15,8 +16,10 @@
 //! sends, so the classic receiver reads the spool unchanged.
 
 pub mod acks;
+pub mod follow;
 pub mod ledger;
 pub mod plan;
+pub mod secret;
 pub mod segment;
 pub mod spool;
 
