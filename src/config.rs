@@ -77,7 +77,43 @@ pub struct TransferConfig {
     /// 0 = one per core.
     pub compression_threads: usize,
     pub stop_timeout: Duration,
+    /// The ferry-to-ferry transport (SPEC §10, docs/transport.md).
+    pub segmented: SegmentedConfig,
 }
+
+// --- system.transfers: the segmented transport (SPEC §10) -------------------
+
+/// `system.transfers.segment_size`, `resume_window` and `precopy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentedConfig {
+    /// Bytes per segment request (the key is in MiB, 1–1024; default 64, so
+    /// a proxy's 100 MB body limit passes).
+    pub segment_size: u64,
+    /// How long a silent resumable session is kept (seconds, 60–86400;
+    /// default 900).
+    pub resume_window: Duration,
+    pub precopy: Precopy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precopy {
+    /// Copy while the server runs, then send the changes after the stop.
+    Auto,
+    /// Stop first, then copy (the classic order).
+    Off,
+}
+
+impl Default for SegmentedConfig {
+    fn default() -> Self {
+        SegmentedConfig {
+            segment_size: 64 * 1024 * 1024,
+            resume_window: Duration::from_secs(900),
+            precopy: Precopy::Auto,
+        }
+    }
+}
+
+// --- end of the segmented transport's block ---------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DockerConfig {
@@ -554,6 +590,7 @@ impl Reader<'_> {
                 15,
                 3600,
             )?),
+            segmented: self.segmented()?,
         };
         let keep = self.keep()?;
         Ok(SystemConfig {
@@ -563,6 +600,39 @@ impl Reader<'_> {
             environment,
             transfers,
             keep,
+        })
+    }
+
+    /// The segmented transport's keys (SPEC §10).
+    fn segmented(&mut self) -> Result<SegmentedConfig, ConfigError> {
+        const SIZE: &str = "system.transfers.segment_size";
+        const WINDOW: &str = "system.transfers.resume_window";
+        const PRECOPY: &str = "system.transfers.precopy";
+        let size = self.unsigned(SIZE, 64, 1024)?;
+        if size == 0 {
+            return Err(error(SIZE, "must be at least 1 (MiB)"));
+        }
+        let window = self.unsigned(WINDOW, 900, 86_400)?;
+        if window < 60 {
+            return Err(error(
+                WINDOW,
+                format!("must be at least 60 seconds, got {window}"),
+            ));
+        }
+        let precopy = match self.string(PRECOPY, "auto")?.as_str() {
+            "auto" => Precopy::Auto,
+            "off" | "false" => Precopy::Off,
+            other => {
+                return Err(error(
+                    PRECOPY,
+                    format!("must be `auto` or `off`, got `{other}`"),
+                ))
+            }
+        };
+        Ok(SegmentedConfig {
+            segment_size: size * 1024 * 1024,
+            resume_window: Duration::from_secs(window),
+            precopy,
         })
     }
 
@@ -661,6 +731,7 @@ pub fn development(dir: &Path, token: &str, port: u16) -> Config {
                 compression_level: 1,
                 compression_threads: 0,
                 stop_timeout: Duration::from_secs(15),
+                segmented: SegmentedConfig::default(),
             },
             keep: KeepConfig {
                 family: PanelFamily::Pterodactyl,
@@ -1001,7 +1072,32 @@ ignore_panel_config_updates: false
         assert_eq!(t.compression_level, 1);
         assert_eq!(t.compression_threads, 0);
         assert_eq!(t.stop_timeout, Duration::from_secs(15));
+        assert_eq!(t.segmented, SegmentedConfig::default());
+        assert_eq!(t.segmented.segment_size, 64 * 1024 * 1024);
+        assert_eq!(t.segmented.resume_window, Duration::from_secs(900));
+        assert_eq!(t.segmented.precopy, Precopy::Auto);
         assert_eq!(c.docker.network, "pterodactyl_nw");
+    }
+
+    #[test]
+    fn segmented_transport_keys() {
+        let c = parse(
+            "token: tttttttttttt\nsystem:\n  transfers:\n    segment_size: 16\n    resume_window: 120\n    precopy: off\n",
+        )
+        .unwrap();
+        let s = &c.system.transfers.segmented;
+        assert_eq!(s.segment_size, 16 * 1024 * 1024);
+        assert_eq!(s.resume_window, Duration::from_secs(120));
+        assert_eq!(s.precopy, Precopy::Off);
+        for (yaml, key) in [
+            ("segment_size: 0", "system.transfers.segment_size"),
+            ("segment_size: 2048", "system.transfers.segment_size"),
+            ("resume_window: 5", "system.transfers.resume_window"),
+            ("precopy: sometimes", "system.transfers.precopy"),
+        ] {
+            let text = format!("token: tttttttttttt\nsystem:\n  transfers:\n    {yaml}\n");
+            assert_eq!(err(&text).key, key, "{yaml}");
+        }
     }
 
     #[test]

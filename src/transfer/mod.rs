@@ -14,6 +14,7 @@ pub mod pipe;
 pub mod progress;
 pub mod record;
 pub mod replay;
+pub mod segmented;
 pub mod source;
 pub mod throttle;
 pub mod totals;

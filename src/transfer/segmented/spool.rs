@@ -1,0 +1,364 @@
+//! The destination's durable half of a session: the thin I/O driver
+//! around `Ledger` and the ack log (STYLE 1). It owns two files in the
+//! session's directory inside staging: `spool` (the body bytes, append
+//! only) and `acks` (one line per acknowledged segment).
+//!
+//! The promise, kept in `receive` alone: a segment is acknowledged only
+//! after its bytes and then its ack line are fsynced, so after a crash
+//! `reopen` finds every acknowledged byte and nothing else (the spool is
+//! cut back to what the acks cover). Not here: the extractor that follows
+//! the spool, the routes, the session record.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::acks::{self, CorruptAcks};
+use super::ledger::{Ledger, Refusal};
+use super::segment::SegmentHeader;
+
+pub const SPOOL: &str = "spool";
+pub const ACKS: &str = "acks";
+
+#[derive(Debug)]
+pub enum SpoolError {
+    /// The ledger refused the segment (offset, busy, digest, state).
+    Refused(Refusal),
+    /// The request body ended before its `Content-Length`.
+    Short {
+        got: u64,
+        want: u64,
+    },
+    /// The ack log cannot be resumed from.
+    Corrupt(CorruptAcks),
+    /// The spool is shorter than what the acks claim: acknowledged bytes
+    /// are gone, the session cannot resume.
+    Truncated {
+        spool: u64,
+        held: u64,
+    },
+    Io(io::Error),
+}
+
+impl fmt::Display for SpoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpoolError::Refused(r) => r.fmt(f),
+            SpoolError::Short { got, want } => {
+                write!(f, "segment body ended after {got} of {want} bytes")
+            }
+            SpoolError::Corrupt(c) => c.fmt(f),
+            SpoolError::Truncated { spool, held } => {
+                write!(
+                    f,
+                    "transfer session spool has {spool} bytes, its acks claim {held}"
+                )
+            }
+            SpoolError::Io(e) => write!(f, "transfer session spool: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SpoolError {}
+
+impl From<io::Error> for SpoolError {
+    fn from(e: io::Error) -> Self {
+        SpoolError::Io(e)
+    }
+}
+
+impl From<Refusal> for SpoolError {
+    fn from(r: Refusal) -> Self {
+        SpoolError::Refused(r)
+    }
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    spool: File,
+    acks: File,
+}
+
+impl Spool {
+    /// New, empty spool and ack log in `dir` (which must exist).
+    pub fn create(dir: &Path) -> io::Result<Spool> {
+        let open = |name| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(dir.join(name))
+        };
+        let spool = open(SPOOL)?;
+        let acks = open(ACKS)?;
+        // The new names must survive a crash too.
+        File::open(dir)?.sync_all()?;
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            spool,
+            acks,
+        })
+    }
+
+    /// After a restart: what the acks hold, with the spool cut back to it.
+    pub fn reopen(dir: &Path) -> Result<(Spool, u64), SpoolError> {
+        let open = |name| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dir.join(name))
+        };
+        let spool = open(SPOOL)?;
+        let mut acks = open(ACKS)?;
+        let mut log = Vec::new();
+        acks.read_to_end(&mut log)?;
+        let (lines, held) = acks::parse(&log).map_err(SpoolError::Corrupt)?;
+        let length = spool.metadata()?.len();
+        if length < held {
+            return Err(SpoolError::Truncated {
+                spool: length,
+                held,
+            });
+        }
+        spool.set_len(held)?;
+        spool.sync_all()?;
+        // Drop a torn ack line so the next append starts a clean line.
+        let clean: usize = lines.iter().map(|a| acks::line(a).len()).sum();
+        acks.set_len(clean as u64)?;
+        acks.sync_all()?;
+        Ok((
+            Spool {
+                dir: dir.to_path_buf(),
+                spool,
+                acks,
+            },
+            held,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Receive one segment's body: append, verify, make durable, then
+    /// acknowledge. Returns the new held length. On any error nothing new
+    /// is held and the spool is cut back to the old held length.
+    pub fn receive(
+        &mut self,
+        ledger: &mut Ledger,
+        header: SegmentHeader,
+        body: &mut impl Read,
+        now: u64,
+    ) -> Result<u64, SpoolError> {
+        ledger.begin(header, now)?;
+        let held = ledger.held();
+        match self.append(ledger, header, body) {
+            Ok(ack) => {
+                self.acks.seek(SeekFrom::End(0))?;
+                let written = self
+                    .acks
+                    .write_all(acks::line(&ack).as_bytes())
+                    .and_then(|()| self.acks.sync_data());
+                if let Err(e) = written {
+                    ledger.abandon();
+                    let _ = self.spool.set_len(held);
+                    return Err(e.into());
+                }
+                Ok(ledger.acknowledge(&ack, now))
+            }
+            Err(e) => {
+                ledger.abandon();
+                // Best effort: reopen also cuts back to what the acks hold.
+                let _ = self.spool.set_len(held);
+                Err(e)
+            }
+        }
+    }
+
+    fn append(
+        &mut self,
+        ledger: &mut Ledger,
+        header: SegmentHeader,
+        body: &mut impl Read,
+    ) -> Result<acks::Ack, SpoolError> {
+        self.spool.set_len(header.offset)?;
+        self.spool.seek(SeekFrom::Start(header.offset))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        while got < header.length {
+            let want = (header.length - got).min(buf.len() as u64) as usize;
+            let n = match body.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(SpoolError::Short {
+                        got,
+                        want: header.length,
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            hasher.update(&buf[..n]);
+            self.spool.write_all(&buf[..n])?;
+            got += n as u64;
+        }
+        let ack = ledger.check(hasher.finalize().into())?;
+        self.spool.sync_data()?;
+        Ok(ack)
+    }
+
+    /// A reader of the spool's first `length` bytes (the extractor's
+    /// input once the session finishes, or a re-extraction after a restart).
+    pub fn reader(&self) -> io::Result<File> {
+        File::open(self.dir.join(SPOOL))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(offset: u64, data: &[u8]) -> SegmentHeader {
+        SegmentHeader {
+            offset,
+            length: data.len() as u64,
+            sha256: Sha256::digest(data).into(),
+        }
+    }
+
+    fn spool_bytes(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join(SPOOL)).unwrap()
+    }
+
+    #[test]
+    fn segments_are_held_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        let mut ledger = Ledger::new(0, 900, 0);
+        let (a, b) = (b"hello ".as_slice(), b"world".as_slice());
+        assert_eq!(
+            spool
+                .receive(&mut ledger, header(0, a), &mut &*a, 1)
+                .unwrap(),
+            6
+        );
+        assert_eq!(
+            spool
+                .receive(&mut ledger, header(6, b), &mut &*b, 2)
+                .unwrap(),
+            11
+        );
+        drop(spool);
+        let (_spool, held) = Spool::reopen(dir.path()).unwrap();
+        assert_eq!(held, 11);
+        assert_eq!(spool_bytes(dir.path()), b"hello world");
+    }
+
+    #[test]
+    fn a_short_body_or_a_bad_digest_holds_nothing_and_the_retry_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        let mut ledger = Ledger::new(0, 900, 0);
+        let data = b"0123456789".as_slice();
+        let short = spool.receive(&mut ledger, header(0, data), &mut &data[..4], 0);
+        assert!(
+            matches!(short, Err(SpoolError::Short { got: 4, want: 10 })),
+            "{short:?}"
+        );
+        assert_eq!(spool_bytes(dir.path()), b"");
+        let mut wrong = header(0, data);
+        wrong.sha256[0] ^= 1;
+        let bad = spool.receive(&mut ledger, wrong, &mut &*data, 0);
+        assert!(
+            matches!(bad, Err(SpoolError::Refused(Refusal::Digest))),
+            "{bad:?}"
+        );
+        assert_eq!(spool_bytes(dir.path()), b"");
+        assert_eq!(
+            spool
+                .receive(&mut ledger, header(0, data), &mut &*data, 0)
+                .unwrap(),
+            10
+        );
+    }
+
+    #[test]
+    fn reopen_drops_an_unacknowledged_tail_and_a_torn_ack_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        let mut ledger = Ledger::new(0, 900, 0);
+        let data = b"abcdef".as_slice();
+        spool
+            .receive(&mut ledger, header(0, data), &mut &*data, 0)
+            .unwrap();
+        drop(spool);
+        // A crash mid-segment: bytes appended, half an ack line written.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(SPOOL))
+            .unwrap();
+        f.write_all(b"garbage").unwrap();
+        let mut a = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(ACKS))
+            .unwrap();
+        a.write_all(b"6 7 00ab").unwrap();
+        let (mut spool, held) = Spool::reopen(dir.path()).unwrap();
+        assert_eq!(held, 6);
+        assert_eq!(spool_bytes(dir.path()), b"abcdef");
+        let mut ledger = Ledger::new(held, 900, 0);
+        let more = b"gh".as_slice();
+        assert_eq!(
+            spool
+                .receive(&mut ledger, header(6, more), &mut &*more, 0)
+                .unwrap(),
+            8
+        );
+        drop(spool);
+        assert_eq!(Spool::reopen(dir.path()).unwrap().1, 8);
+    }
+
+    #[test]
+    fn a_spool_shorter_than_its_acks_cannot_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        let mut ledger = Ledger::new(0, 900, 0);
+        let data = b"abcdef".as_slice();
+        spool
+            .receive(&mut ledger, header(0, data), &mut &*data, 0)
+            .unwrap();
+        drop(spool);
+        File::options()
+            .write(true)
+            .open(dir.path().join(SPOOL))
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        let err = Spool::reopen(dir.path()).err().unwrap();
+        assert!(
+            matches!(err, SpoolError::Truncated { spool: 3, held: 6 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_offset_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        let mut ledger = Ledger::new(0, 900, 0);
+        let data = b"abc".as_slice();
+        spool
+            .receive(&mut ledger, header(0, data), &mut &*data, 0)
+            .unwrap();
+        let again = spool.receive(&mut ledger, header(0, data), &mut &*data, 0);
+        assert!(matches!(
+            again,
+            Err(SpoolError::Refused(Refusal::Offset { held: 3 }))
+        ));
+        assert_eq!(spool_bytes(dir.path()), b"abc");
+    }
+}
