@@ -217,6 +217,7 @@ fn complete(
     {
         let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         node.transfers.finish(transfer, Ok(()));
+        crate::transfer::extras::keep_received(&node.config.system, &transfer.server);
         drop(mark);
         if server.delete_requested() {
             node.remove_server(&server);
@@ -291,6 +292,10 @@ pub fn settle_later(
                                 .as_ref()
                                 .map(|s| s.lifecycle.lock().unwrap_or_else(|p| p.into_inner()));
                             node.transfers.finish(&transfer, Ok(()));
+                            crate::transfer::extras::keep_received(
+                                &node.config.system,
+                                &transfer.server,
+                            );
                             if let Some(s) = &server {
                                 if s.delete_requested() {
                                     node.remove_server(s);
@@ -393,7 +398,8 @@ fn create_container(node: &Node, spec: &ServerSpec) -> Result<(), EnvError> {
     node.environment.create(spec)
 }
 
-/// Removes an install: container, files, registry entry.
+/// Removes an install: container, files, registry entry, and the backups
+/// and install log its transfer received.
 pub fn uninstall(node: &Node, uuid: &str) {
     match node.registry.get(uuid) {
         Some(server) => {
@@ -408,6 +414,7 @@ pub fn uninstall(node: &Node, uuid: &str) {
             let _ = archive::remove_tree(&spec.data_dir);
         }
     }
+    crate::transfer::extras::remove_received(&node.config.system, uuid);
 }
 
 fn start_later(node: &Arc<Node>, uuid: &str) {
