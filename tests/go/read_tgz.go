@@ -20,6 +20,10 @@
 //	                        with the checksum part; answers 200 or 400 and
 //	                        prints "received ENTRIES SHA256", then exits.
 //
+//	read_tgz pelican-send ... | pelican-serve ...
+//	                        Pelican Wings' sender and receiver (pelican.go,
+//	                        built with this file).
+//
 // Any error exits non-zero with the reason, including bytes after the tar
 // end that do not decompress cleanly.
 package main
@@ -56,6 +60,12 @@ func fail(format string, args ...interface{}) {
 
 func main() {
 	switch {
+	case len(os.Args) >= 8 && os.Args[1] == "pelican-send":
+		a := os.Args[2:]
+		pelicanSend(a[0], a[1], a[2], a[3], a[4], a[5], a[6:])
+	case len(os.Args) == 8 && os.Args[1] == "pelican-serve":
+		a := os.Args[2:]
+		pelicanServe(a[0], a[1], a[2], a[3], a[4], a[5])
 	case len(os.Args) == 3 && os.Args[1] == "serve":
 		serve(os.Args[2])
 	case len(os.Args) == 5 && os.Args[1] == "send":
@@ -78,6 +88,12 @@ func main() {
 
 // extract unpacks a tar.gz stream into dest and returns the entry count.
 func extract(r io.Reader, dest string) (int, error) {
+	return extractTar(r, dest, true)
+}
+
+// extractTar is extract; with drain false it stops at the tar end marker
+// and reads no further (as mholt/archives, Pelican's extractor, does).
+func extractTar(r io.Reader, dest string, drain bool) (int, error) {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return 0, fmt.Errorf("gzip header: %w", err)
@@ -145,8 +161,10 @@ func extract(r io.Reader, dest string) (int, error) {
 	}
 	// Whatever follows the tar end marker must still be valid gzip: reading
 	// to the end makes the reader check the last member's CRC and length.
-	if _, err := io.Copy(io.Discard, gz); err != nil {
-		return 0, fmt.Errorf("after the tar end: %w", err)
+	if drain {
+		if _, err := io.Copy(io.Discard, gz); err != nil {
+			return 0, fmt.Errorf("after the tar end: %w", err)
+		}
 	}
 	if err := gz.Close(); err != nil {
 		return 0, err
