@@ -8,6 +8,7 @@ mod abuse;
 mod abuse_config;
 mod abuse_ipv6;
 mod abuse_panel;
+mod abuse_stream;
 mod adversarial_fuzz_corpus;
 mod adversarial_http;
 mod adversarial_jwt;
