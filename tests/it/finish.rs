@@ -468,6 +468,27 @@ fn a_destination_cancel_answers_the_source() {
     );
 }
 
+/// The other way round: a source cancelled mid-stream shows on the
+/// destination as the source going away (SPEC §4), not as a malformed body.
+#[test]
+fn a_source_cancel_mid_stream_shows_on_the_destination_as_aborted() {
+    let w = World::new(Setup {
+        source_yaml: "upload_limit: 1".into(),
+        ..Default::default()
+    });
+    w.begin();
+    w.dest.wait_transfer_bytes(&w.uuid);
+    let (code, body) = w.cancel_source("wrong destination");
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(w.assert_settled(), A);
+    let record = World::record(&w.dest, &w.uuid);
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["error"], "Request aborted by client.", "{record}");
+    let record = World::record(&w.source, &w.uuid);
+    assert_eq!(record["status"], "cancelled", "{record}");
+    assert_eq!(record["cancel_reason"], "wrong destination", "{record}");
+}
+
 // --- SIGKILL at each phase of the finish ------------------------------------
 
 fn failpoint(point: &str) -> Vec<(String, String)> {
