@@ -541,7 +541,7 @@ impl Reactor {
                     return;
                 };
                 let remote = w.conn.remote;
-                budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({})", e.status, e.message));
+                budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({e})", e.status));
                 // Best effort on a nonblocking socket: a small response into
                 // an empty send buffer; TLS keeps any rest pending.
                 let _ = w
