@@ -559,8 +559,7 @@ impl Reader<'_> {
         let uid = self.lookup("system.user.uid").is_some();
         let gid = self.lookup("system.user.gid").is_some();
         let user = if uid || gid {
-            // SAFETY: getuid/getgid cannot fail and touch no memory.
-            let (own_uid, own_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            let (own_uid, own_gid) = crate::sys::own_ids();
             Some((
                 self.unsigned("system.user.uid", own_uid as u64, u32::MAX as u64)? as u32,
                 self.unsigned("system.user.gid", own_gid as u64, u32::MAX as u64)? as u32,

@@ -311,24 +311,12 @@ fn preflight_space(node: &Node, limit: Option<u64>, total: u64) -> Result<(), Ap
     if limit.is_some_and(|limit| total > limit) {
         return Err(ApiError::new(400, NO_SPACE));
     }
-    if let Some(free) = free_bytes(&node.config.system.data) {
+    if let Ok(free) = crate::archive::free_bytes(&node.config.system.data) {
         if total > free {
             return Err(ApiError::new(400, NO_SPACE));
         }
     }
     Ok(())
-}
-
-/// Free bytes for unprivileged writers on the filesystem holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// The main stream of a calagopus multiplexed transfer announces extra
@@ -489,11 +477,5 @@ mod tests {
             multipart_error(MultipartError::Truncated).message,
             "missing archive or checksum"
         );
-    }
-
-    #[test]
-    fn free_space_is_known_for_a_real_directory() {
-        assert!(free_bytes(std::path::Path::new("/")).is_some());
-        assert!(free_bytes(std::path::Path::new("/no/such/dir")).is_none());
     }
 }

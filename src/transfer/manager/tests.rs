@@ -137,9 +137,7 @@ fn readers_never_wait_for_a_status_change_on_a_stuck_disk() {
         .path()
         .join("transfers")
         .join(format!(".{}.json.tmp", t.id));
-    let c_path = std::ffi::CString::new(state_file.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    crate::sys::mkfifo(&state_file).unwrap();
     let changer = {
         let (m, t) = (Arc::clone(&m), Arc::clone(&t));
         std::thread::spawn(move || m.transition(&t, Status::Processing, None))
