@@ -311,12 +311,18 @@ fn preflight_space(node: &Node, limit: Option<u64>, total: u64) -> Result<(), Ap
     if limit.is_some_and(|limit| total > limit) {
         return Err(ApiError::new(400, NO_SPACE));
     }
-    if let Ok(free) = crate::archive::free_bytes(&node.config.system.data) {
+    if let Some(free) = free_bytes(&node.config.system.data) {
         if total > free {
             return Err(ApiError::new(400, NO_SPACE));
         }
     }
     Ok(())
+}
+
+/// Free bytes for unprivileged writers on the filesystem holding `path`,
+/// when it can be told (`archive::free_bytes` does the asking).
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    crate::archive::free_bytes(path).ok()
 }
 
 /// The main stream of a calagopus multiplexed transfer announces extra
