@@ -27,6 +27,7 @@ mod pack;
 mod pipe;
 pub mod sched;
 mod staging;
+#[allow(unsafe_code)]
 mod sys;
 mod tarfmt;
 mod unpack;
@@ -137,19 +138,15 @@ impl Drop for StageClock<'_> {
     }
 }
 
+/// Bytes an unprivileged writer may still use on the filesystem holding
+/// `path` (a trusted path, e.g. the data directory).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    sys::free_bytes_at(path)
+}
+
 /// CPU time of the calling thread (0 if the clock is unavailable).
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the valid timespec passed.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    sys::thread_cpu_ns().unwrap_or(0)
 }
 
 /// Size of a data directory, counted before packing.
