@@ -190,6 +190,26 @@ fn every_kind_of_bad_config_exits_2_naming_its_key() {
     let path = config(d, "good", local, &ok_dirs);
     let (code, err) = run("check-config", &path, false);
     assert_eq!(code, Some(0), "{err}");
+
+    // A port another process holds is not a config problem: check-config
+    // passes (a running node holds its own port), serve fails at run time
+    // naming the address.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let path = config(
+        d,
+        "port-in-use",
+        &format!("  host: 127.0.0.1\n  port: {port}\n"),
+        &ok_dirs,
+    );
+    let (code, err) = run("check-config", &path, false);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run("serve", &path, false);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
 }
 
 /// An operator running ferry as an ordinary user: a privileged port and a
