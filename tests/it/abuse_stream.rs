@@ -12,7 +12,9 @@ use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::http_common::{read_head, read_response, verify_pattern, Pattern, TestServer};
+use crate::support::http_common::{
+    peak_growth_kb, read_head, read_response, reset_peak_rss, verify_pattern, Pattern, TestServer,
+};
 use ferry::http::{Body, Handler, Request, Response, ServerOptions};
 
 /// Bytes each streamed answer carries: far more than the socket buffers
@@ -70,12 +72,32 @@ fn probe(server: &TestServer) -> Duration {
     took
 }
 
+fn threads() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Twelve clients (three times the pool) ask for large streamed bodies,
 /// HTTP/1.1 and 1.0, and never read. The API keeps answering within a
 /// second; so does a client that reads slowly, which gets every byte.
+/// Threads and memory stay flat (measured in a process of its own).
 #[test]
 fn stalled_downloads_do_not_hold_the_workers() {
+    if crate::support::rerun_in_own_process(
+        module_path!(),
+        "stalled_downloads_do_not_hold_the_workers",
+    ) {
+        return;
+    }
     let server = server();
+    // After one request the pool is up: the baseline.
+    probe(&server);
+    let threads_before = threads();
+    let rss_before = reset_peak_rss();
     let mut stalled = Vec::new();
     for i in 0..12 {
         let mut s = TcpStream::connect(server.addr).unwrap();
@@ -110,14 +132,26 @@ fn stalled_downloads_do_not_hold_the_workers() {
     };
     let attack = Instant::now();
     let mut worst = Duration::ZERO;
+    let mut max_threads = 0;
     while attack.elapsed() < Duration::from_secs(4) {
         worst = worst.max(probe(&server));
+        max_threads = max_threads.max(threads());
         std::thread::sleep(Duration::from_millis(100));
     }
     let (len, next) = slow.join().unwrap();
     assert_eq!(len, 3 * 1024 * 1024 + 7);
     assert_eq!(next, 200);
-    eprintln!("stalled downloads: worst /api/system {worst:?}");
+    let grew = peak_growth_kb(rss_before);
+    eprintln!(
+        "stalled downloads: worst /api/system {worst:?}; threads {threads_before} -> max {max_threads}; peak RSS +{grew} KiB"
+    );
+    // The slow reader's thread is the only new one.
+    assert!(
+        max_threads <= threads_before + 1,
+        "threads grew from {threads_before} to {max_threads}"
+    );
+    // Parked pieces are a chunk each; the slow reader holds its 3 MiB.
+    assert!(grew < 32 * 1024, "peak RSS grew by {grew} KiB");
 
     // The stalled clients did get the start of their answers (the streams
     // ran until their sockets filled), and reading now resumes them.
