@@ -16,13 +16,15 @@
 //! A reply a worker could not write without blocking is parked here
 //! (`Flush`) and sent as the socket drains; the connection is not read
 //! until it is out, so each connection has at most one response in flight
-//! and a client that never reads holds a buffer, not a worker. The
+//! and a client that never reads holds a buffer, not a worker. A streamed
+//! body goes the same way a piece at a time: once a parked piece is out,
+//! the connection goes back to a worker to read the next one. The
 //! deadlines and the eviction order are `policy.rs`'s.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -36,7 +38,9 @@ use super::head::{self, Head, HeadError, Limits};
 use super::lograte::budgeted;
 use super::policy::{Phase, Policy};
 use super::response::error_response;
+use super::sys;
 use super::transport::Transport;
+use super::worker::Streaming;
 use super::{new_request_id, ServerOptions};
 
 /// Most bytes discarded while lingering.
@@ -71,11 +75,7 @@ impl Shared {
     /// Interrupts the poll. A full pipe already guarantees a wake-up, so a
     /// failed write is fine.
     pub fn wake(&self) {
-        let byte = 1u8;
-        // SAFETY: writes one byte from a valid buffer to a descriptor we own.
-        unsafe {
-            libc::write(self.wake_write.as_raw_fd(), (&byte as *const u8).cast(), 1);
-        }
+        let _ = sys::write_byte(self.wake_write.as_fd());
     }
 
     pub fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<TcpStream>>> {
@@ -86,13 +86,21 @@ impl Shared {
     }
 }
 
-/// A complete head and its connection, for a worker.
+/// Work for a worker, with its connection.
 pub(crate) struct Job {
     pub conn: Conn,
-    pub head: Head,
+    pub work: Work,
     /// When the head was complete: the access log's duration counts the
     /// wait for a free worker too.
     pub received: Instant,
+}
+
+pub(crate) enum Work {
+    /// A complete head: run the handler.
+    Head(Head),
+    /// The socket took the last piece of a streamed body: read and send
+    /// the next.
+    Stream(Box<Streaming>),
 }
 
 /// A connection coming back from a worker.
@@ -102,11 +110,13 @@ pub(crate) enum Back {
     /// The response said close: drain briefly, then close.
     Linger(Conn),
     /// The reply's tail `out` did not fit in the socket: send it, then
-    /// wait for the next request (or linger when `close`).
+    /// wait for the next request (or linger when `close`), or, with a
+    /// `stream` still to send, hand the connection back to a worker.
     Flush {
         conn: Conn,
         out: Vec<u8>,
         close: bool,
+        stream: Option<Box<Streaming>>,
     },
 }
 
@@ -126,6 +136,7 @@ enum WState {
         out: Vec<u8>,
         sent: usize,
         close: bool,
+        stream: Option<Box<Streaming>>,
     },
 }
 
@@ -161,6 +172,8 @@ enum Step {
     Flushed {
         close: bool,
     },
+    /// A parked piece of a streamed body is out: a worker reads the next.
+    StreamOn,
     Close,
     Dispatch(Head),
     Reject(HeadError),
@@ -269,10 +282,7 @@ impl Reactor {
                 fds.push(pollfd(w.conn.transport.sock().as_raw_fd(), events));
             }
             let timeout = self.poll_timeout(now);
-            // SAFETY: `fds` is a valid, initialised array of pollfd.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = sys::poll(&mut fds, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     error!("http: poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -329,15 +339,7 @@ impl Reactor {
     fn drain_wake(&mut self) {
         let mut buf = [0u8; 64];
         loop {
-            // SAFETY: reads into a valid local buffer from a descriptor we own.
-            let n = unsafe {
-                libc::read(
-                    self.wake_read.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
+            if !matches!(sys::read(self.wake_read.as_fd(), &mut buf), Ok(n) if n > 0) {
                 break;
             }
         }
@@ -354,12 +356,18 @@ impl Reactor {
                     c.transport.close_notify();
                     (c, WState::linger())
                 }
-                Back::Flush { conn, out, close } => (
+                Back::Flush {
+                    conn,
+                    out,
+                    close,
+                    stream,
+                } => (
                     conn,
                     WState::Flush {
                         out,
                         sent: 0,
                         close,
+                        stream,
                     },
                 ),
             };
@@ -527,6 +535,16 @@ impl Reactor {
                 // Pipelined bytes may be buffered already; or linger now.
                 self.service_at(i, now);
             }
+            Step::StreamOn => {
+                let Waiting { conn, state, .. } = self.waiting.swap_remove(i);
+                if let WState::Flush {
+                    stream: Some(stream),
+                    ..
+                } = state
+                {
+                    self.send_job(conn, Work::Stream(stream));
+                }
+            }
             Step::Close => {
                 self.waiting.swap_remove(i);
             }
@@ -541,7 +559,7 @@ impl Reactor {
                     return;
                 };
                 let remote = w.conn.remote;
-                budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({})", e.status, e.message));
+                budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({e})", e.status));
                 // Best effort on a nonblocking socket: a small response into
                 // an empty send buffer; TLS keeps any rest pending.
                 let _ = w
@@ -560,6 +578,10 @@ impl Reactor {
     }
 
     fn dispatch(&mut self, conn: Conn, head: Head) {
+        self.send_job(conn, Work::Head(head));
+    }
+
+    fn send_job(&mut self, conn: Conn, work: Work) {
         let id = conn.id;
         self.shared
             .inflight()
@@ -568,7 +590,7 @@ impl Reactor {
             .jobs
             .send(Job {
                 conn,
-                head,
+                work,
                 received: Instant::now(),
             })
             .is_err()
@@ -689,7 +711,13 @@ fn service_linger(w: &mut Waiting, scratch: &mut [u8]) -> Step {
 
 /// Sends what is left of a parked reply; `Flushed` once it is all out.
 fn service_flush(w: &mut Waiting) -> Step {
-    let WState::Flush { out, sent, close } = &mut w.state else {
+    let WState::Flush {
+        out,
+        sent,
+        close,
+        stream,
+    } = &mut w.state
+    else {
         return Step::Keep;
     };
     let t = &w.conn.transport;
@@ -703,6 +731,7 @@ fn service_flush(w: &mut Waiting) -> Step {
         }
     }
     match t.flush_pending() {
+        Ok(true) if stream.is_some() => Step::StreamOn,
         Ok(true) => Step::Flushed { close: *close },
         Ok(false) => Step::Keep,
         Err(_) => Step::Close,
