@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::args::{Args, Spec};
-use super::client::{node_url, read_token, target, NodeClient};
+use super::client::{node_url, read_token, target, NodeClient, DEFAULT_NODE};
 use super::display::{stdout_is_tty, Display};
 use super::render::{self, is_terminal, RateMeter, Snapshot};
 use super::watch::{self, Note};
@@ -184,20 +184,27 @@ fn send(args: &Args, json: bool, route: &mut Route) -> Result<Ending, Fail> {
         )
     })?;
     let dest = destination_url(to).map_err(Fail::Usage)?;
-    // Checked before any file is read, so the mistake is named first.
-    if let Some(n) = args.value("node") {
-        node_url(n, "node").map_err(Fail::Usage)?;
+    let same_node = |node: &str| {
+        if dest == format!("{node}/api/transfers") {
+            Err(Fail::usage(
+                "--to names the source node itself; a server cannot be sent to the node that holds it",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    // Usage mistakes are named before any file is read.
+    if !args.has("config") {
+        same_node(
+            &node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?,
+        )?;
     }
     let source = target(args)?;
     let node = source.url.clone();
+    same_node(&node)?;
     route.server = server.to_string();
     route.source = node.clone();
     route.destination = dest.clone();
-    if dest == format!("{node}/api/transfers") {
-        return Err(Fail::usage(
-            "--to names the source node itself; a server cannot be sent to the node that holds it",
-        ));
-    }
     let (dest_token, dest_token_source) = match args.value("dest-token-file") {
         Some(f) => (
             read_token(f, "dest-token-file").map_err(Fail::Runtime)?,
