@@ -403,3 +403,131 @@ fn the_units_capability_set_is_enough_to_send_receive_and_chown() {
         4321
     );
 }
+
+/// Runs the rest of the command line the way `ProtectSystem=strict` plus
+/// `ReadWritePaths=<root>` leave the file system: in a private mount
+/// namespace, every mount read-only except `<root>` (and /proc, /sys,
+/// /dev, which systemd leaves to other directives).
+fn sandbox_launcher(root: &Path) -> Vec<String> {
+    const SCRIPT: &str = r#"r="$1"; shift
+mount --bind "$r" "$r" || exit 97
+for m in $(findmnt -rn -o TARGET); do
+  case "$m" in "$r"|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) ;;
+    *) mount -o remount,bind,ro "$m" 2>/dev/null ;; esac
+done
+touch /ferry-sandbox-probe 2>/dev/null && exit 98
+exec "$@""#;
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        SCRIPT,
+        "sandbox",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([root.display().to_string()])
+    .collect()
+}
+
+#[test]
+fn under_the_units_read_only_file_system_ferry_transfers_and_reaches_docker() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a mount namespace");
+        return;
+    }
+    const SERVER: &str = "4d2e3f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a";
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("src/volumes").join(SERVER);
+    std::fs::create_dir_all(&data).unwrap();
+    make_server_tree(&data);
+    // Everything the node writes (state, data, staging, backups, logs) is
+    // under its root in the test config, as under /var/lib/pterodactyl.
+    let node = |name: &str| {
+        let root = tmp.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        TestNode::start_with(NodeOptions {
+            root: Some(root.clone()),
+            launcher: sandbox_launcher(&root),
+            ..Default::default()
+        })
+    };
+    let src = node("src");
+    let dst = node("dst");
+    // The node really cannot write outside its root.
+    let probe = Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", dst.pid()))
+        .args(["touch", "/var/tmp/ferry-sandbox-probe"])
+        .output()
+        .unwrap();
+    assert!(!probe.status.success(), "the sandbox is writable");
+    assert!(
+        text(&probe).contains("Read-only file system"),
+        "{}",
+        text(&probe)
+    );
+
+    let token = tmp.path().join("token");
+    std::fs::write(&token, &src.token).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["transfer", SERVER, "--json", "--node"])
+        .arg(src.url(""))
+        .arg("--to")
+        .arg(dst.url(""))
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nsource:\n{}\ndestination:\n{}",
+        text(&out),
+        src.log_text(),
+        dst.log_text()
+    );
+    assert!(dst
+        .server_dir(SERVER)
+        .join("world/region/r.0.0.mca")
+        .is_file());
+    assert!(dst.root.join("root/ferry/audit.log").is_file());
+
+    // Docker through its socket on a read-only mount: a docker node pings
+    // the Engine at start and exits when it cannot.
+    let socket = ferry::environment::docker::socket_from_env(Path::new("/var/run/docker.sock"))
+        .expect("DOCKER_HOST must be unix://");
+    let reachable = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    if !reachable {
+        if std::env::var("FERRY_REQUIRE_DOCKER").as_deref() == Ok("1") {
+            panic!(
+                "FERRY_REQUIRE_DOCKER=1 but {} does not answer",
+                socket.display()
+            );
+        }
+        eprintln!(
+            "skipping the Docker half: no Engine at {}",
+            socket.display()
+        );
+        return;
+    }
+    let root = tmp.path().join("docker");
+    std::fs::create_dir_all(&root).unwrap();
+    let docker = TestNode::start_with(NodeOptions {
+        root: Some(root.clone()),
+        environment: Some("docker".into()),
+        docker_socket: Some(socket.display().to_string()),
+        launcher: sandbox_launcher(&root),
+        ..Default::default()
+    });
+    assert!(
+        docker.wait_log("docker: engine", std::time::Duration::from_secs(5)),
+        "{}",
+        docker.log_text()
+    );
+    let (status, _) = docker.get("/api/servers");
+    assert_eq!(status, 200, "{}", docker.log_text());
+}
