@@ -287,6 +287,22 @@ fn unit_capabilities() -> String {
     format!("-all,{}", caps.join(","))
 }
 
+/// `setpriv` keeping only `caps` (`-all,+chown,…`), as systemd would.
+fn launcher_with(caps: &str) -> Vec<String> {
+    // The inheritable and ambient sets are emptied too: only the
+    // bounding set remains, as under systemd with AmbientCapabilities=.
+    [
+        "setpriv",
+        "--no-new-privs",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        &format!("--bounding-set={caps}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 #[test]
 fn the_units_capability_set_is_enough_to_send_receive_and_chown() {
     // SAFETY: geteuid has no preconditions.
@@ -296,18 +312,7 @@ fn the_units_capability_set_is_enough_to_send_receive_and_chown() {
     }
     const SERVER: &str = "3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
     let caps = unit_capabilities();
-    // The inheritable and ambient sets are emptied too: only the
-    // bounding set remains, as under systemd with AmbientCapabilities=.
-    let launcher: Vec<String> = [
-        "setpriv",
-        "--no-new-privs",
-        "--inh-caps=-all",
-        "--ambient-caps=-all",
-        &format!("--bounding-set={caps}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let launcher = launcher_with(&caps);
 
     let tmp = tempfile::tempdir().unwrap();
     let src_root = tmp.path().join("src");
@@ -402,6 +407,35 @@ fn the_units_capability_set_is_enough_to_send_receive_and_chown() {
         std::fs::metadata(data.join("secret.key")).unwrap().uid(),
         4321
     );
+
+    // And the set is not larger than it looks: without CAP_CHOWN the
+    // same transfer fails on the destination and leaves nothing there.
+    let without_chown = TestNode::start_with(NodeOptions {
+        root: Some(tmp.path().join("dst2")),
+        launcher: launcher_with(&caps.replace("+chown,", "")),
+        system_yaml: "  user:\n    uid: 988\n    gid: 988\n".into(),
+        ..Default::default()
+    });
+    let token2 = tmp.path().join("dst2.token");
+    std::fs::write(&token2, &without_chown.token).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["transfer", SERVER, "--json", "--node"])
+        .arg(src.url(""))
+        .arg("--to")
+        .arg(without_chown.url(""))
+        .arg("--token-file")
+        .arg(&src_token)
+        .arg("--dest-token-file")
+        .arg(&token2)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("Operation not permitted"),
+        "{}",
+        text(&out)
+    );
+    assert!(!without_chown.server_dir(SERVER).exists());
 }
 
 /// Runs the rest of the command line the way `ProtectSystem=strict` plus
