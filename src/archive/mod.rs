@@ -38,7 +38,7 @@ pub use staging::STAGING_DIR;
 pub use tarfmt::{MAX_NAME, MAX_PAX};
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Live counters a pipeline updates and progress reporting reads.
@@ -355,6 +355,28 @@ pub fn extract_codec<R: Read>(
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     let _batch = sched::batch();
     staging::remove_tree(path)
+}
+
+/// Moves the server directory `<data>/<uuid>` out of place, into staging
+/// (one rename; start-up sweeps what a killed daemon left there), so a
+/// crash while removing a large tree never leaves half a server in place.
+/// Returns where it went for `remove_tree`; None when there was nothing.
+pub fn move_out_of_place(data_dir: &Path, uuid: &str) -> std::io::Result<Option<PathBuf>> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    staging::move_out(data_dir, uuid, &nonce)
+}
+
+/// `move_out_of_place`, then `remove_tree`.
+pub fn remove_server_dir(data_dir: &Path, uuid: &str) -> std::io::Result<()> {
+    match move_out_of_place(data_dir, uuid)? {
+        Some(moved) => remove_tree(&moved),
+        None => Ok(()),
+    }
 }
 
 /// Removes every staging directory left under `<data>/.ferry-staging/` by a
