@@ -178,12 +178,14 @@ fn send(args: &Args, json: bool, route: &mut Route) -> Result<Ending, Fail> {
         )
     })?;
     super::check_uuid(server)?;
+    route.server = server.to_string();
     let to = args.value("to").ok_or_else(|| {
         Fail::usage(
             "transfer needs --to <dest-base-url>, the destination node (e.g. http://10.0.0.2:8080)",
         )
     })?;
     let dest = destination_url(to).map_err(Fail::Usage)?;
+    route.destination = dest.clone();
     let same_node = |node: &str| {
         if dest == format!("{node}/api/transfers") {
             Err(Fail::usage(
@@ -195,16 +197,15 @@ fn send(args: &Args, json: bool, route: &mut Route) -> Result<Ending, Fail> {
     };
     // Usage mistakes are named before any file is read.
     if !args.has("config") {
-        same_node(
-            &node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?,
-        )?;
+        let node =
+            node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?;
+        same_node(&node)?;
+        route.source = node;
     }
     let source = target(args)?;
     let node = source.url.clone();
     same_node(&node)?;
-    route.server = server.to_string();
     route.source = node.clone();
-    route.destination = dest.clone();
     let (dest_token, dest_token_source) = match args.value("dest-token-file") {
         Some(f) => (
             read_token(f, "dest-token-file").map_err(Fail::Runtime)?,
