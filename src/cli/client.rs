@@ -138,6 +138,9 @@ pub struct Target {
     pub token: String,
     /// Where the token came from, for messages: a token file or a config.
     pub token_source: String,
+    /// The node's config, when given with `--config` (the CLI then runs
+    /// on that node and can look at its data directory).
+    pub config: Option<Config>,
 }
 
 /// The node a client verb talks to: `--config PATH` (the node's own
@@ -161,6 +164,7 @@ pub fn target(args: &Args) -> Result<Target, Fail> {
             url,
             token: c.token.clone(),
             token_source: path.to_string(),
+            config: Some(c),
         });
     }
     let url = node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?;
@@ -170,6 +174,7 @@ pub fn target(args: &Args) -> Result<Target, Fail> {
         url,
         token,
         token_source: file.to_string(),
+        config: None,
     })
 }
 

@@ -2,14 +2,16 @@
 //! to stop anything: it answers, it is a Wings-compatible node, it takes
 //! the token the transfer JWT will be signed with, and the server is not
 //! already there (which the destination would refuse with 409 only after
-//! the source had stopped the server). Only read-only routes are used,
-//! with the destination's node token, so the check changes nothing; free
-//! space is not among them (no route tells it without a transfer), so the
-//! destination still checks that itself when the archive arrives.
+//! the source had stopped the server), and, when both numbers are known,
+//! that the server fits: its size on disk (counted here when the CLI runs
+//! on the source with `--config`) against the free space a ferry
+//! destination reports in `GET /api/system` (Wings reports none). Only
+//! read-only requests are made, so the check changes nothing.
 
 use serde_json::Value;
 
 use super::client::NodeClient;
+use crate::transfer::progress::human_bytes;
 
 /// Why the destination is not fit; said before anything was touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +23,15 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// `dest` is the destination's base URL (without `/api/transfers`).
-pub fn check(dest: &NodeClient, server: &str) -> Result<(), Refusal> {
+/// `dest` is the destination's base URL (without `/api/transfers`);
+/// `needed` the server's size on disk when known.
+pub fn check(dest: &NodeClient, server: &str, needed: Option<u64>) -> Result<(), Refusal> {
     let base = &dest.base;
     let system = dest
         .request("GET", "/api/system", None)
         .map_err(|e| Refusal(destination_words(&e)))?;
     judge_system(base, system.status, &system.body)?;
+    judge_space(base, needed, &system.body)?;
     let there = dest
         .request("GET", &format!("/api/servers/{server}"), None)
         .map_err(|e| Refusal(destination_words(&e)))?;
@@ -54,6 +58,38 @@ pub fn judge_system(base: &str, status: u16, body: &Value) -> Result<(), Refusal
         ))),
         s => Err(Refusal(format!(
             "the destination at {base} answered GET /api/system with HTTP {s}"
+        ))),
+    }
+}
+
+/// The server must fit in what the destination says is free; when either
+/// number is unknown the destination decides later, as it always does.
+pub fn judge_space(base: &str, needed: Option<u64>, system: &Value) -> Result<(), Refusal> {
+    let free = system.get("data_free_bytes").and_then(Value::as_u64);
+    match (needed, free) {
+        (Some(needed), Some(free)) if needed > free => Err(Refusal(format!(
+            "the server takes {} on disk and the destination {base} has {} free in its data directory",
+            human_bytes(needed),
+            human_bytes(free)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The server's size on disk under the source's data directory, as the
+/// source will announce it; None when it is not on this machine.
+pub fn local_size(data: &std::path::Path, server: &str) -> Result<Option<u64>, Refusal> {
+    let dir = data.join(server);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let never = std::sync::atomic::AtomicBool::new(false);
+    match crate::archive::scan(&dir, &never) {
+        Ok(totals) => Ok(Some(totals.disk_bytes)),
+        // The source would refuse the same entry, after stopping the server.
+        Err(e) => Err(Refusal(format!(
+            "the source could not send {}: {e}",
+            dir.display()
         ))),
     }
 }
@@ -95,6 +131,20 @@ mod tests {
             .unwrap_err()
             .0
             .contains("HTTP 502"));
+    }
+
+    #[test]
+    fn the_server_must_fit_when_both_sizes_are_known() {
+        let system = json!({"version": "x", "data_free_bytes": 1000});
+        assert!(judge_space("http://d", Some(1000), &system).is_ok());
+        let e = judge_space("http://d", Some(1001), &system).unwrap_err();
+        assert!(
+            e.0.contains("1001 B on disk") && e.0.contains("1000 B free"),
+            "{e}"
+        );
+        // Wings reports no free space; an unknown size checks nothing.
+        assert!(judge_space("http://d", Some(1 << 40), &json!({"version": "x"})).is_ok());
+        assert!(judge_space("http://d", None, &system).is_ok());
     }
 
     #[test]

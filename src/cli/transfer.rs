@@ -24,10 +24,10 @@ Usage:
 
 Before the source is asked to send (and so to stop the server), the
 destination is checked with read-only requests: it answers, it is a
-Wings-compatible node, it accepts the destination token, and the server
-is not already there. When it is not fit, nothing is touched and the exit
-status is 3. Free space is not asked (no route tells it); the destination
-checks it when the archive arrives.
+Wings-compatible node, it accepts the destination token, the server is
+not already there, and, run on the source with --config against a ferry
+destination, the server's size on disk fits in the destination's free
+space. When it is not fit, nothing is touched and the exit status is 3.
 
 Options:
   --to URL               the destination node, e.g. http://10.0.0.2:8080
@@ -221,7 +221,14 @@ fn send(args: &Args, json: bool, route: &mut Route) -> Result<Ending, Fail> {
         let dest_base = dest.trim_end_matches("/api/transfers");
         let dest_client = NodeClient::new(dest_base, &dest_token, &dest_token_source)
             .token_flag("--dest-token-file");
-        if let Err(refusal) = precheck::check(&dest_client, server) {
+        // On the source itself (--config), the server's size is known here.
+        let needed = match &source.config {
+            Some(c) => precheck::local_size(&c.system.data, server),
+            None => Ok(None),
+        };
+        if let Err(refusal) =
+            needed.and_then(|needed| precheck::check(&dest_client, server, needed))
+        {
             return Ok(Ending::early(
                 "refused",
                 REFUSED,

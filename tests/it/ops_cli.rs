@@ -288,3 +288,71 @@ impl Pair {
         ferry(&args)
     }
 }
+
+#[test]
+fn a_destination_without_room_is_refused_when_the_cli_runs_on_the_source() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a small tmpfs");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("src/volumes").join(SERVER);
+    std::fs::create_dir_all(&data).unwrap();
+    make_server_tree(&data); // a little over 3 MiB on disk
+    let src = TestNode::start_with(NodeOptions {
+        root: Some(tmp.path().join("src")),
+        ..Default::default()
+    });
+    // The destination's data directory is a 1 MiB tmpfs in the node's own
+    // mount namespace (gone when the node exits).
+    let dst_root = tmp.path().join("dst");
+    let volumes = dst_root.join("volumes");
+    std::fs::create_dir_all(&volumes).unwrap();
+    let dst = TestNode::start_with(NodeOptions {
+        root: Some(dst_root),
+        token: Some(DEST_TOKEN.into()),
+        launcher: [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs -o size=1m tmpfs "$1" || exit 97; shift; exec "$@""#,
+            "small",
+            volumes.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        ..Default::default()
+    });
+    let (_, system) = dst.get("/api/system");
+    let free = system["data_free_bytes"].as_u64().unwrap();
+    assert!(free <= 1024 * 1024, "{system}");
+
+    let src_config = config_as_served(&src, &tmp.path().join("src.yml"));
+    let dst_token = tmp.path().join("dst.token");
+    std::fs::write(&dst_token, DEST_TOKEN).unwrap();
+    let o = ferry(&[
+        "transfer",
+        SERVER,
+        "--json",
+        "--to",
+        &dst.url(""),
+        "--config",
+        src_config.to_str().unwrap(),
+        "--dest-token-file",
+        dst_token.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", out(&o), err(&o));
+    let result = one_object(&o);
+    let why = result["error"].as_str().unwrap();
+    assert!(
+        why.contains("on disk") && why.contains("free in its data directory"),
+        "{why}"
+    );
+    let (_, list) = src.get("/api/transfers");
+    assert_eq!(list, serde_json::json!([]), "the source started something");
+}
