@@ -2,7 +2,9 @@
 //! `src/main.rs` only hands `argv` to [`run`] and exits with its status.
 //!
 //! Exit statuses: 0 ok, 1 runtime failure, 2 usage or config error,
-//! 130 when Ctrl-C cancelled a transfer.
+//! 3 when `ferry transfer`'s destination check refused (nothing touched),
+//! 130 when Ctrl-C cancelled a transfer. The verb table ([`COMMANDS`]) is
+//! what the man page and the shell completions are generated from.
 
 pub mod args;
 pub mod cancel;
