@@ -44,6 +44,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -245,6 +246,11 @@ func serve(dest string) {
 	}
 	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
 	done := make(chan string, 1)
+	// The outcome is told (and the process may exit) only once the answer
+	// is wholly written and the connection idle or closed: exiting right
+	// after the handler could cut the answer off on a loaded machine.
+	var mu sync.Mutex
+	outcome := ""
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/transfers", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -252,23 +258,39 @@ func serve(dest string) {
 			return
 		}
 		entries, digest, err := receive(r, dest)
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			http.Error(w, fmt.Sprintf(`{"error":%q}`, err.Error()), http.StatusBadRequest)
-			done <- "refused " + err.Error()
+			outcome = "refused " + err.Error()
 			return
 		}
 		w.WriteHeader(http.StatusOK)
-		done <- fmt.Sprintf("received %d %s", entries, digest)
+		outcome = fmt.Sprintf("received %d %s", entries, digest)
 	})
+	srv := &http.Server{
+		Handler: mux,
+		ConnState: func(_ net.Conn, state http.ConnState) {
+			if state != http.StateIdle && state != http.StateClosed {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if outcome != "" {
+				select {
+				case done <- outcome:
+				default:
+				}
+			}
+		},
+	}
 	go func() {
-		if err := http.Serve(ln, mux); err != nil {
+		if err := srv.Serve(ln); err != nil {
 			fail("%v", err)
 		}
 	}()
 	select {
 	case line := <-done:
-		// Let the answer reach the client before the process goes.
-		time.Sleep(200 * time.Millisecond)
 		fmt.Println(line)
 	case <-time.After(120 * time.Second):
 		fail("no transfer within 120 s")
