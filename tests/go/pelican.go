@@ -40,6 +40,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -308,22 +309,32 @@ func pelicanServe(dest, backupDir, logDir, key, panel, panelAuth string) {
 	}
 	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
 	done := make(chan string, 1)
+	// As serve in read_tgz.go: the outcome is told (and the process may
+	// exit) only once the answer is wholly written and the connection idle
+	// or closed.
+	var mu sync.Mutex
+	outcome := ""
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/transfers", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
+		tell := func(line string) {
+			mu.Lock()
+			defer mu.Unlock()
+			outcome = line
+		}
 		auth := strings.SplitN(r.Header.Get("Authorization"), " ", 2)
 		if len(auth) != 2 || auth[0] != "Bearer" {
 			http.Error(w, `{"error":"The required authorization heads were not present in the request."}`, http.StatusUnauthorized)
-			done <- "refused no bearer token"
+			tell("refused no bearer token")
 			return
 		}
 		server, err := jwtSubject(auth[1], []byte(key))
 		if err != nil {
 			http.Error(w, fmt.Sprintf(`{"error":%q}`, err.Error()), http.StatusForbidden)
-			done <- "refused " + err.Error()
+			tell("refused " + err.Error())
 			return
 		}
 		res, err := pelicanReceive(r, dest, backupDir, logDir, server)
@@ -331,22 +342,37 @@ func pelicanServe(dest, backupDir, logDir, key, panel, panelAuth string) {
 			// CaptureAndAbort answers, then the deferred report runs.
 			http.Error(w, fmt.Sprintf(`{"error":%q}`, err.Error()), http.StatusInternalServerError)
 			reportTransfer(panel, panelAuth, server, false)
-			done <- "refused " + err.Error()
+			tell("refused " + err.Error())
 			return
 		}
 		// The deferred report runs before gin writes the 200.
 		reportTransfer(panel, panelAuth, server, true)
 		w.WriteHeader(http.StatusOK)
-		done <- fmt.Sprintf("received %d %s %d %d", res.entries, res.digest, res.backups, res.logBytes)
+		tell(fmt.Sprintf("received %d %s %d %d", res.entries, res.digest, res.backups, res.logBytes))
 	})
+	srv := &http.Server{
+		Handler: mux,
+		ConnState: func(_ net.Conn, state http.ConnState) {
+			if state != http.StateIdle && state != http.StateClosed {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if outcome != "" {
+				select {
+				case done <- outcome:
+				default:
+				}
+			}
+		},
+	}
 	go func() {
-		if err := http.Serve(ln, mux); err != nil {
+		if err := srv.Serve(ln); err != nil {
 			fail("%v", err)
 		}
 	}()
 	select {
 	case line := <-done:
-		time.Sleep(200 * time.Millisecond)
 		fmt.Println(line)
 	case <-time.After(120 * time.Second):
 		fail("no transfer within 120 s")
