@@ -408,9 +408,18 @@ fn configuration_from_part(uuid: &str, text: &[u8]) -> Result<ServerConfig, ApiE
     })
 }
 
+/// SPEC §4: a body that ended without its parts is `missing archive or
+/// checksum`; a connection that went away mid-body (the source stopped,
+/// cancelled or died) is `Request aborted by client.`.
 fn input_error(e: &std::io::Error) -> ApiError {
+    let multipart_ended = e
+        .get_ref()
+        .is_some_and(|inner| matches!(inner.downcast_ref(), Some(MultipartError::Truncated)));
     match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ApiError::new(400, "missing archive or checksum"),
+        std::io::ErrorKind::UnexpectedEof if multipart_ended => {
+            ApiError::new(400, "missing archive or checksum")
+        }
+        std::io::ErrorKind::UnexpectedEof => ApiError::new(400, ABORTED),
         _ => ApiError::new(400, format!("the request body could not be read: {e}")),
     }
 }
@@ -474,11 +483,17 @@ mod tests {
             500
         );
         assert_eq!(extract_error(ExtractError::Cancelled).message, ABORTED);
-        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "x");
+        // The connection went away mid-body / the body ended without parts.
+        let gone = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated");
+        assert_eq!(extract_error(ExtractError::Input(gone)).message, ABORTED);
+        let ended =
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, MultipartError::Truncated);
         assert_eq!(
-            extract_error(ExtractError::Input(eof)).message,
+            extract_error(ExtractError::Input(ended)).message,
             "missing archive or checksum"
         );
+        let gone = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated");
+        assert_eq!(multipart_error(MultipartError::Io(gone)).message, ABORTED);
         assert_eq!(
             multipart_error(MultipartError::Truncated).message,
             "missing archive or checksum"

@@ -5,6 +5,10 @@
 mod support;
 
 mod abuse;
+mod abuse_config;
+mod abuse_ipv6;
+mod abuse_panel;
+mod abuse_stream;
 mod adversarial_fuzz_corpus;
 mod adversarial_http;
 mod adversarial_jwt;

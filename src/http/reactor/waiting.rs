@@ -13,6 +13,7 @@ use log::debug;
 use crate::http::conn::Conn;
 use crate::http::head::{self, Head, HeadError, Limits};
 use crate::http::policy::Phase;
+use crate::http::worker::Streaming;
 
 /// Most bytes discarded while lingering.
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
@@ -35,6 +36,7 @@ pub(super) enum WState {
         out: Vec<u8>,
         sent: usize,
         close: bool,
+        stream: Option<Box<Streaming>>,
     },
 }
 
@@ -70,6 +72,8 @@ pub(super) enum Step {
     Flushed {
         close: bool,
     },
+    /// A parked piece of a streamed body is out: a worker reads the next.
+    StreamOn,
     Close,
     Dispatch(Head),
     Reject(HeadError),
@@ -183,7 +187,13 @@ pub(super) fn service_linger(w: &mut Waiting, scratch: &mut [u8]) -> Step {
 
 /// Sends what is left of a parked reply; `Flushed` once it is all out.
 pub(super) fn service_flush(w: &mut Waiting) -> Step {
-    let WState::Flush { out, sent, close } = &mut w.state else {
+    let WState::Flush {
+        out,
+        sent,
+        close,
+        stream,
+    } = &mut w.state
+    else {
         return Step::Keep;
     };
     let t = &w.conn.transport;
@@ -197,6 +207,7 @@ pub(super) fn service_flush(w: &mut Waiting) -> Step {
         }
     }
     match t.flush_pending() {
+        Ok(true) if stream.is_some() => Step::StreamOn,
         Ok(true) => Step::Flushed { close: *close },
         Ok(false) => Step::Keep,
         Err(_) => Step::Close,
