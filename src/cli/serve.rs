@@ -43,13 +43,13 @@ warned about, with the nearest known key.
 Exit status: 0 when all is well, 2 when it is not (each message names the
 key and the problem).";
 
-const SERVE_SPEC: Spec = Spec {
+pub const SERVE_SPEC: Spec = Spec {
     values: &["config", "dir", "port"],
     switches: &["dev"],
     max_positionals: 0,
 };
 
-const CHECK_SPEC: Spec = Spec {
+pub const CHECK_SPEC: Spec = Spec {
     values: &["config"],
     switches: &[],
     max_positionals: 0,
