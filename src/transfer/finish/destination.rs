@@ -156,8 +156,8 @@ pub fn fail(
     } else {
         error
     };
-    node.transfers.finish(transfer, Err(error.message.clone()));
-    node.transfer_log(transfer, &format!("Transfer failed: {}", error.message));
+    node.transfers.finish(transfer, Err(error.to_string()));
+    node.transfer_log(transfer, &format!("Transfer failed: {error}"));
     let _ = node.report_to_panel(&transfer.server, false);
     transfer.finalize();
     Err(error)
