@@ -1,20 +1,25 @@
-//! The worker pool: runs the handler for one complete head at a time,
-//! writes the response, logs the access line, and decides what happens to
-//! the connection next (next pipelined request, back to the head reader,
-//! lingering close, or an upgrade thread).
+//! The worker pool: its threads and their seats, the job loop, and what
+//! happens to a connection after each request (the next pipelined request,
+//! back to the head reader, lingering close, or done).
 //!
 //! Replies are written without blocking; what the socket does not take
 //! goes back to the head reader with the connection, so a client that
 //! doesn't read its answers never holds a worker, and the next pipelined
-//! request is only read once the reply is out. A streamed body is sent a
-//! piece at a time the same way: the worker reads from the body while the
-//! socket takes what it reads, parks the connection with the head reader
-//! when it is full (or after `STREAM_PER_JOB` bytes, so other requests get
-//! their turn), and a worker picks it up again once the piece is out.
+//! request is only read once the reply is out.
+//!
+//! One request's handling is in `exchange`; writing a reply held in memory
+//! in `write`, a streamed one in `stream`, an upgrade in `upgrade`, the
+//! access line in `access`.
+
+mod access;
+mod exchange;
+mod stream;
+mod upgrade;
+mod write;
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::io::{self, Read};
+use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,26 +28,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, error, info, warn};
 
-use super::body::BodyReader;
-use super::chunked::encode_chunk_header;
 use super::conn::Conn;
 use super::head::{self, Head, Limits, Parsed};
 use super::lograte::budgeted;
 use super::reactor::{Back, Job, Shared, Work};
-use super::response::{
-    asks_close, encode_head, error_body, error_response, status_has_no_body, RespFraming,
-};
-use super::transport::{Transport, UpgradedStream};
-use super::{new_request_id, Body, ConnectionHandle, Handler, Request, Response, Upgraded};
+use super::response::error_response;
+use super::{new_request_id, Handler};
+use exchange::handle_one;
+use stream::pump;
+pub(crate) use stream::Streaming;
 
 /// Requests served back to back from one connection's buffer before it goes
 /// back to the head reader, so one pipelining client can't keep a worker.
 const MAX_PIPELINED: usize = 16;
-/// Chunk size for streamed response bodies.
-const STREAM_CHUNK: usize = 64 * 1024;
-/// Bytes of a streamed body sent in one turn on a worker before the
-/// connection goes back through the head reader's queue.
-const STREAM_PER_JOB: u64 = 1024 * 1024;
 
 pub(crate) struct WorkerCtx {
     pub handler: Arc<dyn Handler>,
@@ -229,363 +227,5 @@ fn send_back(ctx: &WorkerCtx, back: Back) {
     }
     if ctx.back.send(back).is_ok() {
         ctx.shared.wake();
-    }
-}
-
-/// `started`: when the head was complete (for the access log).
-fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head, started: Instant) -> Next {
-    let request_id = new_request_id();
-    let remote = conn.remote;
-    let method = head.method.clone();
-    let path = head.path.clone();
-    let is_head = method == "HEAD";
-    let minor = head.minor_version;
-    let keep_alive = head.keep_alive;
-    let handle = ConnectionHandle {
-        sock: Arc::downgrade(conn.transport.sock()),
-    };
-    let body = BodyReader::new(conn, head.framing, head.expect_continue);
-    let mut req = Request::from_conn(head, remote, request_id.clone(), body, handle);
-
-    let result = catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(&mut req)));
-    let Some(mut body) = req.take_body_reader() else {
-        error!("http: request {request_id}: the handler replaced the request body; closing");
-        return Next::Done;
-    };
-    drop(req);
-    let (response, panicked) = match result {
-        Ok(r) => (r, false),
-        Err(p) => {
-            error!(
-                "http: handler panicked on {method} {path} (request {request_id}): {}",
-                panic_message(&*p)
-            );
-            let r = Response::new(500)
-                .header("Content-Type", "application/json")
-                .bytes(error_body("internal server error", &request_id));
-            (r, true)
-        }
-    };
-    body.finish_from_buffer();
-    let complete = body.is_complete();
-    let conn = body.into_conn();
-    // An unread body is never drained (it may be endless): close instead.
-    let mut close = !keep_alive || !complete || panicked || ctx.shared.is_stopping();
-    let Response {
-        status,
-        headers,
-        body,
-    } = response;
-    close |= asks_close(&headers);
-
-    let access = Access {
-        method,
-        path,
-        status,
-        started,
-        bytes: 0,
-        request_id,
-        remote,
-    };
-    if let Body::Upgrade(f) = body {
-        let result = write_upgrade(&conn, status, &headers);
-        access.log();
-        let request_id = access.request_id;
-        if let Err(e) = result {
-            debug!("http: request {request_id}: writing the upgrade response failed: {e}");
-            return Next::Done;
-        }
-        hand_off(conn, f, &request_id);
-        return Next::Done;
-    }
-
-    let body = match body {
-        Body::Stream(reader) if !is_head && !status_has_no_body(status) => {
-            // No chunked coding for HTTP/1.0: the close ends the body.
-            let chunked = minor != 0;
-            close |= !chunked;
-            let framing = if chunked {
-                RespFraming::Chunked
-            } else {
-                RespFraming::UntilClose
-            };
-            let (out, dropped) = encode_head(status, &headers, framing, close, false);
-            log_dropped(&dropped);
-            let stream = Streaming {
-                reader,
-                chunked,
-                close,
-                ended: false,
-                access,
-            };
-            return pump(conn, out, Box::new(stream));
-        }
-        other => other,
-    };
-    let mut bytes_out = 0u64;
-    let result = write_response(
-        &conn,
-        status,
-        &headers,
-        body,
-        is_head,
-        minor,
-        close,
-        &mut bytes_out,
-    );
-    let access = Access {
-        bytes: bytes_out,
-        ..access
-    };
-    access.log();
-    match result {
-        Ok(Some(rest)) => Next::Park(conn, rest, close, None),
-        Ok(None) if close => Next::Close(conn),
-        Ok(None) => Next::KeepAlive(conn),
-        Err(e) => {
-            debug!(
-                "http: request {}: sending the response failed: {e}",
-                access.request_id
-            );
-            Next::Done
-        }
-    }
-}
-
-/// What the access line of one request says; written when its response
-/// is out (a streamed one's at its end, with every byte counted).
-struct Access {
-    method: String,
-    path: String,
-    status: u16,
-    /// When the head was complete.
-    started: Instant,
-    bytes: u64,
-    request_id: String,
-    remote: std::net::SocketAddr,
-}
-
-impl Access {
-    fn log(&self) {
-        let Access {
-            method,
-            path,
-            status,
-            started,
-            bytes,
-            request_id,
-            remote,
-        } = self;
-        // Never headers or query strings: they can carry credentials.
-        // Fields are labelled so a journal or grep reads them without a
-        // legend; Prometheus scrapes (every 15 s) only at debug.
-        let level = if path == "/metrics" {
-            log::Level::Debug
-        } else {
-            log::Level::Info
-        };
-        budgeted(|| {
-            log::log!(
-                level,
-                "access method={method} path={path} status={status} ms={} bytes={bytes} id={request_id} remote={remote}",
-                started.elapsed().as_millis()
-            )
-        });
-    }
-}
-
-/// A streamed response body still being sent: the handler's reader, its
-/// framing, and the access line to write at its end.
-pub(crate) struct Streaming {
-    reader: Box<dyn Read + Send>,
-    /// Chunked coding (HTTP/1.1); else the close ends the body (HTTP/1.0).
-    chunked: bool,
-    /// Close the connection once the body is out.
-    close: bool,
-    /// The reader said EOF; only the last bytes remain to be sent.
-    ended: bool,
-    access: Access,
-}
-
-/// Sends `out`, then reads and sends the body a chunk at a time without
-/// blocking on the socket: parks the connection with the head reader when
-/// the socket is full or after `STREAM_PER_JOB` bytes; at the end, writes
-/// the access line and keeps the connection alive or closes it.
-fn pump(conn: Conn, mut out: Vec<u8>, mut s: Box<Streaming>) -> Next {
-    // [room for the size line][data][CRLF], encoded in place.
-    const ROOM: usize = 18;
-    let mut this_job = 0u64;
-    let mut buf = Vec::new();
-    loop {
-        match send_or_park(&conn.transport, &out) {
-            Ok(None) => {}
-            Ok(Some(rest)) => {
-                let close = s.close;
-                if s.ended {
-                    s.access.log();
-                    return Next::Park(conn, rest, close, None);
-                }
-                return Next::Park(conn, rest, close, Some(s));
-            }
-            Err(e) => {
-                debug!(
-                    "http: request {}: sending the response failed: {e}",
-                    s.access.request_id
-                );
-                s.access.log();
-                return Next::Done;
-            }
-        }
-        if s.ended {
-            s.access.log();
-            return if s.close {
-                Next::Close(conn)
-            } else {
-                Next::KeepAlive(conn)
-            };
-        }
-        if this_job >= STREAM_PER_JOB {
-            // Others' turn: through the head reader's queue and back.
-            let close = s.close;
-            return Next::Park(conn, Vec::new(), close, Some(s));
-        }
-        if buf.is_empty() {
-            buf = vec![0u8; ROOM + STREAM_CHUNK + 2];
-        }
-        let n = match s.reader.read(&mut buf[ROOM..ROOM + STREAM_CHUNK]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                stream_failed(e);
-                s.access.log();
-                return Next::Done;
-            }
-        };
-        out.clear();
-        if n == 0 {
-            s.ended = true;
-            if s.chunked {
-                out.extend_from_slice(b"0\r\n\r\n");
-            }
-            continue;
-        }
-        if s.chunked {
-            let mut size = [0u8; 18];
-            let h = encode_chunk_header(n, &mut size);
-            buf[ROOM - h..ROOM].copy_from_slice(&size[..h]);
-            buf[ROOM + n..ROOM + n + 2].copy_from_slice(b"\r\n");
-            out.extend_from_slice(&buf[ROOM - h..ROOM + n + 2]);
-        } else {
-            out.extend_from_slice(&buf[ROOM..ROOM + n]);
-        }
-        s.access.bytes += n as u64;
-        this_job += n as u64;
-    }
-}
-
-fn log_dropped(dropped: &[String]) {
-    for name in dropped {
-        warn!("http: dropped response header {name:?} (framing header or invalid characters)");
-    }
-}
-
-/// A reply held in memory (or a streamed one that has no body: HEAD, 204,
-/// 304), written without blocking; returns what the socket did not take.
-#[allow(clippy::too_many_arguments)]
-fn write_response(
-    conn: &Conn,
-    status: u16,
-    headers: &[(String, String)],
-    body: Body,
-    is_head: bool,
-    minor: u8,
-    close: bool,
-    bytes_out: &mut u64,
-) -> io::Result<Option<Vec<u8>>> {
-    let no_body = status_has_no_body(status);
-    let (framing, bytes) = match body {
-        // A stream with no body to send (HEAD, or a status without one).
-        Body::Stream(_) if no_body => (RespFraming::NoBody, Vec::new()),
-        Body::Stream(_) => (RespFraming::Chunked, Vec::new()),
-        Body::Bytes(b) if !no_body => (RespFraming::Length(b.len() as u64), b),
-        Body::Empty | Body::Upgrade(_) if !no_body => (RespFraming::Length(0), Vec::new()),
-        _ => (RespFraming::NoBody, Vec::new()),
-    };
-    let (mut out, dropped) = encode_head(status, headers, framing, close, minor == 0);
-    log_dropped(&dropped);
-    if !no_body && !is_head {
-        out.extend_from_slice(&bytes);
-        *bytes_out = bytes.len() as u64;
-    }
-    send_or_park(&conn.transport, &out)
-}
-
-/// Writes `out` without blocking; returns what the socket did not take
-/// (possibly empty when TLS still holds encrypted bytes), for the head
-/// reader to send.
-fn send_or_park(t: &Transport, out: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    t.sock().set_nonblocking(true)?;
-    let mut sent = 0;
-    while sent < out.len() {
-        match t.write(&out[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if sent == out.len() && t.flush_pending()? {
-        return Ok(None);
-    }
-    Ok(Some(out[sent..].to_vec()))
-}
-
-/// A failing body stream can't be reported in-band once the head is out;
-/// the connection is dropped without the last chunk, which clients see as
-/// a truncated response.
-fn stream_failed(e: io::Error) {
-    warn!("http: response body stream failed: {e}; aborting the response");
-}
-
-fn write_upgrade(conn: &Conn, status: u16, headers: &[(String, String)]) -> io::Result<()> {
-    let (out, dropped) = encode_head(status, headers, RespFraming::NoBody, false, false);
-    log_dropped(&dropped);
-    conn.transport.write_all(&out)?;
-    conn.transport.flush()
-}
-
-fn hand_off(conn: Conn, f: Box<dyn FnOnce(Upgraded) + Send>, request_id: &str) {
-    let Conn {
-        transport,
-        mut buf,
-        slot,
-        ..
-    } = conn;
-    let leftover = buf.take_pending();
-    // The upgraded protocol sets its own read timeout; writes keep the body
-    // timeout so a peer that stops reading can't hold a thread forever.
-    let _ = transport.sock().set_read_timeout(None);
-    let stream = UpgradedStream {
-        transport,
-        slot: Arc::new(slot),
-    };
-    let id = request_id.to_string();
-    let spawned = std::thread::Builder::new()
-        .name("http-upgrade".into())
-        .spawn(move || {
-            let upgraded = Upgraded {
-                stream: Box::new(stream),
-                leftover,
-            };
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(upgraded))) {
-                error!(
-                    "http: upgrade handler for request {id} panicked: {}",
-                    panic_message(&*p)
-                );
-            }
-        });
-    if let Err(e) = spawned {
-        error!("http: request {request_id}: cannot start the upgrade thread: {e}");
     }
 }
