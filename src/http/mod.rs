@@ -4,8 +4,9 @@
 //! upgrade hand-off. The server core is split by job: `head` and `chunked`
 //! (sans-I/O protocol), `transport` (plain/TLS bytes, shareable across
 //! threads), `reactor` (accept + poll-based head reading, timeouts, the
-//! connection cap), `worker` (handler pool, responses, access log), `body`
-//! (the request body `Read`), `server` (bind/run/shutdown). Routing,
+//! connection cap), `worker` (handler pool and keep-alive; under it one
+//! exchange, replies in memory, streamed or upgraded, the access log),
+//! `body` (the request body `Read`), `server` (bind/run/shutdown). Routing,
 //! authentication and the JSON error envelope live in `router.rs`,
 //! `auth.rs` and `reply.rs`.
 //!
