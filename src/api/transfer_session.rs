@@ -69,7 +69,11 @@ fn session(node: &Node, request: &Request, params: &Params) -> Result<Arc<Sessio
 }
 
 /// `GET /api/transfers/session/:sid`.
-pub fn status(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn status(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let session = session(node, request, params)?;
     let view = session.view();
     let mut body = json!({"held": view.held, "state": view.state.as_str()});
@@ -81,7 +85,11 @@ pub fn status(node: &Arc<Node>, request: &mut Request, params: &Params) -> Resul
 }
 
 /// `PUT /api/transfers/session/:sid/segment?offset=O`.
-pub fn segment(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn segment(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let session = session(node, request, params)?;
     let limit = node.config.system.transfers.segmented.segment_size;
     let header = segment::parse(
@@ -107,7 +115,11 @@ pub fn segment(node: &Arc<Node>, request: &mut Request, params: &Params) -> Resu
 
 /// `POST /api/transfers/session/:sid/finish` `{"length","sha256"}`: 202 at
 /// once; the outcome comes by polling status.
-pub fn finish(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn finish(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let session = session(node, request, params)?;
     let body = read_json(request, 4096)?;
     let length = body.get("length").and_then(|v| v.as_u64());
@@ -132,7 +144,11 @@ pub fn finish(node: &Arc<Node>, request: &mut Request, params: &Params) -> Resul
 }
 
 /// `DELETE /api/transfers/session/:sid`: the source cancels (SPEC §5).
-pub fn cancel(node: &Arc<Node>, request: &mut Request, params: &Params) -> Result<Response, ApiError> {
+pub fn cancel(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let session = session(node, request, params)?;
     let reason = read_reason(request)?;
     match node.transfers.cancel(&session.transfer, reason.clone()) {

@@ -18,8 +18,8 @@ use crate::server::{Server, TransferMark};
 use crate::transfer::early_answer;
 use crate::transfer::finish::{self, SourceEnd};
 use crate::transfer::pipe::pipe;
-use crate::transfer::segmented;
 use crate::transfer::progress::upload_line;
+use crate::transfer::segmented;
 use crate::transfer::throttle::ThrottledReader;
 use crate::transfer::wire;
 use crate::transfer::{Status, Transfer};
@@ -299,7 +299,15 @@ fn send_segmented<R: Read>(
     mut body: R,
 ) -> SourceEnd {
     use segmented::sender::Sender;
-    let opened = Sender::open(node, transfer, agent, &plan.url, &plan.token, ferry, announce);
+    let opened = Sender::open(
+        node,
+        transfer,
+        agent,
+        &plan.url,
+        &plan.token,
+        ferry,
+        announce,
+    );
     let (sender, offered) = match opened {
         Ok(opened) => opened,
         Err(end) => return end,

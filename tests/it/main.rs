@@ -38,4 +38,5 @@ mod transfer_dialects;
 mod transfer_e2e;
 mod transfer_errors;
 mod transfer_tls;
+mod transport;
 mod ws_events;

@@ -93,7 +93,10 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply
         .read_to_string()
         .unwrap_or_default();
     if status >= 500 {
-        return Reply::Transient(format!("{status}: {}", text.chars().take(200).collect::<String>()));
+        return Reply::Transient(format!(
+            "{status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
     }
     let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "error": text }));
     Reply::Answer(status, value)
@@ -184,7 +187,10 @@ impl<'a> Sender<'a> {
                     return Err(SourceEnd::Refused(status, error_of(&v)));
                 }
                 Reply::Transient(why) if Instant::now() < deadline => {
-                    log::warn!("transfer {}: opening the session: {why}; retrying", transfer.id);
+                    log::warn!(
+                        "transfer {}: opening the session: {why}; retrying",
+                        transfer.id
+                    );
                     pause.sleep(transfer);
                 }
                 Reply::Transient(why) => {
@@ -298,11 +304,19 @@ impl<'a> Sender<'a> {
     fn put(&self, kept: &mut KeptSegment, at: u64, offset: u64, n: u64) -> Put {
         let digest = match kept.digest(at, n) {
             Ok(d) => d,
-            Err(e) => return Put::End(SourceEnd::Local(format!("cannot read the kept segment: {e}"))),
+            Err(e) => {
+                return Put::End(SourceEnd::Local(format!(
+                    "cannot read the kept segment: {e}"
+                )))
+            }
         };
         let mut reader = match kept.range(at, n) {
             Ok(r) => r,
-            Err(e) => return Put::End(SourceEnd::Local(format!("cannot read the kept segment: {e}"))),
+            Err(e) => {
+                return Put::End(SourceEnd::Local(format!(
+                    "cannot read the kept segment: {e}"
+                )))
+            }
         };
         let sent = self
             .agent
@@ -372,9 +386,7 @@ impl<'a> Sender<'a> {
                 .call();
             match reply(got) {
                 Reply::Answer(200, v) => return Ok(Status::of(&v)),
-                Reply::Answer(status, v) => {
-                    return Err(SourceEnd::Refused(status, error_of(&v)))
-                }
+                Reply::Answer(status, v) => return Err(SourceEnd::Refused(status, error_of(&v))),
                 Reply::Transient(why) if Instant::now() < deadline => {
                     log::debug!("transfer {}: status: {why}", self.transfer.id);
                     pause.sleep(self.transfer);
@@ -467,7 +479,10 @@ impl<'a> Sender<'a> {
             .name(format!("segx-{}", &id[..8.min(id.len())]))
             .spawn(move || cancel_session(&base, &auth, &id, &sid, &reason));
         if let Err(e) = spawned {
-            log::warn!("transfer {}: cannot cancel the session: {e}", self.transfer.id);
+            log::warn!(
+                "transfer {}: cannot cancel the session: {e}",
+                self.transfer.id
+            );
         }
     }
 }

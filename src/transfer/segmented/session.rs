@@ -251,18 +251,13 @@ impl Session {
         self.held.drop_session();
     }
 
-    /// Expiry: silent past the window while receiving. Ok(true) when it
-    /// expired now (the caller cancels the transfer); Ok(false) to forget a
-    /// terminal session; Err to keep it.
-    pub fn sweep(&self) -> Result<bool, ()> {
+    /// Expiry: what the ledger says of this session now (`Expire`: the
+    /// caller cancels the transfer; `Forget`: drop the ended session).
+    pub fn sweep(&self) -> super::ledger::Sweep {
         // A segment being received is activity: never swept under it.
-        let Ok(mut work) = self.work.try_lock() else {
-            return Err(());
-        };
-        match work.ledger.sweep(now()) {
-            super::ledger::Sweep::Expire => Ok(true),
-            super::ledger::Sweep::Forget => Ok(false),
-            super::ledger::Sweep::Keep => Err(()),
+        match self.work.try_lock() {
+            Ok(mut work) => work.ledger.sweep(now()),
+            Err(_) => super::ledger::Sweep::Keep,
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::ledger::State;
+use super::ledger::{State, Sweep};
 use super::session::{self, sessions_root, Session, SessionRecord, RECORD};
 use super::spool::Spool;
 use crate::http::reply::ApiError;
@@ -28,7 +28,14 @@ pub fn window(node_config: &crate::config::Config) -> u64 {
     std::env::var("FERRY_RESUME_WINDOW_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(node_config.system.transfers.segmented.resume_window.as_secs())
+        .unwrap_or(
+            node_config
+                .system
+                .transfers
+                .segmented
+                .resume_window
+                .as_secs(),
+        )
 }
 
 /// What the source announces when it opens a session.
@@ -187,7 +194,7 @@ impl Sessions {
     pub fn sweep(&self, node: &Node) {
         for session in self.all() {
             match session.sweep() {
-                Ok(true) => {
+                Sweep::Expire => {
                     log::warn!(
                         "transfer {}: session {} silent past the resume window; cancelling",
                         session.transfer.id,
@@ -205,10 +212,10 @@ impl Sessions {
                         );
                     }
                 }
-                Ok(false) => {
+                Sweep::Forget => {
                     self.map().remove(&session.sid);
                 }
-                Err(()) => {}
+                Sweep::Keep => {}
             }
         }
     }
@@ -325,7 +332,11 @@ fn take_up(dir: &std::path::Path) -> Result<(SessionRecord, Spool, u64), String>
 }
 
 /// A failure after the transfer began but before its extractor runs.
-fn fail_now(node: &Arc<Node>, transfer: &Arc<crate::transfer::Transfer>, error: ApiError) -> ApiError {
+fn fail_now(
+    node: &Arc<Node>,
+    transfer: &Arc<crate::transfer::Transfer>,
+    error: ApiError,
+) -> ApiError {
     match finish::destination::fail(node, transfer, error) {
         Err(e) => e,
         Ok(_) => ApiError::new(500, "the transfer could not start"),
