@@ -330,18 +330,24 @@ pub fn unknown_key_warnings(text: &str) -> Vec<UnknownKey> {
         .collect()
 }
 
+/// The dotted name of the mapping key `k` under `prefix` (`system.data`);
+/// a key that is not a string (a number, a bool) is named by its debug form.
+fn dotted_key(prefix: &str, k: &Value) -> String {
+    let name = match k {
+        Value::String(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 fn leaf_keys(node: &Value, prefix: &str, out: &mut Vec<String>) {
     let Value::Mapping(map) = node else { return };
     for (k, v) in map {
-        let name = match k {
-            Value::String(s) => s.clone(),
-            other => format!("{other:?}"),
-        };
-        let key = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let key = dotted_key(prefix, k);
         match v {
             Value::Mapping(m) if !m.is_empty() => leaf_keys(v, &key, out),
             _ => out.push(key),
@@ -559,8 +565,7 @@ impl Reader<'_> {
         let uid = self.lookup("system.user.uid").is_some();
         let gid = self.lookup("system.user.gid").is_some();
         let user = if uid || gid {
-            // SAFETY: getuid/getgid cannot fail and touch no memory.
-            let (own_uid, own_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            let (own_uid, own_gid) = crate::sys::own_ids();
             Some((
                 self.unsigned("system.user.uid", own_uid as u64, u32::MAX as u64)? as u32,
                 self.unsigned("system.user.gid", own_gid as u64, u32::MAX as u64)? as u32,
@@ -681,15 +686,7 @@ fn unknown_keys(node: &Value, prefix: &str, used: &BTreeSet<String>) -> Vec<Stri
     let mut out = Vec::new();
     if let Value::Mapping(map) = node {
         for (k, v) in map {
-            let name = match k {
-                Value::String(s) => s.clone(),
-                other => format!("{other:?}"),
-            };
-            let key = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}.{name}")
-            };
+            let key = dotted_key(prefix, k);
             if used.contains(&key) {
                 continue;
             }

@@ -17,6 +17,7 @@ use crate::http::{HttpServer, ServerOptions, ShutdownHandle, TlsFiles};
 use crate::node::Node;
 use crate::panel::{PanelClient, PanelOptions};
 use crate::server::{Registry, ServerConfig};
+use crate::sys::{self, SignalSet};
 use crate::transfer::throttle::Throttle;
 use crate::transfer::Manager;
 
@@ -208,13 +209,14 @@ pub fn serve_reloading(config: Config, reload_from: Option<std::path::PathBuf>) 
     crate::api::metrics::mark_start();
     // Block the signals before any thread exists so every thread inherits
     // the mask and only the waiter below receives them.
-    let signals = match block_signals() {
-        Ok(set) => set,
+    let signals = SignalSet::stop_signals();
+    match signals.block() {
+        Ok(_) => {}
         Err(e) => {
             log::error!("cannot set up signal handling: {e}");
             return 1;
         }
-    };
+    }
     let daemon = match start(config) {
         Ok(d) => d,
         Err(e) => {
@@ -234,7 +236,7 @@ pub fn serve_reloading(config: Config, reload_from: Option<std::path::PathBuf>) 
         .name("signals".into())
         .spawn(move || {
             let signal = loop {
-                let signal = wait_signal(&signals);
+                let signal = signals.wait();
                 if signal != libc::SIGHUP {
                     break signal;
                 }
@@ -302,57 +304,14 @@ pub fn drain_transfers(node: &Node, grace: Duration) {
 /// and file being archived holds one, and the usual soft default of 1024
 /// would cap a busy node far below what the system allows it.
 fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Ok((before, max)) = sys::open_files_limit() else {
+        return;
     };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
-        }
-        let before = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            log::debug!(
-                "open files limit raised from {before} to {}",
-                limit.rlim_max
-            );
-        } else {
-            log::warn!(
-                "cannot raise the open files limit from {before}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    if before >= max {
+        return;
     }
-}
-
-fn block_signals() -> std::io::Result<libc::sigset_t> {
-    // SAFETY: the set is initialised by sigemptyset before use and only
-    // passed to the signal functions.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        // SIGHUP's default action ends the process; here it means "reopen
-        // and reload" (see `reload`).
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc));
-        }
-        Ok(set)
-    }
-}
-
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut signal = 0;
-    // SAFETY: `set` is a valid, initialised signal set.
-    loop {
-        if unsafe { libc::sigwait(set, &mut signal) } == 0 {
-            return signal;
-        }
+    match sys::set_open_files_limit(max, max) {
+        Ok(()) => log::debug!("open files limit raised from {before} to {max}"),
+        Err(e) => log::warn!("cannot raise the open files limit from {before}: {e}"),
     }
 }

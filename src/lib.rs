@@ -3,6 +3,13 @@
 //!
 //! The crate is a library with a thin binary (`src/main.rs`). Each module
 //! owns one job; see `docs/design.md` for the map.
+//!
+//! `unsafe` code is denied here and allowed only in the `sys` modules
+//! (this crate's `sys`, `archive::sys`, `http::sys`), each block with a
+//! `SAFETY:` note saying why it is sound.
+
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
 pub mod archive;
@@ -20,6 +27,8 @@ pub mod node;
 pub mod panel;
 pub mod server;
 pub mod statefile;
+#[allow(unsafe_code)]
+pub(crate) mod sys;
 pub mod timefmt;
 pub mod transfer;
 pub mod trust;

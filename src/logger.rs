@@ -99,6 +99,8 @@ struct StderrLogger {
 
 /// True when `JOURNAL_STREAM` (`<dev>:<inode>`) names what fd 2 is.
 fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -108,12 +110,14 @@ fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    // SAFETY: fstat on fd 2 writes into a zeroed stat buffer we own.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(2, &mut st) } != 0 {
+    // The inode of a duplicate of fd 2 is the inode of fd 2.
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
         return false;
-    }
-    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    meta.dev() == dev && meta.ino() == ino
 }
 
 /// One log line: journald's `<N>` priority prefix, or time and level.
@@ -205,22 +209,12 @@ pub fn init(debug: bool) {
 /// own waiting thread, and a thread that may take them would end the
 /// process instead of shutting it down.
 fn with_stop_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: the sets are initialised by sigemptyset before use and only
-    // passed to the signal functions; the old mask is restored after.
-    unsafe {
-        let mut block: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut block);
-        libc::sigaddset(&mut block, libc::SIGTERM);
-        libc::sigaddset(&mut block, libc::SIGINT);
-        libc::sigaddset(&mut block, libc::SIGHUP);
-        let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old) == 0;
-        let out = f();
-        if blocked {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        }
-        out
+    let old = crate::sys::SignalSet::stop_signals().block();
+    let out = f();
+    if let Ok(old) = old {
+        let _ = old.set_mask();
     }
+    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The `ferry` binary: a thin front over the library's command line
 //! ([`ferry::cli`]), which owns the verbs and their exit statuses.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

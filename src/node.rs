@@ -79,15 +79,30 @@ impl Node {
         if let Err(e) = self.environment.destroy(&spec) {
             log::error!("delete {}: cannot remove the container: {e}", server.uuid);
         }
+        // Out of place before it is forgotten: a crash from here on leaves
+        // no half-removed (or, standalone, re-adopted) server in <data>.
+        let moved = match crate::archive::move_out_of_place(&self.config.system.data, &server.uuid)
+        {
+            Ok(moved) => moved,
+            Err(e) => {
+                log::error!(
+                    "delete {}: cannot move {} out of place: {e}",
+                    server.uuid,
+                    spec.data_dir.display()
+                );
+                Some(spec.data_dir.clone())
+            }
+        };
         self.registry.remove(&server.uuid);
-        match crate::archive::remove_tree(&spec.data_dir) {
-            Ok(()) => log::info!("delete {}: data directory removed", server.uuid),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::error!(
-                "delete {}: cannot remove {}: {e}",
-                server.uuid,
-                spec.data_dir.display()
-            ),
+        if let Some(moved) = moved {
+            match crate::archive::remove_tree(&moved) {
+                Ok(()) => log::info!("delete {}: data directory removed", server.uuid),
+                Err(e) => log::error!(
+                    "delete {}: cannot remove {}: {e}",
+                    server.uuid,
+                    moved.display()
+                ),
+            }
         }
     }
 
@@ -133,8 +148,17 @@ impl Node {
                 }
             }
         }
-        // Forget at once; the files go in the background so the answer is
-        // immediate even for a large directory.
+        // Out of place and forgotten before the answer (a crash after the
+        // 204 leaves nothing of it in <data>); the container and the files
+        // go in the background so the answer is immediate even for a large
+        // directory.
+        let moved = crate::archive::move_out_of_place(&self.config.system.data, &server.uuid);
+        if let Err(e) = &moved {
+            log::error!(
+                "delete {}: cannot move the data out of place: {e}",
+                server.uuid
+            );
+        }
         self.registry.remove(&server.uuid);
         let node = Arc::clone(self);
         let server = Arc::clone(server);
@@ -142,6 +166,15 @@ impl Node {
             .name("delete".into())
             .spawn(move || {
                 let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+                if let Ok(Some(moved)) = moved {
+                    if let Err(e) = crate::archive::remove_tree(&moved) {
+                        log::error!(
+                            "delete {}: cannot remove {}: {e}",
+                            server.uuid,
+                            moved.display()
+                        );
+                    }
+                }
                 node.remove_server(&server)
             });
         if let Err(e) = spawned {

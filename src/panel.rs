@@ -30,6 +30,15 @@ pub enum PanelError {
     BadResponse(String),
 }
 
+/// The panel's answer to a transfer report, and whether it answered a
+/// re-sent attempt (an earlier one timed out or got a 5xx, so the panel may
+/// have processed it).
+#[derive(Debug)]
+pub struct ReportAnswer {
+    pub result: Result<(), PanelError>,
+    pub resent: bool,
+}
+
 impl std::fmt::Display for PanelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -191,28 +200,38 @@ impl PanelClient {
     /// A request retried on network errors and 5xx until `retry_for`;
     /// returns the first answer below 500.
     fn request(&self, method: Method, path: &str) -> Result<(u16, String), PanelError> {
+        self.request_counted(method, path).0
+    }
+
+    /// `request`, with how many attempts it took: an attempt that ended
+    /// without an answer (or with a 5xx) may still have been processed.
+    fn request_counted(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> (Result<(u16, String), PanelError>, u32) {
         let deadline = Instant::now() + self.options.retry_for;
         let mut delay = FIRST_BACKOFF;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let failure = match self.once(method, path) {
-                Ok((status, body)) if status < 500 => return Ok((status, body)),
+                Ok((status, body)) if status < 500 => return (Ok((status, body)), attempts),
                 Ok((status, body)) => format!("HTTP {status}: {}", excerpt(&body)),
                 // Configuration errors and broken answers do not heal by
                 // waiting.
                 Err(Failure::Retry(
                     e @ (ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_)),
-                )) => return Err(PanelError::Unreachable(e.to_string())),
-                Err(Failure::Final(why)) => return Err(PanelError::BadResponse(why)),
+                )) => return (Err(PanelError::Unreachable(e.to_string())), attempts),
+                Err(Failure::Final(why)) => return (Err(PanelError::BadResponse(why)), attempts),
                 Err(Failure::Retry(e)) => e.to_string(),
             };
             let now = Instant::now();
             if now >= deadline {
                 log::warn!("panel request {path} failed {attempts} times, giving up: {failure}");
-                return Err(PanelError::Unreachable(format!(
-                    "{failure} (after {attempts} attempts)"
-                )));
+                let error =
+                    PanelError::Unreachable(format!("{failure} (after {attempts} attempts)"));
+                return (Err(error), attempts);
             }
             log::debug!("panel request {path} failed, retrying in {delay:?}: {failure}");
             std::thread::sleep(delay.min(deadline - now));
@@ -309,16 +328,32 @@ impl PanelClient {
     /// for every 4xx including 409 (the finish machine decides what each
     /// means), `Unreachable` after the retries.
     pub fn send_transfer_report(&self, uuid: &str, success: bool) -> Result<(), PanelError> {
-        check_uuid(uuid)?;
+        self.send_transfer_report_counted(uuid, success).result
+    }
+
+    /// `send_transfer_report`, saying whether an attempt before the answer
+    /// went unanswered: a 409 to a re-sent success may mean the first one
+    /// was accepted, so the finish machine reads it differently.
+    pub fn send_transfer_report_counted(&self, uuid: &str, success: bool) -> ReportAnswer {
+        if let Err(e) = check_uuid(uuid) {
+            return ReportAnswer {
+                result: Err(e),
+                resent: false,
+            };
+        }
         let outcome = if success { "success" } else { "failure" };
         let path = format!("/servers/{uuid}/transfer/{outcome}");
-        let (status, body) = self.request(Method::Post, &path)?;
-        match status {
+        let (answer, attempts) = self.request_counted(Method::Post, &path);
+        let result = answer.and_then(|(status, body)| match status {
             200..=299 => Ok(()),
             400..=499 => Err(PanelError::Refused(status, panel_message(&body))),
             _ => Err(PanelError::BadResponse(format!(
                 "POST {path}: HTTP {status}"
             ))),
+        });
+        ReportAnswer {
+            result,
+            resent: attempts > 1,
         }
     }
 }

@@ -144,14 +144,7 @@ pub fn render(node: &Node) -> String {
 
 /// The standard `process_*` family (as Prometheus client libraries name it).
 fn process_metrics(out: &mut String) {
-    // SAFETY: getrusage fills a zeroed struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(usage.ru_utime) + tv(usage.ru_stime)
-    } else {
-        0.0
-    };
+    let cpu = crate::sys::process_cpu_seconds().unwrap_or(0.0);
     let _ = writeln!(
         out,
         "# HELP process_cpu_seconds_total User and system CPU time."

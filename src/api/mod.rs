@@ -240,11 +240,10 @@ impl Handler for Api {
             Err(error) => {
                 if error.status >= 500 {
                     log::error!(
-                        "{} {} failed ({}): {}",
+                        "{} {} failed ({}): {error}",
                         request.method,
                         request.path,
                         request.request_id,
-                        error.message
                     );
                 }
                 error.into_response(&request.request_id)

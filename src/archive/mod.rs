@@ -27,6 +27,7 @@ mod pack;
 mod pipe;
 pub mod sched;
 mod staging;
+#[allow(unsafe_code)]
 mod sys;
 mod tarfmt;
 mod unpack;
@@ -38,7 +39,7 @@ pub use staging::STAGING_DIR;
 pub use tarfmt::{MAX_NAME, MAX_PAX};
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Live counters a pipeline updates and progress reporting reads.
@@ -137,19 +138,15 @@ impl Drop for StageClock<'_> {
     }
 }
 
+/// Bytes an unprivileged writer may still use on the filesystem holding
+/// `path` (a trusted path, e.g. the data directory).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    sys::free_bytes_at(path)
+}
+
 /// CPU time of the calling thread (0 if the clock is unavailable).
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the valid timespec passed.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    sys::thread_cpu_ns().unwrap_or(0)
 }
 
 /// Size of a data directory, counted before packing.
@@ -355,6 +352,28 @@ pub fn extract_codec<R: Read>(
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     let _batch = sched::batch();
     staging::remove_tree(path)
+}
+
+/// Moves the server directory `<data>/<uuid>` out of place, into staging
+/// (one rename; start-up sweeps what a killed daemon left there), so a
+/// crash while removing a large tree never leaves half a server in place.
+/// Returns where it went for `remove_tree`; None when there was nothing.
+pub fn move_out_of_place(data_dir: &Path, uuid: &str) -> std::io::Result<Option<PathBuf>> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    staging::move_out(data_dir, uuid, &nonce)
+}
+
+/// `move_out_of_place`, then `remove_tree`.
+pub fn remove_server_dir(data_dir: &Path, uuid: &str) -> std::io::Result<()> {
+    match move_out_of_place(data_dir, uuid)? {
+        Some(moved) => remove_tree(&moved),
+        None => Ok(()),
+    }
 }
 
 /// Removes every staging directory left under `<data>/.ferry-staging/` by a

@@ -7,6 +7,7 @@
 
 use super::gzip::{self, BlockDeflater, DeflateError};
 use super::pipe::{self, Halt};
+use super::sys;
 use super::tarfmt::{self, EntryHeader};
 use super::walk::{self, Node, Visitor, WalkStop};
 use super::{Counters, PackError, PackOptions, PackSummary, Stage};
@@ -305,15 +306,11 @@ impl Producer<'_> {
                 return Err(Fail::Halt(Halt::Cancelled));
             }
             if sparse && data_at <= pos {
-                // SAFETY: plain lseek on an fd we own.
-                let r = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
                 // ENXIO: only a hole up to the end. Other errors: just read.
-                data_at = if r >= 0 {
-                    r as u64
-                } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
-                    size
-                } else {
-                    pos
+                data_at = match sys::seek_data(fd, pos) {
+                    Ok(at) => at,
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => size,
+                    Err(_) => pos,
                 };
             }
             let slot = self.room()?;

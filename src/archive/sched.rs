@@ -7,32 +7,22 @@
 //! transfer threads, while transfers keep their share of the machine.
 //! Threads spawned while a class is set inherit it.
 
+use super::sys;
+
 /// Restores the calling thread's previous policy and nice value when dropped.
 pub struct BatchGuard {
     policy: Option<libc::c_int>,
     nice: Option<libc::c_int>,
 }
 
-fn tid() -> libc::id_t {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() as libc::id_t }
-}
-
 /// The calling thread's nice value.
 pub fn nice() -> Option<libc::c_int> {
-    // getpriority may legitimately return -1: tell it from an error by errno.
-    // SAFETY: errno is thread-local; getpriority only reads its arguments.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let n = libc::getpriority(libc::PRIO_PROCESS, tid());
-        (n != -1 || *libc::__errno_location() == 0).then_some(n)
-    }
+    sys::thread_nice()
 }
 
 /// Sets the calling thread's nice value; false if not permitted.
 pub fn set_nice(n: libc::c_int) -> bool {
-    // SAFETY: setpriority only reads its arguments.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid(), n) == 0 }
+    sys::set_thread_nice(n)
 }
 
 /// Puts the calling thread (and the threads it spawns from now on) in
@@ -42,13 +32,9 @@ pub fn batch() -> BatchGuard {
         policy: None,
         nice: None,
     };
-    // SAFETY: pid 0 is the calling thread; the calls only read `param`.
-    let policy = unsafe { libc::sched_getscheduler(0) };
-    if policy == libc::SCHED_OTHER {
-        let param = libc::sched_param { sched_priority: 0 };
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0 {
-            guard.policy = Some(policy);
-        }
+    let policy = sys::thread_policy();
+    if policy == libc::SCHED_OTHER && sys::set_thread_policy(libc::SCHED_BATCH) {
+        guard.policy = Some(policy);
     }
     if let Some(n) = nice().filter(|&n| n < 0) {
         if set_nice(0) {
@@ -61,9 +47,7 @@ pub fn batch() -> BatchGuard {
 impl Drop for BatchGuard {
     fn drop(&mut self) {
         if let Some(policy) = self.policy {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: pid 0 is the calling thread; `param` is valid.
-            unsafe { libc::sched_setscheduler(0, policy, &param) };
+            sys::set_thread_policy(policy);
         }
         if let Some(n) = self.nice {
             set_nice(n);
@@ -78,8 +62,7 @@ mod tests {
     #[test]
     fn batch_applies_to_the_thread_and_its_children_and_is_undone() {
         std::thread::spawn(|| {
-            // SAFETY: reads the calling thread's policy.
-            let policy = || unsafe { libc::sched_getscheduler(0) };
+            let policy = sys::thread_policy;
             let before = (policy(), nice());
             // Raising works only with privilege; test the reset when it does.
             let raised = set_nice(-1);

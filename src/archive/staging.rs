@@ -206,6 +206,27 @@ pub fn remove_tree_at(parent: RawFd, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves `<data>/<name>` into the staging area as `<name>.removing-<nonce>`
+/// (one rename, never through a link), so a daemon killed while removing a
+/// large tree leaves nothing half-removed in place: start-up sweeps
+/// staging. Returns the new path, or None when there was nothing to move.
+pub fn move_out(data_dir: &Path, name: &str, nonce: &str) -> io::Result<Option<PathBuf>> {
+    let name_c = safe_name(name, "directory name")?;
+    let moved_s = format!("{name}.removing-{nonce}");
+    let moved = safe_name(&moved_s, "removal name")?;
+    let data_fd = match sys::open_path(data_dir, libc::O_RDONLY | libc::O_DIRECTORY) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let parent_fd = open_staging_parent(data_fd.as_raw_fd())?;
+    match sys::rename_noreplace(data_fd.as_raw_fd(), &name_c, parent_fd.as_raw_fd(), &moved) {
+        Ok(()) => Ok(Some(data_dir.join(STAGING_DIR).join(moved_s))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     let name = path
         .file_name()

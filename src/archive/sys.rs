@@ -1,5 +1,9 @@
 //! Thin, checked wrappers over the dirfd-relative libc calls the archive
-//! engine is built on (`openat`, `fstatat`, `mkdirat`, `unlinkat`, …).
+//! engine is built on (`openat`, `fstatat`, `mkdirat`, `unlinkat`, …), and
+//! the few others it needs (`SEEK_DATA`, free space, thread CPU time and
+//! scheduling). The one place in `archive/` that may hold `unsafe` code
+//! (`archive/` imports nothing else of ferry, so it keeps its own `sys`);
+//! every block says why it is sound.
 //!
 //! Everything here takes a directory fd plus one path component, so callers
 //! can walk a tree without ever resolving a path by name twice. Errors are
@@ -51,6 +55,7 @@ pub fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Re
                 mode as libc::c_uint,
             )
         })?;
+        // SAFETY: `fd` was just returned by openat and is owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     })
 }
@@ -66,6 +71,7 @@ pub fn stat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
     // SAFETY: zeroed `stat` is a valid value for a plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     retry(|| {
+        // SAFETY: `name` is NUL-terminated; fstatat only writes `st`, which we own.
         check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })
     })?;
     Ok(st)
@@ -74,6 +80,7 @@ pub fn stat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
 pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     // SAFETY: as above.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only writes `st`, which we own.
     check(unsafe { libc::fstat(fd, &mut st) })?;
     Ok(st)
 }
@@ -107,11 +114,13 @@ pub fn read_link_at(dir: RawFd, name: &CStr) -> io::Result<Vec<u8>> {
 }
 
 pub fn mkdir_at(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; mkdirat only reads it.
     retry(|| check(unsafe { libc::mkdirat(dir, name.as_ptr(), mode as libc::mode_t) }))?;
     Ok(())
 }
 
 pub fn symlink_at(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; symlinkat only reads them.
     retry(|| check(unsafe { libc::symlinkat(target.as_ptr(), dir, name.as_ptr()) }))?;
     Ok(())
 }
@@ -125,6 +134,7 @@ pub fn link_at(old_dir: RawFd, old: &CStr, new_dir: RawFd, new: &CStr) -> io::Re
 }
 
 pub fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; unlinkat only reads it.
     retry(|| check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }))?;
     Ok(())
 }
@@ -132,6 +142,7 @@ pub fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> 
 /// `renameat2(RENAME_NOREPLACE)`: fails with `EEXIST` when `new` exists.
 pub fn rename_noreplace(old_dir: RawFd, old: &CStr, new_dir: RawFd, new: &CStr) -> io::Result<()> {
     let r = retry(|| {
+        // SAFETY: both names are NUL-terminated; renameat2 only reads them.
         check(unsafe {
             libc::renameat2(
                 old_dir,
@@ -154,6 +165,7 @@ pub fn rename_noreplace(old_dir: RawFd, old: &CStr, new_dir: RawFd, new: &CStr) 
                 Err(e) => return Err(e),
             }
             retry(|| {
+                // SAFETY: both names are NUL-terminated; renameat only reads them.
                 check(unsafe { libc::renameat(old_dir, old.as_ptr(), new_dir, new.as_ptr()) })
             })?;
             Ok(())
@@ -162,20 +174,42 @@ pub fn rename_noreplace(old_dir: RawFd, old: &CStr, new_dir: RawFd, new: &CStr) 
     }
 }
 
+/// Offset of the first data at or after `pos` in `fd` (`SEEK_DATA`);
+/// `ENXIO` when only a hole is left up to the end.
+pub fn seek_data(fd: RawFd, pos: u64) -> io::Result<u64> {
+    // SAFETY: lseek only moves the offset of the fd passed; it touches no
+    // memory of ours.
+    let r = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u64)
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding
+/// `path` (a trusted path, e.g. from the configuration).
+pub fn free_bytes_at(path: &std::path::Path) -> io::Result<u64> {
+    let fd = open_path(path, libc::O_PATH)?;
+    free_bytes(fd.as_raw_fd())
+}
+
 /// Bytes an unprivileged writer may still use on the filesystem of `fd`.
 pub fn free_bytes(fd: RawFd) -> io::Result<u64> {
     // SAFETY: zeroed statvfs is a valid plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatvfs only writes `st`, which we own.
     retry(|| check(unsafe { libc::fstatvfs(fd, &mut st) }))?;
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: fchown only reads its arguments.
     check(unsafe { libc::fchown(fd, uid, gid) })?;
     Ok(())
 }
 
 pub fn lchown_at(dir: RawFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; fchownat only reads it.
     check(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
     Ok(())
 }
@@ -197,6 +231,7 @@ pub fn chmod_dir_at(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
 }
 
 pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: fchmod only reads its arguments.
     check(unsafe { libc::fchmod(fd, mode as libc::mode_t) })?;
     Ok(())
 }
@@ -211,6 +246,7 @@ fn times(sec: i64, nsec: u32) -> [libc::timespec; 2] {
 
 pub fn set_times_fd(fd: RawFd, sec: i64, nsec: u32) -> io::Result<()> {
     let ts = times(sec, nsec);
+    // SAFETY: `ts` holds the two timespecs futimens reads.
     check(unsafe { libc::futimens(fd, ts.as_ptr()) })?;
     Ok(())
 }
@@ -218,12 +254,14 @@ pub fn set_times_fd(fd: RawFd, sec: i64, nsec: u32) -> io::Result<()> {
 /// Sets the times of a symlink itself.
 pub fn set_link_times_at(dir: RawFd, name: &CStr, sec: i64, nsec: u32) -> io::Result<()> {
     let ts = times(sec, nsec);
+    // SAFETY: `name` is NUL-terminated; `ts` holds the two timespecs utimensat reads.
     check(unsafe { libc::utimensat(dir, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
     Ok(())
 }
 
 pub fn pwrite_all(fd: RawFd, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
+        // SAFETY: pwrite reads at most `buf.len()` bytes from `buf`.
         let n = unsafe {
             libc::pwrite(
                 fd,
@@ -249,6 +287,7 @@ pub fn pwrite_all(fd: RawFd, mut buf: &[u8], mut offset: u64) -> io::Result<()> 
 }
 
 pub fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
+    // SAFETY: ftruncate only reads its arguments.
     retry(|| check(unsafe { libc::ftruncate(fd, len as libc::off_t) }))?;
     Ok(())
 }
@@ -268,7 +307,9 @@ pub fn read_dir_names(dir: RawFd) -> io::Result<Vec<CString>> {
     let mut names = Vec::new();
     let result = loop {
         // readdir signals errors only through errno.
+        // SAFETY: errno is thread-local and writable; readdir signals errors only through it.
         unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `dirp` is the open stream from fdopendir, not yet closed.
         let ent = unsafe { libc::readdir64(dirp) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
@@ -282,13 +323,65 @@ pub fn read_dir_names(dir: RawFd) -> io::Result<Vec<CString>> {
         }
         names.push(name.to_owned());
     };
+    // SAFETY: `dirp` is open and not used after this call, which closes its fd too.
     unsafe { libc::closedir(dirp) };
     result?;
     names.sort_unstable();
     Ok(names)
 }
 
+/// CPU time the calling thread used, in nanoseconds.
+pub fn thread_cpu_ns() -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec passed, which we own.
+    check(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) })?;
+    Ok((ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64))
+}
+
+fn tid() -> libc::id_t {
+    // SAFETY: gettid has no preconditions and touches no memory.
+    unsafe { libc::gettid() as libc::id_t }
+}
+
+/// The calling thread's nice value.
+pub fn thread_nice() -> Option<libc::c_int> {
+    // getpriority may legitimately return -1: tell it from an error by errno.
+    // SAFETY: errno is thread-local and writable; getpriority only reads
+    // its arguments.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, tid());
+        (n != -1 || *libc::__errno_location() == 0).then_some(n)
+    }
+}
+
+/// Sets the calling thread's nice value; false if not permitted.
+pub fn set_thread_nice(n: libc::c_int) -> bool {
+    // SAFETY: setpriority only reads its arguments.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid(), n) == 0 }
+}
+
+/// The calling thread's scheduling policy (`SCHED_OTHER`, `SCHED_BATCH`, …).
+pub fn thread_policy() -> libc::c_int {
+    // SAFETY: pid 0 is the calling thread; the call touches no memory.
+    unsafe { libc::sched_getscheduler(0) }
+}
+
+/// Sets the calling thread's scheduling policy at priority 0; false if
+/// not permitted.
+pub fn set_thread_policy(policy: libc::c_int) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; the call only reads `param`.
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+}
+
 pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -312,5 +405,31 @@ pub fn map_large_buffers() {
         ONCE.call_once(|| unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_is_known_for_a_real_directory() {
+        assert!(free_bytes_at(std::path::Path::new("/")).is_ok());
+        assert!(free_bytes_at(std::path::Path::new("/no/such/dir")).is_err());
+    }
+
+    #[test]
+    fn seek_data_finds_data_after_a_hole() {
+        let mut file = tempfile::tempfile().unwrap();
+        use std::io::{Seek, SeekFrom, Write};
+        file.seek(SeekFrom::Start(1 << 20)).unwrap();
+        file.write_all(b"data").unwrap();
+        let fd = file.as_raw_fd();
+        // Filesystems without holes report data at once; either way the
+        // answer is at or after the offset asked and within the file.
+        let at = seek_data(fd, 0).unwrap();
+        assert!(at <= 1 << 20, "{at}");
+        let past = seek_data(fd, (1 << 20) + 4).map_err(|e| e.raw_os_error());
+        assert_eq!(past, Err(Some(libc::ENXIO)));
     }
 }

@@ -21,20 +21,12 @@ pub struct Display {
 
 /// True when stdout is a terminal.
 pub fn stdout_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(libc::STDOUT_FILENO) == 1 }
+    std::io::IsTerminal::is_terminal(&std::io::stdout())
 }
 
 /// Columns of the terminal on stdout; 80 when unknown.
 fn terminal_width() -> usize {
-    // SAFETY: TIOCGWINSZ fills a winsize we own; failure leaves it zeroed.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 0 {
-        usize::from(size.ws_col)
-    } else {
-        80
-    }
+    crate::sys::stdout_columns().map_or(80, usize::from)
 }
 
 /// Erases the current line (carriage return, clear to end of line).

@@ -13,16 +13,7 @@ extern "C" fn on_sigint(_signal: libc::c_int) {
 
 /// Installs the SIGINT handler; false if the kernel refused it.
 pub fn install() -> bool {
-    // SAFETY: a zeroed sigaction is a valid starting value; the handler
-    // only stores to an atomic; SA_RESTART keeps blocking I/O from failing
-    // with EINTR; SA_RESETHAND restores the default for the second Ctrl-C.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut()) == 0
-    }
+    crate::sys::on_first_sigint(on_sigint)
 }
 
 pub fn interrupted() -> bool {

@@ -50,6 +50,13 @@ const TOO_LARGE: HeadError = HeadError {
     message: "request header fields too large",
 };
 
+/// The message; the status is the reply's.
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
 fn bad(message: &'static str) -> HeadError {
     HeadError {
         status: 400,

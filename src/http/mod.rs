@@ -31,6 +31,8 @@ mod policy;
 mod reactor;
 mod response;
 mod server;
+#[allow(unsafe_code)]
+mod sys;
 mod tls;
 mod transport;
 mod worker;

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use super::head::{self, Head, HeadError, Limits};
 use super::lograte::budgeted;
 use super::policy::{Phase, Policy};
 use super::response::error_response;
+use super::sys;
 use super::transport::Transport;
 use super::{new_request_id, ServerOptions};
 
@@ -71,11 +72,7 @@ impl Shared {
     /// Interrupts the poll. A full pipe already guarantees a wake-up, so a
     /// failed write is fine.
     pub fn wake(&self) {
-        let byte = 1u8;
-        // SAFETY: writes one byte from a valid buffer to a descriptor we own.
-        unsafe {
-            libc::write(self.wake_write.as_raw_fd(), (&byte as *const u8).cast(), 1);
-        }
+        let _ = sys::write_byte(self.wake_write.as_fd());
     }
 
     pub fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<TcpStream>>> {
@@ -269,10 +266,7 @@ impl Reactor {
                 fds.push(pollfd(w.conn.transport.sock().as_raw_fd(), events));
             }
             let timeout = self.poll_timeout(now);
-            // SAFETY: `fds` is a valid, initialised array of pollfd.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = sys::poll(&mut fds, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     error!("http: poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -329,15 +323,7 @@ impl Reactor {
     fn drain_wake(&mut self) {
         let mut buf = [0u8; 64];
         loop {
-            // SAFETY: reads into a valid local buffer from a descriptor we own.
-            let n = unsafe {
-                libc::read(
-                    self.wake_read.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
+            if !matches!(sys::read(self.wake_read.as_fd(), &mut buf), Ok(n) if n > 0) {
                 break;
             }
         }
@@ -541,7 +527,7 @@ impl Reactor {
                     return;
                 };
                 let remote = w.conn.remote;
-                budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({})", e.status, e.message));
+                budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({e})", e.status));
                 // Best effort on a nonblocking socket: a small response into
                 // an empty send buffer; TLS keeps any rest pending.
                 let _ = w

@@ -41,7 +41,7 @@ impl ApiError {
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let summary = errors
             .iter()
-            .map(|e| format!("{} {}", e.field, e.message))
+            .map(FieldError::to_string)
             .collect::<Vec<_>>()
             .join("; ");
         ApiError {
@@ -83,6 +83,20 @@ impl FieldError {
             field: field.to_string(),
             message: message.to_string(),
         }
+    }
+}
+
+/// The message, as the envelope's `error` says it; the status is the reply's.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `url is required`: the field, then what is wrong with it.
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.message)
     }
 }
 
@@ -138,5 +152,18 @@ mod tests {
         assert_eq!(v["validation_errors"][0]["field"], "url");
         assert_eq!(v["validation_errors"][0]["message"], "is required");
         assert_eq!(v["request_id"], "r1");
+    }
+
+    #[test]
+    fn errors_read_as_the_sentence_the_envelope_carries() {
+        let e = ApiError::validation(vec![
+            FieldError::new("url", "is required"),
+            FieldError::new("token", "must be a single line"),
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "The request body is invalid: url is required; token must be a single line."
+        );
+        assert_eq!(ApiError::not_found().to_string(), NOT_FOUND);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use rustls::ServerConfig;
 
 use super::head::Limits;
 use super::reactor::{Reactor, Shared};
+use super::sys;
 use super::worker::{spawn_worker, WorkerCtx};
 use super::{tls, Handler, ServerOptions};
 
@@ -33,13 +34,7 @@ pub(crate) struct Bound {
 }
 
 fn wake_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills two descriptors into a valid two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    sys::pipe()
 }
 
 pub(crate) fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<Bound> {
@@ -47,10 +42,8 @@ pub(crate) fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<Bound
     let tls = options.tls.as_ref().map(tls::load).transpose()?;
     let listener = TcpListener::bind(addr)?;
     // std listens with a backlog of 128; a second listen() raises it.
-    // SAFETY: plain syscall on a listening socket we own.
-    unsafe {
-        libc::listen(listener.as_raw_fd(), BACKLOG);
-    }
+    // Best effort: the smaller backlog still works.
+    let _ = sys::set_backlog(listener.as_fd(), BACKLOG);
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let (wake_read, wake_write) = wake_pipe()?;
@@ -147,12 +140,7 @@ const API_NICE: libc::c_int = -10;
 /// Raises the calling thread to `API_NICE`; without the privilege it
 /// stays where it is.
 pub(crate) fn raise_priority() {
-    // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
-    let raised = unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, API_NICE) == 0
-    };
-    if !raised {
+    if !sys::set_thread_nice(API_NICE) {
         debug!(
             "http: API threads keep the default priority: {}",
             io::Error::last_os_error()

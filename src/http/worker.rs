@@ -179,9 +179,7 @@ fn serve(ctx: &WorkerCtx, job: Job) {
                         Err(e) => {
                             let request_id = new_request_id();
                             let remote = c.remote;
-                            budgeted(|| {
-                                info!("- - {} 0 0 {request_id} {remote} ({})", e.status, e.message)
-                            });
+                            budgeted(|| info!("- - {} 0 0 {request_id} {remote} ({e})", e.status));
                             let out = error_response(e.status, e.message, &request_id);
                             return send_back(
                                 ctx,

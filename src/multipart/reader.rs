@@ -145,9 +145,11 @@ impl<R: Read> Read for PartBody<'_, R> {
             Ok(Advance::Part(_)) => Err(io::Error::other(
                 "multipart parser started a part inside a body",
             )),
+            // Typed inside, so a caller can tell a body that ended without
+            // its parts from a connection that went away (also EOF).
             Err(MultipartError::Truncated) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "multipart body ended inside a part",
+                MultipartError::Truncated,
             )),
             Err(MultipartError::Malformed(why)) => {
                 Err(io::Error::new(io::ErrorKind::InvalidData, why))

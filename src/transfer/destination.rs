@@ -346,16 +346,10 @@ pub(crate) fn preflight_space(node: &Node, limit: Option<u64>, total: u64) -> Re
     Ok(())
 }
 
-/// Free bytes for unprivileged writers on the filesystem holding `path`.
+/// Free bytes for unprivileged writers on the filesystem holding `path`,
+/// when it can be told (`archive::free_bytes` does the asking).
 pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    crate::archive::free_bytes(path).ok()
 }
 
 /// The main stream of a calagopus multiplexed transfer announces extra
@@ -441,9 +435,18 @@ fn configuration_from_part(uuid: &str, text: &[u8]) -> Result<ServerConfig, ApiE
     })
 }
 
+/// SPEC §4: a body that ended without its parts is `missing archive or
+/// checksum`; a connection that went away mid-body (the source stopped,
+/// cancelled or died) is `Request aborted by client.`.
 fn input_error(e: &std::io::Error) -> ApiError {
+    let multipart_ended = e
+        .get_ref()
+        .is_some_and(|inner| matches!(inner.downcast_ref(), Some(MultipartError::Truncated)));
     match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ApiError::new(400, "missing archive or checksum"),
+        std::io::ErrorKind::UnexpectedEof if multipart_ended => {
+            ApiError::new(400, "missing archive or checksum")
+        }
+        std::io::ErrorKind::UnexpectedEof => ApiError::new(400, ABORTED),
         _ => ApiError::new(400, format!("the request body could not be read: {e}")),
     }
 }
@@ -507,20 +510,20 @@ mod tests {
             500
         );
         assert_eq!(extract_error(ExtractError::Cancelled).message, ABORTED);
-        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "x");
+        // The connection went away mid-body / the body ended without parts.
+        let gone = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated");
+        assert_eq!(extract_error(ExtractError::Input(gone)).message, ABORTED);
+        let ended =
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, MultipartError::Truncated);
         assert_eq!(
-            extract_error(ExtractError::Input(eof)).message,
+            extract_error(ExtractError::Input(ended)).message,
             "missing archive or checksum"
         );
+        let gone = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated");
+        assert_eq!(multipart_error(MultipartError::Io(gone)).message, ABORTED);
         assert_eq!(
             multipart_error(MultipartError::Truncated).message,
             "missing archive or checksum"
         );
-    }
-
-    #[test]
-    fn free_space_is_known_for_a_real_directory() {
-        assert!(free_bytes(std::path::Path::new("/")).is_some());
-        assert!(free_bytes(std::path::Path::new("/no/such/dir")).is_none());
     }
 }

@@ -230,7 +230,7 @@ fn stalled_bodies_hold_only_their_own_requests() {
     for uuid in &uuids {
         let record = node.wait_transfer_end(uuid, Duration::from_secs(15));
         assert_eq!(record["status"], "failed", "{record}");
-        assert_eq!(record["error"], "missing archive or checksum", "{record}");
+        assert_eq!(record["error"], "Request aborted by client.", "{record}");
     }
     adv::wait_staging_empty(&node, Duration::from_secs(10));
     for uuid in &uuids {

@@ -6,7 +6,7 @@
 //! (the classic multipart POST, ferry's segmented transport) all end here.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{failpoint, Answer, Phase, Verdict};
 use crate::archive::{self, Staging};
@@ -14,7 +14,7 @@ use crate::environment::{EnvError, PowerState, ServerSpec};
 use crate::http::reply::{self, ApiError};
 use crate::http::Response;
 use crate::node::Node;
-use crate::panel::PanelError;
+use crate::panel::{PanelError, ReportAnswer};
 use crate::server::{ServerConfig, TransferMark};
 use crate::transfer::extras::{Committed, Received};
 use crate::transfer::manager::PhaseRefused;
@@ -24,12 +24,50 @@ use crate::transfer::Transfer;
 /// `FERRY_SETTLE_INTERVAL_MS` shortens it for tests.
 const SETTLE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long a success report that went unanswered may still be in the
+/// panel's hands (and commit later): longer than the request limits web
+/// servers and PHP usually set (30 s to 5 min). Until it has passed, "not
+/// listed here" does not remove the install. `FERRY_SETTLE_GRACE_MS`
+/// shortens it for tests.
+const REPORT_GRACE: Duration = Duration::from_secs(300);
+
 fn settle_interval() -> Duration {
-    std::env::var("FERRY_SETTLE_INTERVAL_MS")
+    duration_from_env("FERRY_SETTLE_INTERVAL_MS").unwrap_or(SETTLE_INTERVAL)
+}
+
+fn report_grace() -> Duration {
+    duration_from_env("FERRY_SETTLE_GRACE_MS").unwrap_or(REPORT_GRACE)
+}
+
+fn duration_from_env(name: &str) -> Option<Duration> {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
-        .unwrap_or(SETTLE_INTERVAL)
+}
+
+/// When a success report of ours last went unanswered: until the grace has
+/// passed since then, the panel may still commit it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unanswered(Option<Instant>);
+
+impl Unanswered {
+    /// A report may have been sent just now (by a process that was killed).
+    pub fn now() -> Unanswered {
+        Unanswered(Some(Instant::now()))
+    }
+
+    /// Takes note of an answer: no answer, or one to a re-sent attempt,
+    /// leaves a report in the panel's hands.
+    fn note(&mut self, answer: &Answer) {
+        if matches!(answer, Answer::NoAnswer(_) | Answer::RefusedResent(..)) {
+            *self = Unanswered::now();
+        }
+    }
+
+    fn in_flight(&self) -> bool {
+        self.0.is_some_and(|at| at.elapsed() < report_grace())
+    }
 }
 
 /// Installs the verified tree in `staging` as the server `config`
@@ -67,10 +105,12 @@ pub fn install_and_report(
         return complete(node, transfer, mark, start_on_completion);
     };
     node.transfer_log(transfer, "Reporting the transfer to the panel...");
-    let answer = answer_of(panel.send_transfer_report(&transfer.server, true));
+    let answer = answer_of(panel.send_transfer_report_counted(&transfer.server, true));
     failpoint::point("reported");
+    let mut unanswered = Unanswered::default();
+    unanswered.note(&answer);
     let verdict = match super::first_report(&answer) {
-        Verdict::AskList => ask_list(node, &transfer.server),
+        Verdict::AskList => ask_list(node, &transfer.server, unanswered),
         verdict => verdict,
     };
     match verdict {
@@ -92,12 +132,11 @@ pub fn install_and_report(
                 log::error!("transfer {}: cannot enter the unknown phase", transfer.id);
             }
             let message = format!(
-                "outcome unknown: the panel did not answer the success report ({why}); \
-                 the server is kept here until the panel settles it"
+                "outcome unknown ({why}); the server is kept here until the panel settles it"
             );
             node.transfer_log(transfer, &message);
             log::warn!("transfer {} of {}: {message}", transfer.id, transfer.server);
-            settle_later(node, transfer, Some(mark), start_on_completion);
+            settle_later(node, transfer, Some(mark), start_on_completion, unanswered);
             Err(ApiError::new(500, message))
         }
     }
@@ -156,7 +195,7 @@ fn install(
     let mut kept = match extras.commit() {
         Ok(kept) => kept,
         Err(e) => {
-            let _ = archive::remove_tree(&installed);
+            let _ = archive::remove_server_dir(&node.config.system.data, uuid);
             return Err(crate::transfer::destination::extras_error(e));
         }
     };
@@ -172,7 +211,7 @@ fn install(
         Err(e) => {
             // Only possible if another path registered it meanwhile; the
             // directory we just moved in is ours to take back.
-            let _ = archive::remove_tree(&crate::server::data_dir(&node.config.system.data, uuid));
+            let _ = archive::remove_server_dir(&node.config.system.data, uuid);
             kept.remove();
             return Err(ApiError::new(
                 500,
@@ -249,12 +288,15 @@ fn refused(
 
 /// Settles an unknown outcome on a thread of its own: at once, then every
 /// 30 s, re-send the success report; 2xx commits; a 4xx asks the panel's
-/// list. Holds the mark (power actions refused) until it is settled.
+/// list, whose "not listed" removes only once no report of ours is left
+/// unanswered within the grace. Holds the mark (power actions refused)
+/// until it is settled.
 pub fn settle_later(
     node: &Arc<Node>,
     transfer: &Arc<Transfer>,
     mark: Option<TransferMark>,
     start_on_completion: bool,
+    mut unanswered: Unanswered,
 ) {
     let (node, transfer) = (Arc::clone(node), Arc::clone(transfer));
     let spawned = std::thread::Builder::new()
@@ -270,9 +312,10 @@ pub fn settle_later(
                 }
                 first = false;
                 let Some(panel) = &node.panel else { return };
-                let answer = answer_of(panel.send_transfer_report(&transfer.server, true));
+                let answer = answer_of(panel.send_transfer_report_counted(&transfer.server, true));
+                unanswered.note(&answer);
                 let verdict = match super::settling_report(&answer) {
-                    Verdict::AskList => ask_list(&node, &transfer.server),
+                    Verdict::AskList => ask_list(&node, &transfer.server, unanswered),
                     verdict => verdict,
                 };
                 log::info!(
@@ -321,18 +364,22 @@ pub fn settle_later(
 }
 
 /// The panel's answer to a report, as the machine reads it.
-fn answer_of(result: Result<(), PanelError>) -> Answer {
-    match result {
+fn answer_of(report: ReportAnswer) -> Answer {
+    match report.result {
         Ok(()) => Answer::Accepted,
+        Err(PanelError::Refused(status, why)) if report.resent => {
+            Answer::RefusedResent(status, why)
+        }
         Err(PanelError::Refused(status, why)) => Answer::Refused(status, why),
         Err(e) => Answer::NoAnswer(e.to_string()),
     }
 }
 
-/// Whether the panel lists `uuid` among this node's servers.
-fn ask_list(node: &Node, uuid: &str) -> Verdict {
+/// Whether the panel lists `uuid` among this node's servers, read as the
+/// machine says while a report of ours may be unanswered.
+fn ask_list(node: &Node, uuid: &str, unanswered: Unanswered) -> Verdict {
     match on_this_node(node, uuid) {
-        Ok(listed) => super::listed(listed),
+        Ok(listed) => super::listed(listed, unanswered.in_flight()),
         Err(e) => Verdict::Unknown(e),
     }
 }
@@ -405,7 +452,7 @@ pub fn uninstall(node: &Node, uuid: &str) {
             if let Err(e) = node.environment.destroy(&spec) {
                 log::warn!("{uuid}: cannot remove the container: {e}");
             }
-            let _ = archive::remove_tree(&spec.data_dir);
+            let _ = archive::remove_server_dir(&node.config.system.data, uuid);
         }
     }
 }

@@ -13,16 +13,19 @@
 //! destination
 //!   streaming ──▶ verifying ──▶ installing ─────────────▶ reporting ──2xx──▶ settled (completed, keep)
 //!      │              │            │ (undoable: nothing       │  ╲
-//!      │ cancel,      │            │  reported yet)           │   ╲─409/403/404─▶ remove ─▶ settled (failed)
-//!      │ error        │            │                          │
-//!      ▼              ▼            ▼                 no answer (timeout, 5xx,
-//!    failed / cancelled: staging removed,            killed): unknown
-//!    install undone, failure reported                   │  kept, registered, marked transferring;
+//!      │ cancel,      │            │  reported yet)           │   ╲─409/403/404 to the first
+//!      │              │            │                          │     attempt─▶ remove ─▶ settled (failed)
+//!      ▼              ▼            ▼                 no answer (timeout, 5xx, killed),
+//!    failed / cancelled: staging removed,            or a 4xx to a re-sent attempt
+//!    install undone, failure reported                and not listed here: unknown
+//!                                                       │  kept, registered, marked transferring;
 //!                                                       │  at start-up and every 30 s: re-send success
 //!                                                       ├─2xx──▶ settled (completed, keep)
 //!                                                       └─4xx──▶ in the panel's list of this node?
 //!                                                                  listed ─▶ completed, keep
-//!                                                                  not listed ─▶ remove, failed
+//!                                                                  not listed, no report of ours left
+//!                                                                  unanswered for the grace (5 min)
+//!                                                                  ─▶ remove, failed; else ask again
 //!   a cancel from `reporting` on answers 409 "being finalized".
 //!
 //! source
@@ -188,8 +191,12 @@ pub fn delete(direction: Direction, phase: Phase) -> DeleteAnswer {
 pub enum Answer {
     /// 2xx.
     Accepted,
-    /// A 4xx: status and the panel's message.
+    /// A 4xx to the first attempt: status and the panel's message.
     Refused(u16, String),
+    /// A 4xx to a re-sent attempt, after an earlier one timed out or got
+    /// a 5xx: that one may have been processed, so this 4xx may be the
+    /// panel saying "already done".
+    RefusedResent(u16, String),
     /// Timeouts, network errors, 5xx after the retries.
     NoAnswer(String),
 }
@@ -215,8 +222,9 @@ pub fn first_report(answer: &Answer) -> Verdict {
         Answer::Refused(status @ (403 | 404 | 409), why) => Verdict::Remove(format!(
             "the panel refused the transfer (HTTP {status}): {why}"
         )),
-        // Another 4xx says nothing about the transfer's state here: ask.
-        Answer::Refused(..) => Verdict::AskList,
+        // Another 4xx says nothing about the transfer's state here, and a
+        // 4xx to a re-sent report may answer our own earlier one: ask.
+        Answer::Refused(..) | Answer::RefusedResent(..) => Verdict::AskList,
         Answer::NoAnswer(why) => Verdict::Unknown(why.clone()),
     }
 }
@@ -227,17 +235,26 @@ pub fn first_report(answer: &Answer) -> Verdict {
 pub fn settling_report(answer: &Answer) -> Verdict {
     match answer {
         Answer::Accepted => Verdict::Keep,
-        Answer::Refused(..) => Verdict::AskList,
+        Answer::Refused(..) | Answer::RefusedResent(..) => Verdict::AskList,
         Answer::NoAnswer(why) => Verdict::Unknown(why.clone()),
     }
 }
 
-/// The list's word: the server is this node's, or it is not.
-pub fn listed(on_this_node: bool) -> Verdict {
-    if on_this_node {
-        Verdict::Keep
-    } else {
-        Verdict::Remove("the panel does not list the server on this node".into())
+/// The list's word: the server is this node's, or it is not. "Not listed"
+/// is final only once no success report of ours can still be in the
+/// panel's hands (`report_in_flight`: one went unanswered less than the
+/// grace ago, e.g. sent by the process that was killed): the panel checks
+/// "is it being transferred?" before its transaction, so a report that
+/// passed the check commits later, even after a failure was accepted.
+pub fn listed(on_this_node: bool, report_in_flight: bool) -> Verdict {
+    match (on_this_node, report_in_flight) {
+        (true, _) => Verdict::Keep,
+        (false, true) => Verdict::Unknown(
+            "the panel does not list the server here yet, and an earlier success report \
+             may still be in its hands"
+                .into(),
+        ),
+        (false, false) => Verdict::Remove("the panel does not list the server on this node".into()),
     }
 }
 
@@ -308,7 +325,7 @@ pub enum SourceVerdict {
 pub fn source_answer(answer: &Answer) -> SourceVerdict {
     match answer {
         Answer::Accepted => SourceVerdict::Stays,
-        Answer::Refused(..) => SourceVerdict::AskList,
+        Answer::Refused(..) | Answer::RefusedResent(..) => SourceVerdict::AskList,
         Answer::NoAnswer(why) => SourceVerdict::Unconfirmed(why.clone()),
     }
 }
@@ -381,8 +398,17 @@ mod tests {
             settling_report(&Answer::Refused(409, "x".into())),
             Verdict::AskList
         );
-        assert_eq!(listed(true), Verdict::Keep);
-        assert!(matches!(listed(false), Verdict::Remove(_)));
+        // A 409 to a re-sent first report (the first attempt timed out)
+        // may be the panel saying "you already won".
+        assert_eq!(
+            first_report(&Answer::RefusedResent(409, "x".into())),
+            Verdict::AskList
+        );
+        assert_eq!(listed(true, false), Verdict::Keep);
+        assert_eq!(listed(true, true), Verdict::Keep);
+        assert!(matches!(listed(false, false), Verdict::Remove(_)));
+        // Not listed while an earlier report may still commit: wait.
+        assert!(matches!(listed(false, true), Verdict::Unknown(_)));
     }
 
     #[test]

@@ -117,7 +117,9 @@ fn settle(node: &Arc<Node>, orphan: &Saved) {
     }
     // Start-on-completion was the source's request; after a crash the
     // operator starts it.
-    destination::settle_later(node, &transfer, mark, false);
+    // The killed process may have sent the report a moment ago: the panel
+    // may still commit it, so "not listed" waits for the grace.
+    destination::settle_later(node, &transfer, mark, false, destination::Unanswered::now());
 }
 
 /// A source that died after (or while) streaming: the failure report's
@@ -134,11 +136,15 @@ fn ask_as_source(node: &Arc<Node>, orphan: Saved) {
             let mut wait = Duration::from_secs(1);
             let outcome = loop {
                 match super::source::ask_panel(&node, &orphan.server, RESTARTED.to_string()) {
-                    Err(e) if e.contains("did not answer") => {
+                    super::source::PanelWord::Unconfirmed(why) => {
+                        log::warn!(
+                            "recovery: {}: {why}; asking again in {wait:?}",
+                            orphan.server
+                        );
                         std::thread::sleep(wait);
                         wait = (wait * 2).min(Duration::from_secs(300));
                     }
-                    outcome => break outcome,
+                    word => break word.into_result(),
                 }
             };
             drop(mark);
@@ -152,7 +158,10 @@ fn ask_as_source(node: &Arc<Node>, orphan: Saved) {
                         let spec = ServerConfig::minimal(&orphan.server)
                             .into_spec(&node.config.system.data);
                         let _ = node.environment.destroy(&spec);
-                        let _ = crate::archive::remove_tree(&spec.data_dir);
+                        let _ = crate::archive::remove_server_dir(
+                            &node.config.system.data,
+                            &orphan.server,
+                        );
                     }
                     log::warn!(
                         "recovery: {} moved to the destination; removed this copy",

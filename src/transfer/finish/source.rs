@@ -19,6 +19,22 @@ pub fn settle(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, en
     log::debug!("transfer {}: source end {end:?} -> {step:?}", transfer.id);
     match step {
         SourceStep::Complete => {
+            // The panel calls DELETE here before it answers the destination,
+            // so by now it came, or it was lost (Pterodactyl only logs a
+            // failed one): ask the list, and remove with the record's end.
+            if node.panel.is_some()
+                && !server.delete_requested()
+                && matches!(
+                    super::destination::on_this_node(node, &server.uuid),
+                    Ok(false)
+                )
+            {
+                log::info!(
+                    "{}: the panel moved the server and its DELETE did not arrive; removing this copy",
+                    server.uuid
+                );
+                server.request_delete();
+            }
             end_record(node, transfer, &server, Ok(()));
             drop(mark);
         }
@@ -36,30 +52,56 @@ pub fn settle(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, en
             let _ = node
                 .transfers
                 .enter_phase(transfer, Phase::ReportingFailure);
-            let outcome = ask_panel(node, &transfer.server, error);
+            let outcome = ask_panel(node, &transfer.server, error).into_result();
             if outcome.is_ok() && transfer.is_cancelled() {
                 node.transfer_log(transfer, TOO_LATE);
                 log::warn!("transfer {}: {TOO_LATE}", transfer.id);
             }
-            let moved = outcome.is_ok();
-            end_record(node, transfer, &server, outcome);
-            drop(mark);
-            if moved && !server.delete_requested() {
+            if outcome.is_ok() && !server.delete_requested() {
                 // The panel no longer lists it here: what its DELETE does
                 // (it may have been lost while this node was busy).
-                remove_moved(node, &server);
+                log::info!(
+                    "{}: the panel moved the server to the destination; removing this copy",
+                    server.uuid
+                );
+                server.request_delete();
             }
+            end_record(node, transfer, &server, outcome);
+            drop(mark);
         }
     }
     transfer.finalize();
 }
 
-/// Reports the failure after the last byte and reads the answer: Ok when
-/// the panel says the destination won (the server moved), else the error
-/// the record ends with.
-pub fn ask_panel(node: &Node, uuid: &str, error: String) -> Result<(), String> {
+/// What the panel's answers say about a source's copy after the last byte.
+#[derive(Debug)]
+pub enum PanelWord {
+    /// The destination won: the server moved.
+    Moved,
+    /// The server stays here; the record ends with this error.
+    Stays(String),
+    /// Nobody knows yet (no answer, or the list could not be read): the
+    /// copy is kept; if the panel committed the destination, its DELETE
+    /// removes it.
+    Unconfirmed(String),
+}
+
+impl PanelWord {
+    /// Ok when moved, else the error the record ends with.
+    pub fn into_result(self) -> Result<(), String> {
+        match self {
+            PanelWord::Moved => Ok(()),
+            PanelWord::Stays(e) | PanelWord::Unconfirmed(e) => Err(e),
+        }
+    }
+}
+
+/// Reports the failure after the last byte and reads the answer. The copy
+/// is only called moved when the panel's list no longer names this node
+/// (a server leaves a node's list only by a committed success).
+pub fn ask_panel(node: &Node, uuid: &str, error: String) -> PanelWord {
     let Some(panel) = &node.panel else {
-        return Err(error);
+        return PanelWord::Stays(error);
     };
     let answer = match panel.send_transfer_report(uuid, false) {
         Ok(()) => Answer::Accepted,
@@ -68,19 +110,17 @@ pub fn ask_panel(node: &Node, uuid: &str, error: String) -> Result<(), String> {
     };
     failpoint::point("reported");
     match super::source_answer(&answer) {
-        SourceVerdict::Stays => Err(error),
-        SourceVerdict::Unconfirmed(why) => Err(format!(
+        SourceVerdict::Stays => PanelWord::Stays(error),
+        SourceVerdict::Unconfirmed(why) => PanelWord::Unconfirmed(format!(
             "{error}; the panel did not answer the failure report: {why}"
         )),
         SourceVerdict::AskList => match super::destination::on_this_node(node, uuid) {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(error),
-            // The panel refused the failure: the transfer is over there.
-            // Without its list, SPEC §5.1's rule: the destination won.
-            Err(e) => {
-                log::warn!("{uuid}: cannot read the panel's list ({e}); the 4xx to the failure report means the destination won");
-                Ok(())
-            }
+            Ok(false) => PanelWord::Moved,
+            Ok(true) => PanelWord::Stays(error),
+            Err(e) => PanelWord::Unconfirmed(format!(
+                "{error}; the panel refused the failure report and its list could not be read \
+                 ({e}): the copy is kept until the panel says"
+            )),
         },
     }
 }
@@ -91,11 +131,12 @@ pub fn ask_panel(node: &Node, uuid: &str, error: String) -> Result<(), String> {
 fn end_record(node: &Node, transfer: &Transfer, server: &Server, outcome: Result<(), String>) {
     let status = {
         let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        let status = node.transfers.finish(transfer, outcome.clone());
+        // Removed before the record (and its state on disk) ends: killed
+        // in between, start-up recovery still finds the transfer.
         if server.delete_requested() {
             node.remove_server(server);
         }
-        status
+        node.transfers.finish(transfer, outcome.clone())
     };
     match status {
         Status::Completed => {}
@@ -110,16 +151,5 @@ fn end_record(node: &Node, transfer: &Transfer, server: &Server, outcome: Result
             let error = outcome.err().unwrap_or_default();
             node.transfer_log(transfer, &format!("Transfer failed: {error}"));
         }
-    }
-}
-
-fn remove_moved(node: &Node, server: &Server) {
-    let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-    if node.registry.get(&server.uuid).is_some() {
-        log::info!(
-            "{}: the panel moved the server to the destination; removing this copy",
-            server.uuid
-        );
-        node.remove_server(server);
     }
 }

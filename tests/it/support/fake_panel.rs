@@ -18,7 +18,10 @@
 //! commit), `set_answer_after_commit`, `set_transaction` (off: no row lock,
 //! the check and the commit are apart, as a panel without a transaction),
 //! `set_success_delay` (before a success is looked at),
-//! `set_failure_503` (failure reports answered 503).
+//! `set_failure_503` (failure reports answered 503),
+//! `set_success_500_after_commit` (the next committed success answered 500,
+//! as when something after the commit throws or a proxy times out while
+//! PHP goes on).
 //!
 //! Use it from a test module with `use crate::support::fake_panel;`.
 //!
@@ -101,6 +104,7 @@ struct Finish {
     no_transaction: bool,
     success_delay: Duration,
     failure_503: bool,
+    success_500_after_commit: bool,
 }
 
 struct State {
@@ -277,6 +281,10 @@ impl FakePanel {
 
     pub fn set_success_delay(&self, d: Duration) {
         self.shared.lock().finish.success_delay = d;
+    }
+
+    pub fn set_success_500_after_commit(&self, on: bool) {
+        self.shared.lock().finish.success_500_after_commit = on;
     }
 
     pub fn set_failure_503(&self, on: bool) {
@@ -807,6 +815,14 @@ fn transfer_report(shared: &Shared, call: &Call, uuid: &str, kind: &str) -> (u16
             .push(format!("DELETE on {old}: {outcome}"));
     }
     std::thread::sleep(finish.answer_after_commit);
+    if finish.success_500_after_commit {
+        shared.lock().finish.success_500_after_commit = false;
+        return error(
+            500,
+            "HttpException",
+            "An unexpected error was encountered while processing this request, please try again.",
+        );
+    }
     (204, None)
 }
 
