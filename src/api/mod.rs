@@ -116,6 +116,13 @@ pub fn routes() -> Router<Endpoint> {
     // (the panel JWT to probe and open, the session secret after).
     add(
         "GET",
+        "/api/transfers/sessions",
+        "transfer_sessions",
+        NodeToken,
+        transfer_session::list,
+    );
+    add(
+        "GET",
         "/api/transfers/session",
         "transfer_session_probe",
         Handler,

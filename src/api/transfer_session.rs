@@ -164,3 +164,29 @@ pub fn cancel(
     }
     Ok(reply::json(202, &session.transfer.record()))
 }
+
+/// `GET /api/transfers/sessions` (node token): the sessions this node
+/// receives, live or recently ended, with what each holds (`ferry status`).
+pub fn list(node: &Arc<Node>, _: &mut Request, _: &Params) -> Result<Response, ApiError> {
+    let mut out: Vec<serde_json::Value> = node
+        .sessions
+        .all()
+        .iter()
+        .map(|s| {
+            let (record, view) = (s.record(), s.view());
+            json!({
+                "session": s.sid,
+                "server": record.server,
+                "transfer": record.transfer_id,
+                "peer": record.peer,
+                "state": view.state.as_str(),
+                "held": view.held,
+                "bytes_total": record.bytes_total,
+                "created": record.created,
+                "resumable": view.state.as_str() == "receiving",
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| std::cmp::Reverse(v["created"].as_u64()));
+    Ok(reply::json(200, &out))
+}

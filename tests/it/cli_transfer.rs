@@ -144,6 +144,12 @@ fn standalone_transfer_exits_zero_and_the_tree_and_configuration_arrive() {
         "{stdout}"
     );
     assert!(stdout.contains("completed: "), "{stdout}");
+    // Between ferry nodes: the segmented transport's phases (SPEC §10).
+    assert!(
+        stdout.contains("Sending in segments of")
+            && stdout.contains("waiting for the destination to finish"),
+        "{stdout}"
+    );
 
     assert_eq!(tree_listing(&p.dst.server_dir(SERVER)), before);
     // The source keeps its copy (the panel, not the CLI, deletes it).
@@ -171,6 +177,11 @@ fn standalone_transfer_exits_zero_and_the_tree_and_configuration_arrive() {
     assert_eq!(status.status.code(), Some(0), "{table}");
     assert!(
         table.contains("incoming") && table.contains("completed") && table.contains("100%"),
+        "{table}"
+    );
+    // And the session it came through, ended.
+    assert!(
+        table.contains("session ") && table.contains("(ended), holds"),
         "{table}"
     );
 }

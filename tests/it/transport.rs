@@ -651,6 +651,23 @@ mod raw {
             .0,
             200
         );
+        // `ferry status` shows the resumable session and what it holds.
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, &dest.token).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["status", "--node", &dest.url("")])
+            .arg("--token-file")
+            .arg(&token_file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("session {} of {SERVER}", &sid[..8]))
+                && text.contains("receiving (resumable), holds 1000 B"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (code, v) = call(
             "DELETE",
             &dest.url(&format!("/api/transfers/session/{sid}")),

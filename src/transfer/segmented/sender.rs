@@ -20,6 +20,10 @@ use crate::node::Node;
 use crate::transfer::finish::SourceEnd;
 use crate::transfer::Transfer;
 
+/// While the destination finishes, how long it may stay silent before
+/// the source lets the panel decide (a classic POST learns it at once).
+const FINISH_PATIENCE: Duration = Duration::from_secs(10);
+
 /// The header naming a segment's SHA-256 (docs/transport.md).
 pub const SEGMENT_SHA256: &str = "X-Ferry-Segment-Sha256";
 
@@ -370,7 +374,12 @@ impl<'a> Sender<'a> {
     }
 
     fn status_until_answered(&self) -> Result<Status, SourceEnd> {
-        let deadline = Instant::now() + self.window;
+        self.status_within(self.window)
+    }
+
+    /// Status, asked until answered or `patience` passed without an answer.
+    fn status_within(&self, patience: Duration) -> Result<Status, SourceEnd> {
+        let deadline = Instant::now() + patience;
         let mut pause = Backoff::default();
         loop {
             if self.transfer.is_cancelled() {
@@ -449,8 +458,15 @@ impl<'a> Sender<'a> {
                 Duration::from_secs(5)
             };
             nap(self.transfer, wait);
-            match self.status_until_answered() {
-                Ok(Status::Ended(end)) | Err(end) => return end,
+            // The destination's shared finish decides; a destination that
+            // stops answering (or lost the session in a restart, 404) is
+            // what a cut classic POST is: the panel decides (SPEC §5.1).
+            match self.status_within(FINISH_PATIENCE) {
+                Ok(Status::Ended(end)) => return end,
+                Err(SourceEnd::Refused(404, why)) => {
+                    return SourceEnd::NoAnswer(format!("the destination lost the session: {why}"))
+                }
+                Err(end) => return end,
                 Ok(Status::Finishing) => {}
                 Ok(Status::Receiving(held)) => {
                     return SourceEnd::NoAnswer(format!(
@@ -599,7 +615,7 @@ impl KeptSegment {
             let n = match body.read(&mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Not retried: the upload pipe says "cancelled" this way.
                 Err(e) => return Err(e),
             };
             whole.update(&buf[..n]);
