@@ -279,22 +279,11 @@ impl PanelClient {
                 raw.extend(next.data);
             }
         }
-        Ok(raw
-            .into_iter()
-            .filter(|s| {
-                // A server id becomes a directory name (SPEC §2).
-                let ok = crate::jwt::is_uuid(&s.uuid);
-                if !ok {
-                    log::warn!("panel: skipping server {:?}: not a uuid", s.uuid);
-                }
-                ok
-            })
-            .map(|s| RemoteServer {
-                uuid: s.uuid,
-                settings: s.settings,
-                process_configuration: s.process_configuration,
-            })
-            .collect())
+        let (servers, skipped) = keep_uuids(raw);
+        for id in skipped {
+            log::warn!("panel: skipping server {id:?} from the boot list: not a server uuid");
+        }
+        Ok(servers)
     }
 
     /// One server's configuration.
@@ -387,9 +376,31 @@ impl From<ureq::Error> for Failure {
     }
 }
 
+/// The boot list's servers whose id is a server uuid (SPEC §2: an id
+/// becomes a directory and file name, so `..` or `a/b` must never get
+/// through), and the ids skipped, for the log.
+fn keep_uuids(raw: Vec<RawServer>) -> (Vec<RemoteServer>, Vec<String>) {
+    let mut kept = Vec::with_capacity(raw.len());
+    let mut skipped = Vec::new();
+    for s in raw {
+        // The registry's own test (lowercase, as the panel makes them), so
+        // nothing passes here that the registry would refuse at start.
+        if crate::server::is_uuid(&s.uuid) {
+            kept.push(RemoteServer {
+                uuid: s.uuid,
+                settings: s.settings,
+                process_configuration: s.process_configuration,
+            });
+        } else {
+            skipped.push(s.uuid);
+        }
+    }
+    (kept, skipped)
+}
+
 /// Server uuids go into URL paths; refuse anything else.
 fn check_uuid(uuid: &str) -> Result<(), PanelError> {
-    if crate::jwt::is_uuid(uuid) {
+    if crate::server::is_uuid(uuid) {
         Ok(())
     } else {
         Err(PanelError::BadResponse(format!(
@@ -433,6 +444,34 @@ mod tests {
             Err(PanelError::BadResponse(_))
         ));
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_boot_list_keeps_server_uuids_and_names_the_rest() {
+        let raw = |uuid: &str| RawServer {
+            uuid: uuid.to_string(),
+            settings: serde_json::json!({"uuid": uuid}),
+            process_configuration: Value::Null,
+        };
+        let good = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+        let bad = [
+            "..",
+            "../../etc",
+            "/../../tmp/x",
+            "",
+            "7A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D",
+            "7a1b2c3d4e5f4a6b8c7d9e0f1a2b3c4d",
+            "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d/..",
+            "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4\u{0}",
+        ];
+        let mut list = vec![raw(bad[0]), raw(good)];
+        list.extend(bad[1..].iter().map(|b| raw(b)));
+        let (kept, skipped) = keep_uuids(list);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].uuid, good);
+        assert_eq!(kept[0].settings["uuid"], good);
+        assert_eq!(skipped, bad);
+        assert_eq!(keep_uuids(Vec::new()), (Vec::new(), Vec::new()));
     }
 
     #[test]

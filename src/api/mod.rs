@@ -311,3 +311,50 @@ pub fn read_reason(request: &mut Request) -> Result<Option<String>, ApiError> {
         )])),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route with a `:server` parameter checks it is a server uuid
+    /// (SPEC §2) before any handler can use it as a name or a path.
+    #[test]
+    fn server_ids_on_every_route_must_be_uuids() {
+        let table = routes();
+        let good = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+        let bad = [
+            "..",
+            "%2e%2e",
+            "x",
+            "7A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D",
+            "7a1b2c3d4e5f4a6b8c7d9e0f1a2b3c4d",
+        ];
+        let mut checked = 0;
+        for route in routes().routes() {
+            if !route.pattern.contains(":server") {
+                continue;
+            }
+            let path = |id: &str| route.pattern.replace(":server", id);
+            let ok = |id: &str| match table.find(route.method, &path(id)) {
+                Match::Found(_, params) => server_id_ok(&params),
+                _ => panic!("{} {}: no route", route.method, path(id)),
+            };
+            assert!(ok(good), "{} {}", route.method, route.pattern);
+            for id in bad {
+                assert!(
+                    !ok(id),
+                    "{} {} let {id:?} through",
+                    route.method,
+                    route.pattern
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 7, "only {checked} routes with :server");
+        // Routes without the parameter are not affected.
+        match table.find("GET", "/api/system") {
+            Match::Found(_, params) => assert!(server_id_ok(&params)),
+            _ => panic!("no /api/system route"),
+        }
+    }
+}

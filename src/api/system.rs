@@ -1,4 +1,5 @@
-//! `GET /api/system`: what this node runs on.
+//! `GET /api/system`: what this node runs on, and the free space of its
+//! data directory.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use crate::http::{Request, Response};
 use crate::node::Node;
 
 pub fn get(
-    _node: &Arc<Node>,
+    node: &Arc<Node>,
     _request: &mut Request,
     _params: &Params,
 ) -> Result<Response, ApiError> {
@@ -24,6 +25,10 @@ pub fn get(
             "kernel_version": kernel,
             "os": std::env::consts::OS,
             "version": crate::VERSION,
+            // ferry's addition (Wings has no such field; clients ignore
+            // it): `ferry transfer` compares it with the server's size
+            // before it asks the source to stop the server.
+            "data_free_bytes": crate::transfer::destination::free_bytes(&node.config.system.data),
         }),
     ))
 }

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::args::{Args, Spec};
-use super::client::{node_url, read_token, NodeClient, DEFAULT_NODE, DEFAULT_TOKEN_FILE};
+use super::client::{target, NodeClient};
 use super::render::is_terminal;
 use super::Fail;
 
 pub const HELP: &str = "ferry cancel — cancel a server's active transfer on a node
 
 Usage:
-  ferry cancel <server-uuid> [--incoming] [--reason R] [--node URL] [--token-file F]
+  ferry cancel <server-uuid> [--incoming] [--reason R] [--config PATH | --token-file F] [--node URL]
 
 Cancels the outgoing transfer of the server on the node (the source), or
 with --incoming the one the node is receiving (the destination). The
@@ -24,15 +24,17 @@ Options:
   --incoming         cancel the transfer this node receives
   --reason R         recorded in the transfer, its logs and the audit log
                      [default: cancelled from the CLI]
-  --node URL         the node [default: http://127.0.0.1:8080]
+  --config PATH      take the node's address and token from its config.yml
+  --node URL         the node [default: http://127.0.0.1:8080, or the
+                     config's api.host and api.port]
   --token-file F     its node token [default: .ferry/token]
   -h, --help         this text
 
 Exit status: 0 once the node accepted the cancel, 1 when there was nothing
 to cancel or the node refused, 2 for usage mistakes.";
 
-const SPEC: Spec = Spec {
-    values: &["reason", "node", "token-file"],
+pub const SPEC: Spec = Spec {
+    values: &["reason", "config", "node", "token-file"],
     switches: &["incoming"],
     max_positionals: 1,
 };
@@ -56,10 +58,9 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
     if reason.trim().is_empty() {
         return Err(Fail::usage("--reason must not be empty"));
     }
-    let node = node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?;
-    let token_file = args.value("token-file").unwrap_or(DEFAULT_TOKEN_FILE);
-    let token = read_token(token_file, "token-file").map_err(Fail::Runtime)?;
-    let client = NodeClient::new(&node, &token, token_file);
+    let t = target(&args)?;
+    let node = t.url.clone();
+    let client = NodeClient::new(&t.url, &t.token, &t.token_source);
 
     let (path, direction) = if args.has("incoming") {
         (format!("/api/transfers/{server}"), "incoming")

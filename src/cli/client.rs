@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::args::Args;
+use super::Fail;
+use crate::config::Config;
+
 /// Where the development node listens by default (`ferry serve --dev`).
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8080";
 /// The development node's token file (`ferry serve --dev --dir .ferry`).
@@ -34,6 +38,8 @@ pub struct NodeClient {
     pub base: String,
     token: String,
     token_file: String,
+    /// The option that names the token, for the advice when it is refused.
+    token_flag: &'static str,
     agent: ureq::Agent,
 }
 
@@ -53,8 +59,15 @@ impl NodeClient {
             base: base.to_string(),
             token: token.to_string(),
             token_file: token_file.to_string(),
+            token_flag: "--token-file",
             agent,
         }
+    }
+
+    /// Names the option the advice points at when the token is refused.
+    pub fn token_flag(mut self, flag: &'static str) -> NodeClient {
+        self.token_flag = flag;
+        self
     }
 
     /// One JSON request. Network failures and refused tokens come back as
@@ -100,10 +113,11 @@ impl NodeClient {
         let reply = Reply { status, body };
         match status {
             401 | 403 => Err(format!(
-                "the node at {} refused the token from {} ({}): pass --token-file with that node's token",
+                "the node at {} refused the token from {} ({}): pass {} with that node's token",
                 self.base,
                 self.token_file,
-                reply.error()
+                reply.error(),
+                self.token_flag
             )),
             _ => Ok(reply),
         }
@@ -115,6 +129,67 @@ impl NodeClient {
             self.base
         )
     }
+}
+
+/// Where a client verb sends its requests, and with which token.
+#[derive(Debug)]
+pub struct Target {
+    pub url: String,
+    pub token: String,
+    /// Where the token came from, for messages: a token file or a config.
+    pub token_source: String,
+    /// The node's config, when given with `--config` (the CLI then runs
+    /// on that node and can look at its data directory).
+    pub config: Option<Config>,
+}
+
+/// The node a client verb talks to: `--config PATH` (the node's own
+/// config.yml: its listen address and token), else `--token-file` (default
+/// the development node's); `--node URL` overrides the address either way.
+/// A config that does not parse is exit 2, as for `check-config`.
+pub fn target(args: &Args) -> Result<Target, Fail> {
+    if let Some(path) = args.value("config") {
+        if args.has("token-file") {
+            return Err(Fail::usage(
+                "--config and --token-file exclude each other (the config holds the node token)",
+            ));
+        }
+        let (c, _unknown) = crate::config::load_checked(Path::new(path))
+            .map_err(|e| Fail::Config(e.to_string()))?;
+        let url = match args.value("node") {
+            Some(n) => node_url(n, "node").map_err(Fail::Usage)?,
+            None => url_of_config(&c),
+        };
+        return Ok(Target {
+            url,
+            token: c.token.clone(),
+            token_source: path.to_string(),
+            config: Some(c),
+        });
+    }
+    let url = node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?;
+    let file = args.value("token-file").unwrap_or(DEFAULT_TOKEN_FILE);
+    let token = read_token(file, "token-file").map_err(Fail::Runtime)?;
+    Ok(Target {
+        url,
+        token,
+        token_source: file.to_string(),
+        config: None,
+    })
+}
+
+/// The URL a node's own config says it answers on, from the same machine:
+/// a wildcard listen address becomes loopback. With TLS the certificate
+/// must name that host; otherwise pass `--node https://<its name>:<port>`.
+pub fn url_of_config(c: &Config) -> String {
+    let scheme = if c.api.ssl.is_some() { "https" } else { "http" };
+    let host = match c.api.host.trim() {
+        "" | "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    format!("{scheme}://{host}:{}", c.api.port)
 }
 
 /// Checks and normalises a node base URL: http(s), no trailing slash.
@@ -193,6 +268,22 @@ mod tests {
             .contains("empty"));
         let missing = read_token("/no/such/token", "dest-token-file").unwrap_err();
         assert!(missing.contains("--dest-token-file"), "{missing}");
+    }
+
+    #[test]
+    fn a_config_names_its_own_address() {
+        let mut c = crate::config::parse("token: abcdefghijklmnop\napi:\n  port: 8443\n").unwrap();
+        assert_eq!(url_of_config(&c), "http://127.0.0.1:8443");
+        c.api.host = "::".into();
+        assert_eq!(url_of_config(&c), "http://[::1]:8443");
+        c.api.host = "fd00::2".into();
+        assert_eq!(url_of_config(&c), "http://[fd00::2]:8443");
+        c.api.host = "10.0.0.2".into();
+        c.api.ssl = Some(crate::config::SslConfig {
+            cert: "c".into(),
+            key: "k".into(),
+        });
+        assert_eq!(url_of_config(&c), "https://10.0.0.2:8443");
     }
 
     #[test]

@@ -12,6 +12,8 @@ const PLAIN_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Display {
     tty: bool,
+    /// `--json`: progress is not shown and notices go to stderr.
+    silent: bool,
     started: Instant,
     /// The bar currently on screen (tty) or the last status printed (plain).
     last: Option<String>,
@@ -36,10 +38,19 @@ impl Display {
     pub fn new(tty: bool) -> Display {
         Display {
             tty,
+            silent: false,
             started: Instant::now(),
             last: None,
             last_status: String::new(),
             last_plain: None,
+        }
+    }
+
+    /// No progress; notices as plain lines on stderr.
+    pub fn silent() -> Display {
+        Display {
+            silent: true,
+            ..Display::new(false)
         }
     }
 
@@ -56,7 +67,9 @@ impl Display {
 
     /// A line of its own (a log line, a notice), kept above the bar.
     pub fn line(&mut self, text: &str) {
-        if self.tty {
+        if self.silent {
+            eprintln!("[{:>6.1}s] {text}", self.elapsed().as_secs_f64());
+        } else if self.tty {
             let bar = self.last.as_deref().unwrap_or("");
             self.emit(&format!("{CLEAR}{text}\n{bar}"));
         } else {
@@ -68,6 +81,9 @@ impl Display {
     }
 
     pub fn update(&mut self, s: &Snapshot) {
+        if self.silent {
+            return;
+        }
         if self.tty {
             let bar = bar_line(s, terminal_width());
             self.emit(&format!("{CLEAR}{bar}"));
@@ -85,6 +101,9 @@ impl Display {
 
     /// The final state, always printed, leaving the cursor on a new line.
     pub fn finish(&mut self, s: &Snapshot) {
+        if self.silent {
+            return;
+        }
         if self.tty {
             let bar = bar_line(s, terminal_width());
             self.emit(&format!("{CLEAR}{bar}\n"));

@@ -2,12 +2,18 @@
 //! `src/main.rs` only hands `argv` to [`run`] and exits with its status.
 //!
 //! Exit statuses: 0 ok, 1 runtime failure, 2 usage or config error,
-//! 130 when Ctrl-C cancelled a transfer.
+//! 3 when `ferry transfer`'s destination check refused (nothing touched),
+//! 130 when Ctrl-C cancelled a transfer. The verb table ([`COMMANDS`]) is
+//! what the man page and the shell completions are generated from.
 
 pub mod args;
 pub mod cancel;
 pub mod client;
+pub mod completions;
 pub mod display;
+pub mod helptext;
+pub mod manpage;
+pub mod precheck;
 pub mod preflight;
 pub mod render;
 pub mod serve;
@@ -27,27 +33,90 @@ Usage:
                                          run on the built-in development config
                                          (loopback, data under DIR (./.ferry), no Docker, no panel)
   ferry check-config [--config PATH]     validate a config file and print what it means
-  ferry transfer <server> --to URL       send a server to another node, with a progress bar
-  ferry status [<server>]                list a node's transfers
+  ferry transfer <server> --to URL [--json]
+                                         send a server to another node, with a progress bar
+  ferry status [<server>] [--json]       list a node's transfers
   ferry cancel <server> [--incoming]     cancel a server's active transfer
-  ferry token --server UUID --key-file F mint a transfer (or websocket) JWT with a node token
+  ferry token --server UUID --key-file F
+                                         mint a transfer (or websocket) JWT with a node token
+  ferry completions bash|zsh|fish        a shell completion script, on stdout
+  ferry man                              the manual page (roff), on stdout
   ferry help [<verb>]                    this text, or a verb's own help
   ferry -V, --version                    the version and the commit it was built from
 
 `ferry <verb> --help` explains each verb and its options. The client verbs
-(transfer, status, cancel) talk to http://127.0.0.1:8080 with the token in
-.ferry/token unless given --node URL and --token-file F.
-The config path defaults to /etc/pterodactyl/config.yml.";
+(transfer, status, cancel, token) take the node's URL and token from
+--config PATH (a node's config.yml), or talk to http://127.0.0.1:8080 with
+the token in .ferry/token unless given --node URL and --token-file F.
+The config path defaults to /etc/pterodactyl/config.yml
+(/etc/pelican/config.yml when only that one exists).";
 
-/// The verbs that have their own `--help`.
-pub const VERBS: &[&str] = &[
-    "serve",
-    "check-config",
-    "transfer",
-    "status",
-    "cancel",
-    "token",
+/// A verb: its `--help` text and the options its parser accepts. The man
+/// page and the shell completions are generated from this table.
+pub struct Command {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub spec: &'static args::Spec<'static>,
+    /// The fixed words its first positional takes, if any (for completion).
+    pub words: &'static [&'static str],
+}
+
+/// Every verb that has its own `--help`, in the order `ferry help` lists them.
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: "serve",
+        help: serve::SERVE_HELP,
+        spec: &serve::SERVE_SPEC,
+        words: &[],
+    },
+    Command {
+        name: "check-config",
+        help: serve::CHECK_HELP,
+        spec: &serve::CHECK_SPEC,
+        words: &[],
+    },
+    Command {
+        name: "transfer",
+        help: transfer::HELP,
+        spec: &transfer::SPEC,
+        words: &[],
+    },
+    Command {
+        name: "status",
+        help: status::HELP,
+        spec: &status::SPEC,
+        words: &[],
+    },
+    Command {
+        name: "cancel",
+        help: cancel::HELP,
+        spec: &cancel::SPEC,
+        words: &[],
+    },
+    Command {
+        name: "token",
+        help: token::HELP,
+        spec: &token::SPEC,
+        words: &[],
+    },
+    Command {
+        name: "completions",
+        help: completions::HELP,
+        spec: &completions::SPEC,
+        words: completions::SHELLS,
+    },
+    Command {
+        name: "man",
+        help: manpage::HELP,
+        spec: &manpage::SPEC,
+        words: &[],
+    },
 ];
+
+/// The names of [`COMMANDS`].
+pub fn verbs() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|c| c.name)
+}
 
 /// Why a verb failed; each maps to an exit status and a message.
 #[derive(Debug)]
@@ -86,10 +155,12 @@ pub fn run(args: &[String]) -> u8 {
         "status" => status::run(rest),
         "cancel" => cancel::run(rest),
         "token" => token::run(rest),
+        "completions" => completions::run(rest),
+        "man" => manpage::run(rest),
         // `ferry help <verb>` is `ferry <verb> --help`.
         "help" if !rest.is_empty() => {
             let verb = rest[0].as_str();
-            if !VERBS.contains(&verb) {
+            if !verbs().any(|v| v == verb) {
                 eprintln!("ferry: unknown command `{verb}`\n\n{USAGE}");
                 return 2;
             }
@@ -133,5 +204,48 @@ pub fn check_uuid(server: &str) -> Result<(), Fail> {
         Err(Fail::usage(format!(
             "`{server}` is not a server uuid (36 lowercase hex digits and dashes, like 0b8c2e5e-7c1a-4d1e-9a53-1f7a2b3c4d5e)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::helptext::Help;
+    use super::*;
+
+    /// `--help` is the source of truth for the man page and completions:
+    /// every option a verb's parser accepts is in its help, and the help
+    /// documents no option the parser would refuse.
+    #[test]
+    fn every_help_documents_exactly_what_its_parser_accepts() {
+        for c in COMMANDS {
+            let help = Help::parse(c.help);
+            assert_eq!(help.title, format!("ferry {}", c.name));
+            assert!(!help.summary.is_empty(), "{}: no summary", c.name);
+            let mut documented: Vec<String> = help
+                .options()
+                .iter()
+                .map(|o| o.name.clone())
+                .filter(|n| n != "help")
+                .collect();
+            let mut accepted: Vec<String> = c
+                .spec
+                .values
+                .iter()
+                .chain(c.spec.switches)
+                .map(|s| s.to_string())
+                .collect();
+            documented.sort();
+            accepted.sort();
+            assert_eq!(documented, accepted, "{}", c.name);
+            for o in help.options() {
+                let takes = c.spec.values.contains(&o.name.as_str());
+                assert_eq!(o.value.is_some(), takes, "{} --{}", c.name, o.name);
+            }
+            assert!(
+                USAGE.contains(&format!("ferry {}", c.name)),
+                "`ferry help` lacks {}",
+                c.name
+            );
+        }
     }
 }

@@ -14,11 +14,29 @@ use crate::config::{Config, ConfigError, EnvironmentKind};
 pub fn local(c: &Config) -> Vec<ConfigError> {
     let mut out = Vec::new();
     if let Some(ssl) = &c.api.ssl {
+        let mut unreadable = false;
         for (key, path) in [("api.ssl.cert", &ssl.cert), ("api.ssl.key", &ssl.key)] {
             if let Err(e) = std::fs::File::open(path) {
                 out.push(problem(key, format!("cannot read {}: {e}", path.display())));
+                unreadable = true;
             }
         }
+        // Both open: they must also load as the listener will load them
+        // (PEM, a key of the certificate), or `serve` would fail later.
+        let files = crate::http::TlsFiles {
+            cert: ssl.cert.clone(),
+            key: ssl.key.clone(),
+        };
+        if let (false, Err((file, e))) = (unreadable, files.check()) {
+            let key = match file {
+                crate::http::TlsFile::Cert => "api.ssl.cert",
+                crate::http::TlsFile::Key => "api.ssl.key",
+            };
+            out.push(problem(key, e.to_string()));
+        }
+    }
+    if let Some(e) = listen_problem(&c.api.host, c.api.port) {
+        out.push(e);
     }
     for (key, dir) in [
         ("system.data", c.system.data.as_path()),
@@ -63,6 +81,34 @@ pub fn remote(c: &Config) -> Vec<ConfigError> {
         }
     }
     out
+}
+
+/// Whether the node could listen on `host:port`: a host that is not an
+/// address of this machine, or a port this user may not take, is a config
+/// problem; a port in use is not (a running node holds its own port while
+/// `check-config` is run; `serve` then fails to bind and says so).
+fn listen_problem(host: &str, port: u16) -> Option<ConfigError> {
+    // The config parser accepted only IP addresses.
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let addr = std::net::SocketAddr::new(ip, port);
+    let e = std::net::TcpListener::bind(addr).err()?;
+    match e.raw_os_error() {
+        Some(libc::EADDRNOTAVAIL) => Some(problem(
+            "api.host",
+            format!("{ip} is not an address of this machine ({e})"),
+        )),
+        Some(libc::EACCES) => Some(problem(
+            "api.port",
+            format!(
+                "this user may not listen on port {port} ({e}; ports below 1024 need privileges)"
+            ),
+        )),
+        Some(libc::EAFNOSUPPORT) => Some(problem(
+            "api.host",
+            format!("{ip}: this machine has no such address family ({e})"),
+        )),
+        _ => None,
+    }
 }
 
 fn problem(key: &str, problem: String) -> ConfigError {

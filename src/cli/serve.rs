@@ -43,13 +43,13 @@ warned about, with the nearest known key.
 Exit status: 0 when all is well, 2 when it is not (each message names the
 key and the problem).";
 
-const SERVE_SPEC: Spec = Spec {
+pub const SERVE_SPEC: Spec = Spec {
     values: &["config", "dir", "port"],
     switches: &["dev"],
     max_positionals: 0,
 };
 
-const CHECK_SPEC: Spec = Spec {
+pub const CHECK_SPEC: Spec = Spec {
     values: &["config"],
     switches: &[],
     max_positionals: 0,
@@ -180,10 +180,13 @@ pub fn check_config(raw: &[String]) -> Result<i32, Fail> {
         t.compression_threads.to_string()
     };
     println!("config ok");
+    // `[::1]:8080`, not the ambiguous `::1:8080`.
+    let listen = match c.api.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, c.api.port).to_string(),
+        Err(_) => format!("{}:{}", c.api.host, c.api.port),
+    };
     println!(
-        "  listen:      {}:{}{}",
-        c.api.host,
-        c.api.port,
+        "  listen:      {listen}{}",
         if c.api.ssl.is_some() { " (TLS)" } else { "" }
     );
     println!(

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::args::{Args, Spec};
-use super::client::{node_url, read_token, NodeClient, DEFAULT_NODE, DEFAULT_TOKEN_FILE};
+use super::client::{target, NodeClient};
 use super::render::table;
 use super::Fail;
 use crate::server::is_uuid;
@@ -13,20 +13,30 @@ use crate::server::is_uuid;
 pub const HELP: &str = "ferry status — list a node's transfers
 
 Usage:
-  ferry status [<server>] [--node URL] [--token-file F]
+  ferry status [<server>] [--json] [--config PATH | --token-file F] [--node URL]
 
 With no argument, every transfer the node knows since it started, newest
 first. With a server uuid, that server's latest transfer; with a prefix of
 a server uuid or transfer id (as the table shows them), the matching ones.
 
 Options:
-  --node URL         the node [default: http://127.0.0.1:8080]
+  --json             one JSON object per line, each a transfer record as
+                     GET /api/servers/<uuid>/transfer returns it, instead
+                     of the table (nothing at all when none match)
+  --config PATH      take the node's address and token from its config.yml
+                     (run on the node itself, as root)
+  --node URL         the node [default: http://127.0.0.1:8080, or the
+                     config's api.host and api.port]
   --token-file F     its node token [default: .ferry/token]
-  -h, --help         this text";
+  -h, --help         this text
 
-const SPEC: Spec = Spec {
-    values: &["node", "token-file"],
-    switches: &[],
+Exit status: 0 when the node answered (even with no transfers), 1 when a
+server uuid has no transfer or the node cannot be asked, 2 for usage or
+config mistakes.";
+
+pub const SPEC: Spec = Spec {
+    values: &["config", "node", "token-file"],
+    switches: &["json"],
     max_positionals: 1,
 };
 
@@ -44,10 +54,9 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
             )));
         }
     }
-    let node = node_url(args.value("node").unwrap_or(DEFAULT_NODE), "node").map_err(Fail::Usage)?;
-    let token_file = args.value("token-file").unwrap_or(DEFAULT_TOKEN_FILE);
-    let token = read_token(token_file, "token-file").map_err(Fail::Runtime)?;
-    let client = NodeClient::new(&node, &token, token_file);
+    let t = target(&args)?;
+    let node = t.url.clone();
+    let client = NodeClient::new(&t.url, &t.token, &t.token_source);
 
     let records = match filter {
         Some(server) if is_uuid(server) => {
@@ -86,6 +95,14 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
                 .collect()
         }
     };
+    if args.has("json") {
+        // JSON Lines: a script reads one record per line, and an empty
+        // answer is simply no lines.
+        for r in &records {
+            println!("{r}");
+        }
+        return Ok(0);
+    }
     sessions(&client, filter.unwrap_or(""));
     if records.is_empty() {
         match filter {

@@ -10,12 +10,13 @@ use super::Fail;
 pub const HELP: &str = "ferry token — mint a transfer or websocket JWT with a node token
 
 Usage:
-  ferry token --server UUID --key-file F [--ttl SECONDS] [--websocket PERMISSIONS]
+  ferry token --server UUID (--key-file F | --config PATH) [--ttl SECONDS] [--websocket PERMISSIONS]
 
 Options:
   --server UUID            the server the token is for
   --key-file F             a file holding the node token that verifies it
                            (the destination's for a transfer token)
+  --config PATH            take that node token from the node's config.yml
   --ttl SECONDS            lifetime [default: 900]
   --websocket PERMISSIONS  mint a websocket token instead, with these
                            comma-separated permissions (e.g. admin.websocket.transfer)
@@ -24,8 +25,8 @@ Options:
 The token is printed on stdout; a transfer token goes in the panel's body
 as \"token\": \"Bearer <jwt>\".";
 
-const SPEC: Spec = Spec {
-    values: &["server", "key-file", "ttl", "websocket"],
+pub const SPEC: Spec = Spec {
+    values: &["server", "key-file", "config", "ttl", "websocket"],
     switches: &[],
     max_positionals: 0,
 };
@@ -40,15 +41,30 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
         .value("server")
         .ok_or_else(|| Fail::usage("token needs --server UUID"))?;
     super::check_uuid(server)?;
-    let key_file = args
-        .value("key-file")
-        .ok_or_else(|| Fail::usage("token needs --key-file F (a file holding the node token)"))?;
     let ttl = match args.value("ttl").map(str::parse::<u64>) {
         None => 900,
         Some(Ok(t)) if t > 0 => t,
         Some(_) => return Err(Fail::usage("--ttl must be a positive number of seconds")),
     };
-    let key = read_token(key_file, "key-file").map_err(Fail::Runtime)?;
+    let key = match (args.value("key-file"), args.value("config")) {
+        (Some(_), Some(_)) => {
+            return Err(Fail::usage(
+                "--key-file and --config exclude each other (both name the node token)",
+            ))
+        }
+        (Some(file), None) => read_token(file, "key-file").map_err(Fail::Runtime)?,
+        (None, Some(path)) => {
+            crate::config::load_checked(std::path::Path::new(path))
+                .map_err(|e| Fail::Config(e.to_string()))?
+                .0
+                .token
+        }
+        (None, None) => {
+            return Err(Fail::usage(
+                "token needs --key-file F or --config PATH (where the node token is)",
+            ))
+        }
+    };
     let ttl = Duration::from_secs(ttl);
     let jwt = match args.value("websocket") {
         Some(perms) => {

@@ -44,6 +44,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use body::BodyReader;
+pub use tls::TlsFile;
 
 /// A parsed request whose body is still on the wire.
 pub struct Request {
@@ -285,6 +286,15 @@ pub trait Handler: Send + Sync + 'static {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Loads both files as [`HttpServer::bind`] will (readable, PEM, a key
+    /// that belongs to the certificate), for a pre-flight: the error says
+    /// which file is wrong.
+    pub fn check(&self) -> Result<(), (TlsFile, io::Error)> {
+        tls::load_named(self).map(drop)
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -16,7 +16,9 @@
 //! A reply a worker could not write without blocking is parked here
 //! (`Flush`) and sent as the socket drains; the connection is not read
 //! until it is out, so each connection has at most one response in flight
-//! and a client that never reads holds a buffer, not a worker. The
+//! and a client that never reads holds a buffer, not a worker. A streamed
+//! body goes the same way a piece at a time: once a parked piece is out,
+//! the connection goes back to a worker to read the next one. The
 //! deadlines and the eviction order are `policy.rs`'s.
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ use super::policy::{Phase, Policy};
 use super::response::error_response;
 use super::sys;
 use super::transport::Transport;
+use super::worker::Streaming;
 use super::{new_request_id, ServerOptions};
 
 /// Most bytes discarded while lingering.
@@ -83,13 +86,21 @@ impl Shared {
     }
 }
 
-/// A complete head and its connection, for a worker.
+/// Work for a worker, with its connection.
 pub(crate) struct Job {
     pub conn: Conn,
-    pub head: Head,
+    pub work: Work,
     /// When the head was complete: the access log's duration counts the
     /// wait for a free worker too.
     pub received: Instant,
+}
+
+pub(crate) enum Work {
+    /// A complete head: run the handler.
+    Head(Head),
+    /// The socket took the last piece of a streamed body: read and send
+    /// the next.
+    Stream(Box<Streaming>),
 }
 
 /// A connection coming back from a worker.
@@ -99,11 +110,13 @@ pub(crate) enum Back {
     /// The response said close: drain briefly, then close.
     Linger(Conn),
     /// The reply's tail `out` did not fit in the socket: send it, then
-    /// wait for the next request (or linger when `close`).
+    /// wait for the next request (or linger when `close`), or, with a
+    /// `stream` still to send, hand the connection back to a worker.
     Flush {
         conn: Conn,
         out: Vec<u8>,
         close: bool,
+        stream: Option<Box<Streaming>>,
     },
 }
 
@@ -123,6 +136,7 @@ enum WState {
         out: Vec<u8>,
         sent: usize,
         close: bool,
+        stream: Option<Box<Streaming>>,
     },
 }
 
@@ -158,6 +172,8 @@ enum Step {
     Flushed {
         close: bool,
     },
+    /// A parked piece of a streamed body is out: a worker reads the next.
+    StreamOn,
     Close,
     Dispatch(Head),
     Reject(HeadError),
@@ -340,12 +356,18 @@ impl Reactor {
                     c.transport.close_notify();
                     (c, WState::linger())
                 }
-                Back::Flush { conn, out, close } => (
+                Back::Flush {
+                    conn,
+                    out,
+                    close,
+                    stream,
+                } => (
                     conn,
                     WState::Flush {
                         out,
                         sent: 0,
                         close,
+                        stream,
                     },
                 ),
             };
@@ -513,6 +535,16 @@ impl Reactor {
                 // Pipelined bytes may be buffered already; or linger now.
                 self.service_at(i, now);
             }
+            Step::StreamOn => {
+                let Waiting { conn, state, .. } = self.waiting.swap_remove(i);
+                if let WState::Flush {
+                    stream: Some(stream),
+                    ..
+                } = state
+                {
+                    self.send_job(conn, Work::Stream(stream));
+                }
+            }
             Step::Close => {
                 self.waiting.swap_remove(i);
             }
@@ -546,6 +578,10 @@ impl Reactor {
     }
 
     fn dispatch(&mut self, conn: Conn, head: Head) {
+        self.send_job(conn, Work::Head(head));
+    }
+
+    fn send_job(&mut self, conn: Conn, work: Work) {
         let id = conn.id;
         self.shared
             .inflight()
@@ -554,7 +590,7 @@ impl Reactor {
             .jobs
             .send(Job {
                 conn,
-                head,
+                work,
                 received: Instant::now(),
             })
             .is_err()
@@ -675,7 +711,13 @@ fn service_linger(w: &mut Waiting, scratch: &mut [u8]) -> Step {
 
 /// Sends what is left of a parked reply; `Flushed` once it is all out.
 fn service_flush(w: &mut Waiting) -> Step {
-    let WState::Flush { out, sent, close } = &mut w.state else {
+    let WState::Flush {
+        out,
+        sent,
+        close,
+        stream,
+    } = &mut w.state
+    else {
         return Step::Keep;
     };
     let t = &w.conn.transport;
@@ -689,6 +731,7 @@ fn service_flush(w: &mut Waiting) -> Step {
         }
     }
     match t.flush_pending() {
+        Ok(true) if stream.is_some() => Step::StreamOn,
         Ok(true) => Step::Flushed { close: *close },
         Ok(false) => Step::Keep,
         Err(_) => Step::Close,

@@ -55,6 +55,11 @@ impl<H> Router<H> {
         });
     }
 
+    /// Every route, in the order added.
+    pub fn routes(&self) -> &[Route<H>] {
+        &self.routes
+    }
+
     pub fn find(&self, method: &str, path: &str) -> Match<'_, H> {
         let mut allowed = Vec::new();
         for route in &self.routes {

@@ -26,33 +26,53 @@ fn pem_error(what: &str, path: &Path, e: pem::Error) -> io::Error {
     )
 }
 
+/// Which of the two configured files a TLS problem is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFile {
+    Cert,
+    /// Also a key that does not belong to the certificate.
+    Key,
+}
+
 pub(crate) fn load(files: &TlsFiles) -> io::Result<Arc<ServerConfig>> {
+    load_named(files).map_err(|(_, e)| e)
+}
+
+/// As `load`, saying which file is at fault, so a pre-flight can name the
+/// config key (`api.ssl.cert` or `api.ssl.key`).
+pub(crate) fn load_named(files: &TlsFiles) -> Result<Arc<ServerConfig>, (TlsFile, io::Error)> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| pem_error("certificate", &files.cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_error("certificate", &files.cert, e))?;
+        .map_err(|e| pem_error("certificate", &files.cert, e))
+        .and_then(|certs| {
+            certs
+                .collect::<Result<_, _>>()
+                .map_err(|e| pem_error("certificate", &files.cert, e))
+        })
+        .map_err(|e| (TlsFile::Cert, e))?;
     if certs.is_empty() {
-        return Err(pem_error(
-            "certificate",
-            &files.cert,
-            pem::Error::NoItemsFound,
+        return Err((
+            TlsFile::Cert,
+            pem_error("certificate", &files.cert, pem::Error::NoItemsFound),
         ));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| pem_error("private key", &files.key, e))?;
+        .map_err(|e| (TlsFile::Key, pem_error("private key", &files.key, e)))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(io::Error::other)?
+        .map_err(|e| (TlsFile::Cert, io::Error::other(e)))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "TLS certificate {} and key {} are not usable together: {e}",
-                    files.cert.display(),
-                    files.key.display()
+            (
+                TlsFile::Key,
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "TLS certificate {} and key {} are not usable together: {e}",
+                        files.cert.display(),
+                        files.key.display()
+                    ),
                 ),
             )
         })?;
@@ -86,5 +106,12 @@ mod tests {
         let err = load(&files).unwrap_err();
         assert!(err.to_string().contains("junk.pem"), "{err}");
         assert!(err.to_string().contains("certificate"), "{err}");
+        assert_eq!(load_named(&files).unwrap_err().0, TlsFile::Cert);
+        // A directory opens on Linux; reading it is what fails.
+        let files = TlsFiles {
+            cert: dir.path().to_path_buf(),
+            key: dir.path().join("key.pem"),
+        };
+        assert_eq!(load_named(&files).unwrap_err().0, TlsFile::Cert);
     }
 }

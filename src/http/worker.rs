@@ -3,10 +3,14 @@
 //! the connection next (next pipelined request, back to the head reader,
 //! lingering close, or an upgrade thread).
 //!
-//! A reply held in memory is written without blocking; what the socket
-//! does not take goes back to the head reader with the connection, so a
-//! client that doesn't read its answers never holds a worker, and the
-//! next pipelined request is only read once the reply is out.
+//! Replies are written without blocking; what the socket does not take
+//! goes back to the head reader with the connection, so a client that
+//! doesn't read its answers never holds a worker, and the next pipelined
+//! request is only read once the reply is out. A streamed body is sent a
+//! piece at a time the same way: the worker reads from the body while the
+//! socket takes what it reads, parks the connection with the head reader
+//! when it is full (or after `STREAM_PER_JOB` bytes, so other requests get
+//! their turn), and a worker picks it up again once the piece is out.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -24,7 +28,7 @@ use super::chunked::encode_chunk_header;
 use super::conn::Conn;
 use super::head::{self, Head, Limits, Parsed};
 use super::lograte::budgeted;
-use super::reactor::{Back, Job, Shared};
+use super::reactor::{Back, Job, Shared, Work};
 use super::response::{
     asks_close, encode_head, error_body, error_response, status_has_no_body, RespFraming,
 };
@@ -36,6 +40,9 @@ use super::{new_request_id, Body, ConnectionHandle, Handler, Request, Response, 
 const MAX_PIPELINED: usize = 16;
 /// Chunk size for streamed response bodies.
 const STREAM_CHUNK: usize = 64 * 1024;
+/// Bytes of a streamed body sent in one turn on a worker before the
+/// connection goes back through the head reader's queue.
+const STREAM_PER_JOB: u64 = 1024 * 1024;
 
 pub(crate) struct WorkerCtx {
     pub handler: Arc<dyn Handler>,
@@ -87,8 +94,9 @@ pub(crate) fn leave_pool() -> bool {
 enum Next {
     KeepAlive(Conn),
     Close(Conn),
-    /// The reply's tail did not fit in the socket; the head reader sends it.
-    Park(Conn, Vec<u8>, bool),
+    /// The reply's tail did not fit in the socket; the head reader sends it
+    /// (then a worker continues the stream, when there is one).
+    Park(Conn, Vec<u8>, bool, Option<Box<Streaming>>),
     /// Connection dropped or handed off.
     Done,
 }
@@ -145,22 +153,29 @@ fn prepare_blocking(conn: &Conn, timeout: Duration) -> io::Result<()> {
 
 fn serve(ctx: &WorkerCtx, job: Job) {
     let Job {
-        mut conn,
-        mut head,
+        conn,
+        work,
         received,
     } = job;
-    let mut started = received;
+    let mut next = match work {
+        Work::Head(head) => request(ctx, conn, head, received),
+        Work::Stream(stream) => pump(conn, Vec::new(), stream),
+    };
     let mut served = 0;
     loop {
-        if let Err(e) = prepare_blocking(&conn, ctx.body_timeout) {
-            debug!("http: dropping {}: {e}", conn.remote);
-            return;
-        }
-        match handle_one(ctx, conn, head, started) {
+        match next {
             Next::Done => return,
             Next::Close(c) => return send_back(ctx, Back::Linger(c)),
-            Next::Park(conn, out, close) => {
-                return send_back(ctx, Back::Flush { conn, out, close })
+            Next::Park(conn, out, close, stream) => {
+                return send_back(
+                    ctx,
+                    Back::Flush {
+                        conn,
+                        out,
+                        close,
+                        stream,
+                    },
+                )
             }
             Next::KeepAlive(mut c) => {
                 served += 1;
@@ -170,9 +185,7 @@ fn serve(ctx: &WorkerCtx, job: Job) {
                     match head::parse_head(c.buf.pending(), &ctx.limits) {
                         Ok(Parsed::Complete(h, n)) => {
                             c.buf.consume(n);
-                            conn = c;
-                            head = h;
-                            started = Instant::now();
+                            next = request(ctx, c, h, Instant::now());
                             continue;
                         }
                         Ok(Parsed::Partial) => {}
@@ -187,6 +200,7 @@ fn serve(ctx: &WorkerCtx, job: Job) {
                                     conn: c,
                                     out,
                                     close: true,
+                                    stream: None,
                                 },
                             );
                         }
@@ -197,6 +211,15 @@ fn serve(ctx: &WorkerCtx, job: Job) {
             }
         }
     }
+}
+
+/// One request on a connection made blocking for the body's reads.
+fn request(ctx: &WorkerCtx, conn: Conn, head: Head, started: Instant) -> Next {
+    if let Err(e) = prepare_blocking(&conn, ctx.body_timeout) {
+        debug!("http: dropping {}: {e}", conn.remote);
+        return Next::Done;
+    }
+    handle_one(ctx, conn, head, started)
 }
 
 fn send_back(ctx: &WorkerCtx, back: Back) {
@@ -255,9 +278,19 @@ fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head, started: Instant) -> Next
     } = response;
     close |= asks_close(&headers);
 
+    let access = Access {
+        method,
+        path,
+        status,
+        started,
+        bytes: 0,
+        request_id,
+        remote,
+    };
     if let Body::Upgrade(f) = body {
         let result = write_upgrade(&conn, status, &headers);
-        log_access(&method, &path, status, started, 0, &request_id, remote);
+        access.log();
+        let request_id = access.request_id;
         if let Err(e) = result {
             debug!("http: request {request_id}: writing the upgrade response failed: {e}");
             return Next::Done;
@@ -266,6 +299,29 @@ fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head, started: Instant) -> Next
         return Next::Done;
     }
 
+    let body = match body {
+        Body::Stream(reader) if !is_head && !status_has_no_body(status) => {
+            // No chunked coding for HTTP/1.0: the close ends the body.
+            let chunked = minor != 0;
+            close |= !chunked;
+            let framing = if chunked {
+                RespFraming::Chunked
+            } else {
+                RespFraming::UntilClose
+            };
+            let (out, dropped) = encode_head(status, &headers, framing, close, false);
+            log_dropped(&dropped);
+            let stream = Streaming {
+                reader,
+                chunked,
+                close,
+                ended: false,
+                access,
+            };
+            return pump(conn, out, Box::new(stream));
+        }
+        other => other,
+    };
     let mut bytes_out = 0u64;
     let result = write_response(
         &conn,
@@ -274,53 +330,157 @@ fn handle_one(ctx: &WorkerCtx, conn: Conn, head: Head, started: Instant) -> Next
         body,
         is_head,
         minor,
-        &mut close,
+        close,
         &mut bytes_out,
     );
-    log_access(
-        &method,
-        &path,
-        status,
-        started,
-        bytes_out,
-        &request_id,
-        remote,
-    );
+    let access = Access {
+        bytes: bytes_out,
+        ..access
+    };
+    access.log();
     match result {
-        Ok(Some(rest)) => Next::Park(conn, rest, close),
+        Ok(Some(rest)) => Next::Park(conn, rest, close, None),
         Ok(None) if close => Next::Close(conn),
         Ok(None) => Next::KeepAlive(conn),
         Err(e) => {
-            debug!("http: request {request_id}: sending the response failed: {e}");
+            debug!(
+                "http: request {}: sending the response failed: {e}",
+                access.request_id
+            );
             Next::Done
         }
     }
 }
 
-fn log_access(
-    method: &str,
-    path: &str,
+/// What the access line of one request says; written when its response
+/// is out (a streamed one's at its end, with every byte counted).
+struct Access {
+    method: String,
+    path: String,
     status: u16,
+    /// When the head was complete.
     started: Instant,
-    bytes_out: u64,
-    request_id: &str,
+    bytes: u64,
+    request_id: String,
     remote: std::net::SocketAddr,
-) {
-    // Never headers or query strings: they can carry credentials. Fields
-    // are labelled so a journal or grep reads them without a legend;
-    // Prometheus scrapes (every 15 s) only at debug.
-    let level = if path == "/metrics" {
-        log::Level::Debug
-    } else {
-        log::Level::Info
-    };
-    budgeted(|| {
-        log::log!(
-            level,
-            "access method={method} path={path} status={status} ms={} bytes={bytes_out} id={request_id} remote={remote}",
-            started.elapsed().as_millis()
-        )
-    });
+}
+
+impl Access {
+    fn log(&self) {
+        let Access {
+            method,
+            path,
+            status,
+            started,
+            bytes,
+            request_id,
+            remote,
+        } = self;
+        // Never headers or query strings: they can carry credentials.
+        // Fields are labelled so a journal or grep reads them without a
+        // legend; Prometheus scrapes (every 15 s) only at debug.
+        let level = if path == "/metrics" {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        budgeted(|| {
+            log::log!(
+                level,
+                "access method={method} path={path} status={status} ms={} bytes={bytes} id={request_id} remote={remote}",
+                started.elapsed().as_millis()
+            )
+        });
+    }
+}
+
+/// A streamed response body still being sent: the handler's reader, its
+/// framing, and the access line to write at its end.
+pub(crate) struct Streaming {
+    reader: Box<dyn Read + Send>,
+    /// Chunked coding (HTTP/1.1); else the close ends the body (HTTP/1.0).
+    chunked: bool,
+    /// Close the connection once the body is out.
+    close: bool,
+    /// The reader said EOF; only the last bytes remain to be sent.
+    ended: bool,
+    access: Access,
+}
+
+/// Sends `out`, then reads and sends the body a chunk at a time without
+/// blocking on the socket: parks the connection with the head reader when
+/// the socket is full or after `STREAM_PER_JOB` bytes; at the end, writes
+/// the access line and keeps the connection alive or closes it.
+fn pump(conn: Conn, mut out: Vec<u8>, mut s: Box<Streaming>) -> Next {
+    // [room for the size line][data][CRLF], encoded in place.
+    const ROOM: usize = 18;
+    let mut this_job = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        match send_or_park(&conn.transport, &out) {
+            Ok(None) => {}
+            Ok(Some(rest)) => {
+                let close = s.close;
+                if s.ended {
+                    s.access.log();
+                    return Next::Park(conn, rest, close, None);
+                }
+                return Next::Park(conn, rest, close, Some(s));
+            }
+            Err(e) => {
+                debug!(
+                    "http: request {}: sending the response failed: {e}",
+                    s.access.request_id
+                );
+                s.access.log();
+                return Next::Done;
+            }
+        }
+        if s.ended {
+            s.access.log();
+            return if s.close {
+                Next::Close(conn)
+            } else {
+                Next::KeepAlive(conn)
+            };
+        }
+        if this_job >= STREAM_PER_JOB {
+            // Others' turn: through the head reader's queue and back.
+            let close = s.close;
+            return Next::Park(conn, Vec::new(), close, Some(s));
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; ROOM + STREAM_CHUNK + 2];
+        }
+        let n = match s.reader.read(&mut buf[ROOM..ROOM + STREAM_CHUNK]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                stream_failed(e);
+                s.access.log();
+                return Next::Done;
+            }
+        };
+        out.clear();
+        if n == 0 {
+            s.ended = true;
+            if s.chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            continue;
+        }
+        if s.chunked {
+            let mut size = [0u8; 18];
+            let h = encode_chunk_header(n, &mut size);
+            buf[ROOM - h..ROOM].copy_from_slice(&size[..h]);
+            buf[ROOM + n..ROOM + n + 2].copy_from_slice(b"\r\n");
+            out.extend_from_slice(&buf[ROOM - h..ROOM + n + 2]);
+        } else {
+            out.extend_from_slice(&buf[ROOM..ROOM + n]);
+        }
+        s.access.bytes += n as u64;
+        this_job += n as u64;
+    }
 }
 
 fn log_dropped(dropped: &[String]) {
@@ -329,6 +489,8 @@ fn log_dropped(dropped: &[String]) {
     }
 }
 
+/// A reply held in memory (or a streamed one that has no body: HEAD, 204,
+/// 304), written without blocking; returns what the socket did not take.
 #[allow(clippy::too_many_arguments)]
 fn write_response(
     conn: &Conn,
@@ -337,92 +499,31 @@ fn write_response(
     body: Body,
     is_head: bool,
     minor: u8,
-    close: &mut bool,
+    close: bool,
     bytes_out: &mut u64,
 ) -> io::Result<Option<Vec<u8>>> {
-    let t = &conn.transport;
     let no_body = status_has_no_body(status);
-    match body {
-        Body::Empty | Body::Bytes(_) | Body::Upgrade(_) => {
-            let bytes = match body {
-                Body::Bytes(b) => b,
-                _ => Vec::new(),
-            };
-            let framing = if no_body {
-                RespFraming::NoBody
-            } else {
-                RespFraming::Length(bytes.len() as u64)
-            };
-            let (mut out, dropped) = encode_head(status, headers, framing, *close, minor == 0);
-            log_dropped(&dropped);
-            let send_body = !no_body && !is_head;
-            if send_body {
-                out.extend_from_slice(&bytes);
-                *bytes_out = bytes.len() as u64;
-            }
-            send_or_park(t, out)
-        }
-        Body::Stream(mut reader) => {
-            if no_body || is_head {
-                let framing = if no_body {
-                    RespFraming::NoBody
-                } else {
-                    RespFraming::Chunked
-                };
-                let (out, dropped) = encode_head(status, headers, framing, *close, minor == 0);
-                log_dropped(&dropped);
-                return send_or_park(t, out);
-            }
-            if minor == 0 {
-                // No chunked coding for HTTP/1.0: the close ends the body.
-                *close = true;
-                let (out, dropped) =
-                    encode_head(status, headers, RespFraming::UntilClose, true, false);
-                log_dropped(&dropped);
-                t.write_all(&out)?;
-                let mut buf = vec![0u8; STREAM_CHUNK];
-                loop {
-                    let n = match reader.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(stream_failed(e)),
-                    };
-                    t.write_all(&buf[..n])?;
-                    *bytes_out += n as u64;
-                }
-                return t.flush().map(|()| None);
-            }
-            let (out, dropped) = encode_head(status, headers, RespFraming::Chunked, *close, false);
-            log_dropped(&dropped);
-            t.write_all(&out)?;
-            // [room for the size line][data][CRLF], sent with one write.
-            const ROOM: usize = 18;
-            let mut buf = vec![0u8; ROOM + STREAM_CHUNK + 2];
-            loop {
-                let n = match reader.read(&mut buf[ROOM..ROOM + STREAM_CHUNK]) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(stream_failed(e)),
-                };
-                let mut size = [0u8; 18];
-                let h = encode_chunk_header(n, &mut size);
-                buf[ROOM - h..ROOM].copy_from_slice(&size[..h]);
-                buf[ROOM + n..ROOM + n + 2].copy_from_slice(b"\r\n");
-                t.write_all(&buf[ROOM - h..ROOM + n + 2])?;
-                *bytes_out += n as u64;
-            }
-            t.write_all(b"0\r\n\r\n")?;
-            t.flush().map(|()| None)
-        }
+    let (framing, bytes) = match body {
+        // A stream with no body to send (HEAD, or a status without one).
+        Body::Stream(_) if no_body => (RespFraming::NoBody, Vec::new()),
+        Body::Stream(_) => (RespFraming::Chunked, Vec::new()),
+        Body::Bytes(b) if !no_body => (RespFraming::Length(b.len() as u64), b),
+        Body::Empty | Body::Upgrade(_) if !no_body => (RespFraming::Length(0), Vec::new()),
+        _ => (RespFraming::NoBody, Vec::new()),
+    };
+    let (mut out, dropped) = encode_head(status, headers, framing, close, minor == 0);
+    log_dropped(&dropped);
+    if !no_body && !is_head {
+        out.extend_from_slice(&bytes);
+        *bytes_out = bytes.len() as u64;
     }
+    send_or_park(&conn.transport, &out)
 }
 
 /// Writes `out` without blocking; returns what the socket did not take
 /// (possibly empty when TLS still holds encrypted bytes), for the head
 /// reader to send.
-fn send_or_park(t: &Transport, out: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+fn send_or_park(t: &Transport, out: &[u8]) -> io::Result<Option<Vec<u8>>> {
     t.sock().set_nonblocking(true)?;
     let mut sent = 0;
     while sent < out.len() {
@@ -443,9 +544,8 @@ fn send_or_park(t: &Transport, out: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
 /// A failing body stream can't be reported in-band once the head is out;
 /// the connection is dropped without the last chunk, which clients see as
 /// a truncated response.
-fn stream_failed(e: io::Error) -> io::Error {
+fn stream_failed(e: io::Error) {
     warn!("http: response body stream failed: {e}; aborting the response");
-    e
 }
 
 fn write_upgrade(conn: &Conn, status: u16, headers: &[(String, String)]) -> io::Result<()> {

@@ -137,6 +137,18 @@ impl World {
         assert_eq!(code, 202, "{body}");
     }
 
+    /// A transfer begun with the source capped at 1 MiB/s, once the
+    /// destination has its first bytes: time to act mid-stream.
+    pub fn streaming_slowly() -> World {
+        let w = World::new(Setup {
+            source_yaml: "upload_limit: 1".into(),
+            ..Default::default()
+        });
+        w.begin();
+        w.dest.wait_transfer_bytes(&w.uuid);
+        w
+    }
+
     pub fn success_path(&self) -> String {
         format!("/api/remote/servers/{}/transfer/success", self.uuid)
     }
@@ -404,13 +416,8 @@ fn a_source_cancel_before_the_panel_took_the_success_keeps_the_source() {
 /// report's retries.
 #[test]
 fn the_mark_is_released_with_the_terminal_status() {
-    let w = World::new(Setup {
-        source_yaml: "upload_limit: 1".into(),
-        ..Default::default()
-    });
+    let w = World::streaming_slowly();
     w.panel.set_failure_503(true);
-    w.begin();
-    w.dest.wait_transfer_bytes(&w.uuid);
     let (code, body) = w.cancel_source("maintenance");
     assert_eq!(code, 202, "{body}");
     let record = w.source.wait_transfer_end(&w.uuid, Duration::from_secs(5));
@@ -457,12 +464,7 @@ fn a_refusal_reaches_the_source_with_the_destinations_message() {
 /// reason before it closes.
 #[test]
 fn a_destination_cancel_answers_the_source() {
-    let w = World::new(Setup {
-        source_yaml: "upload_limit: 1".into(),
-        ..Default::default()
-    });
-    w.begin();
-    w.dest.wait_transfer_bytes(&w.uuid);
+    let w = World::streaming_slowly();
     let (code, body) = w.cancel_dest("disk maintenance");
     assert_eq!(code, 202, "{body}");
     assert_eq!(w.assert_settled(), A);
@@ -478,12 +480,7 @@ fn a_destination_cancel_answers_the_source() {
 /// destination as the source going away (SPEC §4), not as a malformed body.
 #[test]
 fn a_source_cancel_mid_stream_shows_on_the_destination_as_aborted() {
-    let w = World::new(Setup {
-        source_yaml: "upload_limit: 1".into(),
-        ..Default::default()
-    });
-    w.begin();
-    w.dest.wait_transfer_bytes(&w.uuid);
+    let w = World::streaming_slowly();
     let (code, body) = w.cancel_source("wrong destination");
     assert_eq!(code, 202, "{body}");
     assert_eq!(w.assert_settled(), A);

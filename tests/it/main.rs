@@ -5,6 +5,10 @@
 mod support;
 
 mod abuse;
+mod abuse_config;
+mod abuse_ipv6;
+mod abuse_panel;
+mod abuse_stream;
 mod adversarial_fuzz_corpus;
 mod adversarial_http;
 mod adversarial_jwt;
@@ -30,7 +34,9 @@ mod http_server;
 mod jwt_panel_token;
 mod multipart_interop;
 mod node_api;
+mod ops_cli;
 mod ops_config;
+mod ops_install;
 mod ops_metrics;
 mod ops_signals;
 mod panel_client;

@@ -38,6 +38,14 @@ pub struct NodeOptions {
     /// The node's `token_id` toward the panel (`testtokenid` unless set):
     /// distinct ids let the fake panel tell two nodes apart.
     pub token_id: Option<String>,
+    /// `api.host` (`127.0.0.1` unless set; `::1` and `::` listen on IPv6).
+    pub host: Option<String>,
+    /// Lines appended under `system:` (e.g. `user:` for the owner of
+    /// received files), already indented by two spaces.
+    pub system_yaml: String,
+    /// Run the binary under this command and its arguments (e.g. `setpriv`
+    /// with the systemd unit's capability set; see ops_install.rs).
+    pub launcher: Vec<String>,
 }
 
 /// The uid and gid an `unprivileged` node runs as.
@@ -92,8 +100,9 @@ impl TestNode {
         let data = root.join("volumes");
         let token = options.token.clone().unwrap_or_else(|| TOKEN.to_string());
         let mut yaml = format!(
-            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: {}\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  backup_directory: {}\n  log_directory: {}\n  environment: {}\n  transfers:\n{}\n",
+            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: {}\ntoken: {token}\napi:\n  host: \"{}\"\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  backup_directory: {}\n  log_directory: {}\n  environment: {}\n{}  transfers:\n{}\n",
             options.token_id.as_deref().unwrap_or("testtokenid"),
+            options.host.as_deref().unwrap_or("127.0.0.1"),
             options.tls.as_ref().map_or(String::new(), |(cert, key)| format!(
                 "  ssl:\n    enabled: true\n    cert: {}\n    key: {}\n",
                 cert.display(),
@@ -105,6 +114,7 @@ impl TestNode {
             root.join("backups").display(),
             root.join("log").display(),
             options.environment.as_deref().unwrap_or("none"),
+            options.system_yaml,
             // A short stop timeout by default, unless the test sets one.
             indent(
                 &if options.transfers_yaml.contains("stop_timeout") {
@@ -134,6 +144,10 @@ impl TestNode {
                 .arg(format!("--regid={NOBODY}"))
                 .arg("--clear-groups")
                 .arg(env!("CARGO_BIN_EXE_ferry"));
+            c
+        } else if let Some((program, args)) = options.launcher.split_first() {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_ferry"));
             c
         } else {
             Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -190,7 +204,7 @@ impl TestNode {
                 }
             });
         }
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a.parse().expect("listen address"),
             Err(_) => {
                 let _ = child.kill();
@@ -199,6 +213,16 @@ impl TestNode {
                     log.lock().unwrap().join("\n")
                 );
             }
+        };
+        // A node listening on every address is reached on loopback.
+        let addr = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+            _ => addr,
         };
         TestNode {
             child,
