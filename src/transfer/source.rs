@@ -289,7 +289,7 @@ fn send(
 /// The segmented transport's half of `send`: open, segments, finish. The
 /// body is dropped on return, which ends the producer if it is still
 /// writing.
-fn send_segmented<R: Read>(
+fn send_segmented<R: Read + Send>(
     node: &Node,
     transfer: &Transfer,
     agent: &ureq::Agent,

@@ -5,10 +5,13 @@
 //! destination says it holds, the finish and its polling. It reads the
 //! same multipart body the classic POST would send, front to back, once;
 //! the segment being sent is kept in an unlinked file beside the node's
-//! data for resend, never in memory (the RSS budget).
+//! data for resend, never in memory (the RSS budget), while a filler
+//! thread packs the next one into a second file (packing and sending
+//! overlap; only the segment being sent is unacknowledged).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -212,7 +215,7 @@ impl<'a> Sender<'a> {
 
     /// Sends the whole body: segments, resumes, the finish and its polling.
     /// `size` is the segment size both sides accept.
-    pub fn run(&self, body: &mut impl Read, size: u64) -> SourceEnd {
+    pub fn run(&self, body: &mut (impl Read + Send), size: u64) -> SourceEnd {
         let end = self.send_all(body, size);
         if self.transfer.is_cancelled() {
             self.cancel_remote();
@@ -220,46 +223,114 @@ impl<'a> Sender<'a> {
         end
     }
 
-    fn send_all(&self, body: &mut impl Read, size: u64) -> SourceEnd {
-        let mut kept = match KeptSegment::create(&self.node.config.system.data, &self.transfer.id) {
-            Ok(k) => k,
-            Err(e) => return SourceEnd::Local(format!("cannot keep a segment for resend: {e}")),
+    fn send_all(&self, body: &mut (impl Read + Send), size: u64) -> SourceEnd {
+        let data = &self.node.config.system.data;
+        let id = &self.transfer.id;
+        let (a, b) = match (
+            KeptSegment::create(data, &format!("{id}.a")),
+            KeptSegment::create(data, &format!("{id}.b")),
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                return SourceEnd::Local(format!("cannot keep a segment for resend: {e}"))
+            }
         };
+        // Two kept segments: the filler packs the next while this thread
+        // sends the current one, so packing and sending overlap. Only the
+        // one being sent is ever unacknowledged.
+        let (free_tx, free_rx) = crossbeam_channel::bounded::<KeptSegment>(2);
+        let (full_tx, full_rx) = crossbeam_channel::bounded::<io::Result<(KeptSegment, u64)>>(1);
+        let _ = free_tx.send(a);
+        let _ = free_tx.send(b);
+        let fill_size = AtomicU64::new(size);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let filler = scope.spawn(|| {
+                let mut whole = Sha256::new();
+                while let Ok(mut seg) = free_rx.recv() {
+                    let filled = seg.fill(
+                        &mut *body,
+                        fill_size.load(Ordering::SeqCst),
+                        &mut whole,
+                        &stop,
+                    );
+                    let last = !matches!(filled, Ok(n) if n > 0);
+                    if full_tx.send(filled.map(|n| (seg, n))).is_err() || last {
+                        break;
+                    }
+                }
+                hex::encode(whole.finalize())
+            });
+            let sent = self.send_filled(&full_rx, &free_tx, &fill_size, size);
+            stop.store(true, Ordering::SeqCst);
+            // Unblocks the filler wherever it waits.
+            drop(full_rx);
+            drop(free_tx);
+            let whole = filler.join().unwrap_or_default();
+            match sent {
+                Ok(length) => self.finish(length, &whole),
+                Err(end) => end,
+            }
+        })
+    }
+
+    /// Sends the filled segments in order until the body's end: its length,
+    /// or how the transfer ended.
+    fn send_filled(
+        &self,
+        full: &crossbeam_channel::Receiver<io::Result<(KeptSegment, u64)>>,
+        free: &crossbeam_channel::Sender<KeptSegment>,
+        fill_size: &AtomicU64,
+        size: u64,
+    ) -> Result<u64, SourceEnd> {
+        let cancelled = || SourceEnd::NoAnswer("cancelled".into());
         let mut plan = Plan::new(size, 0);
-        let mut whole = Sha256::new();
+        let mut current: Option<KeptSegment> = None;
         let mut length = 0u64;
         let mut kept_start = 0u64;
         let mut mismatches = 0;
         let mut segments = 0u64;
         loop {
             if self.transfer.is_cancelled() {
-                return SourceEnd::NoAnswer("cancelled".into());
+                return Err(cancelled());
             }
             match plan.next() {
                 Next::Fill => {
-                    let n = match kept.fill(body, plan.segment_size(), &mut whole) {
-                        Ok(n) => n,
-                        Err(_) if self.transfer.is_cancelled() => {
-                            return SourceEnd::NoAnswer("cancelled".into())
+                    // The current segment is held: its file takes the next.
+                    if let Some(done) = current.take() {
+                        let _ = free.send(done);
+                    }
+                    let (seg, n) = match full.recv() {
+                        Ok(Ok(filled)) => filled,
+                        Ok(Err(_)) | Err(_) if self.transfer.is_cancelled() => {
+                            return Err(cancelled())
                         }
-                        Err(e) => return SourceEnd::Local(format!("the upload stopped: {e}")),
+                        Ok(Err(e)) => {
+                            return Err(SourceEnd::Local(format!("the upload stopped: {e}")))
+                        }
+                        Err(_) => return Err(SourceEnd::Local("the packing stopped".into())),
                     };
                     if n == 0 {
                         break;
                     }
+                    current = Some(seg);
                     kept_start = plan.held();
                     length += n;
                     plan.filled(n);
                 }
                 Next::Send { offset, length: n } => {
+                    let Some(kept) = current.as_mut() else {
+                        return Err(SourceEnd::Local("no segment kept to send".into()));
+                    };
                     plan.sending(offset, n);
                     segments += 1;
-                    let held = match self.put(&mut kept, offset - kept_start, offset, n) {
+                    let held = match self.put(kept, offset - kept_start, offset, n) {
                         Put::Held(h) => h,
                         Put::TooLarge => {
                             if let Err(e) = plan.too_large() {
-                                return SourceEnd::Refused(413, e.to_string());
+                                return Err(SourceEnd::Refused(413, e.to_string()));
                             }
+                            fill_size.store(plan.segment_size(), Ordering::SeqCst);
                             log::warn!(
                                 "transfer {}: a segment of {n} bytes was refused as too large; \
                                  sending {} from now on",
@@ -271,18 +342,18 @@ impl<'a> Sender<'a> {
                         Put::Digest => {
                             mismatches += 1;
                             if mismatches > 1 {
-                                return SourceEnd::Refused(400, "segment checksum mismatch".into());
+                                return Err(SourceEnd::Refused(
+                                    400,
+                                    "segment checksum mismatch".into(),
+                                ));
                             }
                             continue;
                         }
-                        Put::Resync => match self.wait_held() {
-                            Ok(h) => h,
-                            Err(end) => return end,
-                        },
-                        Put::End(end) => return end,
+                        Put::Resync => self.wait_held()?,
+                        Put::End(end) => return Err(end),
                     };
                     if let Err(e) = plan.held_is(held) {
-                        return SourceEnd::NoAnswer(e.to_string());
+                        return Err(SourceEnd::NoAnswer(e.to_string()));
                     }
                 }
             }
@@ -301,7 +372,7 @@ impl<'a> Sender<'a> {
                 crate::transfer::progress::human_bytes(plan.resent)
             ),
         );
-        self.finish(length, &hex::encode(whole.finalize()))
+        Ok(length)
     }
 
     /// One PUT of `[offset, offset + n)`, read from the kept segment at `at`.
@@ -605,12 +676,21 @@ impl KeptSegment {
 
     /// Replaces the kept segment with up to `size` next bytes of `body`
     /// (fewer only at its end), hashing them into `whole`.
-    fn fill(&mut self, body: &mut impl Read, size: u64, whole: &mut Sha256) -> io::Result<u64> {
+    fn fill(
+        &mut self,
+        body: &mut impl Read,
+        size: u64,
+        whole: &mut Sha256,
+        stop: &AtomicBool,
+    ) -> io::Result<u64> {
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0u64;
         while got < size {
+            if stop.load(Ordering::SeqCst) {
+                return Err(io::Error::other("the sender stopped"));
+            }
             let want = (size - got).min(buf.len() as u64) as usize;
             let n = match body.read(&mut buf[..want]) {
                 Ok(0) => break,
