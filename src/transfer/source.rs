@@ -220,8 +220,9 @@ fn send(
             .join()
             .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
         drop(monitor);
-        if end != SourceEnd::Accepted {
-            // Packing failed here: that is why the body ended early.
+        if matches!(end, SourceEnd::Local(_)) {
+            // The body stopped here: packing's own error says why. A
+            // destination's answer (a refusal at open) is its own reason.
             produced?;
         }
         return Ok(end);
