@@ -260,7 +260,13 @@ fn through_a_100_mb_proxy_300_mb_pass_in_segments_and_the_classic_post_is_refuse
     s.assert_identical();
     assert_eq!(s.resent(), 0);
     assert_eq!(s.sessions_left(), Vec::<String>::new());
-    eprintln!("300 MB through the proxy in {took:?}");
+    // The RSS budget (48 MiB per node) holds: segments live in files.
+    let (src_hwm, dst_hwm) = (s.source.status_kib("VmHWM"), s.dest.status_kib("VmHWM"));
+    eprintln!("300 MB through the proxy in {took:?}; peak RSS source {src_hwm} KiB, destination {dst_hwm} KiB");
+    assert!(
+        src_hwm < 48 * 1024 && dst_hwm < 48 * 1024,
+        "{src_hwm} / {dst_hwm} KiB"
+    );
 
     // The panel's JWT opened that session; now that the transfer ended,
     // it opens nothing (SPEC §4 replay), directly or through the proxy.
