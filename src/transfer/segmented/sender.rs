@@ -520,11 +520,15 @@ impl<'a> Sender<'a> {
                 Reply::Transient(why) => return SourceEnd::NoAnswer(why),
             }
         }
-        // Polled: every second for the first ten, then every five.
+        // Polled: from 100 ms doubling to a second for the first ten
+        // seconds (a small install ends fast), then every five.
         let started = Instant::now();
+        let mut quick = Duration::from_millis(100);
         loop {
             let wait = if started.elapsed() < Duration::from_secs(10) {
-                Duration::from_secs(1)
+                let wait = quick;
+                quick = (quick * 2).min(Duration::from_secs(1));
+                wait
             } else {
                 Duration::from_secs(5)
             };
