@@ -25,6 +25,12 @@ What it does, printing each step:
   4. 8 concurrent transfers of smaller servers, with GET /api/transfers
      polled every ~50 ms on both nodes for latency.
   5. cancel latency: a throttled transfer is cancelled N times.
+  6. backups travelling with a transfer (issue 14): the small server moved
+     with and without two local backups (random bytes, as incompressible
+     as the .tar.gz they stand for, --backup-mb in all), alternating; the
+     backups' MB/s is their size over the time they add, next to the
+     source's own figure from its log. `--only backups` runs just this
+     step (and needs only --small).
 Every number printed is measured in this run. Standard library only.
 """
 
@@ -84,6 +90,8 @@ class Node:
         self.data = data or os.path.join(self.root, "volumes")
         self.config = os.path.join(self.root, "config.yml")
         self.log = os.path.join(self.root, "node.log")
+        # Local backups (Pterodactyl's flat layout: <backup>.tar.gz).
+        self.backups = os.path.join(self.root, "backups")
         self.proc = None
         self.addr = None
         os.makedirs(self.data, exist_ok=True)
@@ -96,9 +104,12 @@ class Node:
                 "system:\n"
                 "  root_directory: %s\n"
                 "  data: %s\n"
+                "  backup_directory: %s\n"
+                "  log_directory: %s\n"
                 "  environment: none\n"
                 "  transfers:\n    stop_timeout: 3\n%s"
-                % (TOKEN, os.path.join(self.root, "state"), self.data, extra)
+                % (TOKEN, os.path.join(self.root, "state"), self.data, self.backups,
+                   os.path.join(self.root, "log"), extra)
             )
 
     def start(self):
@@ -226,16 +237,18 @@ def mint(binary, dst, uuid):
     return out.stdout.strip()
 
 
-def post_transfer(binary, src, dst, uuid, token=None):
+def post_transfer(binary, src, dst, uuid, token=None, backups=None):
     """Starts a panel-shaped transfer; returns the record id. The panel
     mints the token before it calls the source: pass one to keep the
-    minting out of a timing."""
+    minting out of a timing. `backups`: the UUIDs the panel lists."""
     body = {
         "url": dst.url("/api/transfers"),
         "token": "Bearer " + (token or mint(binary, dst, uuid)),
         "server": {"uuid": uuid, "start_on_completion": False},
         "server_id": 1,
     }
+    if backups:
+        body["backups"] = backups
     status, rec = src.req("POST", "/api/servers/%s/transfer" % uuid, body)
     if status != 202:
         raise RuntimeError("%s: POST transfer of %s answered %s: %s" % (src.name, uuid, status, rec))
@@ -268,6 +281,83 @@ def delete_on(node, uuid, timeout=120):
 
 def sync():
     os.sync()
+
+
+BACKUPS = ["d0000000-0000-4000-8000-000000000001", "d0000000-0000-4000-8000-000000000002"]
+SENT_BACKUPS = re.compile(r"sent (\d+) backups, (\d+) bytes in ([0-9.]+) s")
+
+
+def backup_bench(a, binary, src, dst, small_content):
+    """Step 6: the cost of backups travelling with a transfer. Returns the
+    results; the caller has started both nodes and placed the small tree
+    at src/<small_uuid(0)>."""
+    uuid = small_uuid(0)
+    each = max(1, a.backup_mb * 1000 * 1000 // len(BACKUPS))
+    total = each * len(BACKUPS)
+    say("== backups travelling with a transfer: the %.1f MB server with and without %d backups of %.1f MB"
+        % (small_content / 1e6, len(BACKUPS), each / 1e6))
+    os.makedirs(src.backups, exist_ok=True)
+    for b in BACKUPS:
+        with open(os.path.join(src.backups, b + ".tar.gz"), "wb") as f:
+            left = each
+            while left:
+                chunk = os.urandom(min(left, 1 << 20))
+                f.write(chunk)
+                left -= len(chunk)
+    for b in BACKUPS:  # warm the page cache, as for the trees
+        with open(os.path.join(src.backups, b + ".tar.gz"), "rb") as f:
+            while f.read(1 << 20):
+                pass
+    plain, with_backups, logged = [], [], []
+    for r in range(a.rounds):
+        for kind in ("plain", "backups"):
+            sync()
+            token = mint(binary, dst, uuid)
+            listed = BACKUPS if kind == "backups" else None
+            t0 = time.monotonic()
+            tid = post_transfer(binary, src, dst, uuid, token, listed)
+            rec = wait_transfer(src, uuid, tid, poll=0.005)
+            wall = time.monotonic() - t0
+            if rec["status"] != "completed":
+                raise RuntimeError("backup round ended %s: %s\n%s" % (rec["status"], rec.get("error"), dst.tail()))
+            if kind == "backups":
+                for b in BACKUPS:
+                    got = os.path.join(dst.backups, b + ".tar.gz")
+                    if os.path.getsize(got) != each:
+                        raise RuntimeError("backup %s arrived with %d bytes" % (b, os.path.getsize(got)))
+                with open(src.log) as f:
+                    found = SENT_BACKUPS.findall(f.read())
+                if found:
+                    n, nbytes, secs = found[-1]
+                    logged.append(int(nbytes) / float(secs) / 1e6)
+                with_backups.append(wall)
+            else:
+                plain.append(wall)
+            say("  round %d %-7s %6.2f s" % (r + 1, kind, wall))
+            delete_on(dst, uuid)
+            for b in BACKUPS:
+                try:
+                    os.remove(os.path.join(dst.backups, b + ".tar.gz"))
+                except FileNotFoundError:
+                    pass
+    added = statistics.median(with_backups) - statistics.median(plain)
+    res = {"backup_bytes": total, "plain": plain, "with_backups": with_backups,
+           "source_logged_mbs": logged}
+    say("  backups: %.1f MB in %.2f s more than without (median of %d): %.1f MB/s; the source's log: %s MB/s"
+        % (total / 1e6, added, a.rounds, total / added / 1e6 if added > 0 else float("inf"),
+           "/".join("%.0f" % x for x in logged) or "?"))
+    return res
+
+
+def backup_line(res):
+    """The report's line for step 6."""
+    added = statistics.median(res["with_backups"]) - statistics.median(res["plain"])
+    total = res["backup_bytes"]
+    logged = res.get("source_logged_mbs") or []
+    say("| backups travelling with a transfer: %.0f MB of backups (sent as stored, no recompression) | "
+        "%.1f MB/s (+%.2f s; source's log %s MB/s) | | |" % (
+            total / 1e6, total / added / 1e6 if added > 0 else float("inf"), added,
+            "%.0f" % statistics.median(logged) if logged else "?"))
 
 
 def listing(root):
@@ -465,7 +555,7 @@ class ThreadSampler(threading.Thread):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ferry", required=True, help="release ferry binary")
-    ap.add_argument("--fixture", required=True, help="the large fixture directory")
+    ap.add_argument("--fixture", help="the large fixture directory (not with --only backups)")
     ap.add_argument("--small", required=True, help="the small fixture (one of the concurrent servers)")
     ap.add_argument("--work", required=True, help="scratch directory (removed by the caller)")
     ap.add_argument("--out", help="where the destination node and the baselines write "
@@ -475,7 +565,14 @@ def main():
     ap.add_argument("--cancels", type=int, default=20)
     ap.add_argument("--cancel-limit", type=int, default=4, help="upload_limit MiB/s of the cancel node")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--backup-mb", type=int, default=256, help="MB of backups for step 6")
+    ap.add_argument("--only", choices=["all", "backups"], default="all",
+                    help="`backups`: run step 6 alone")
     a = ap.parse_args()
+    if a.only == "backups":
+        return only_backups(a)
+    if not a.fixture:
+        ap.error("--fixture is needed unless --only backups")
 
     work = os.path.abspath(a.work)
     out_root = os.path.abspath(a.out) if a.out else os.path.join(work, "out")
@@ -736,6 +833,7 @@ def main():
         say("  cancel -> cancelled: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d" % (
             pct(cancel_lat, 50) * 1e3, pct(cancel_lat, 99) * 1e3, max(cancel_lat) * 1e3, len(cancel_lat)))
         results["cancel_latency"] = cancel_lat
+        results["backups"] = backup_bench(a, a.ferry, src, dst, small_content)
         results["rounds"] = a.rounds
     finally:
         stop_all()
@@ -744,6 +842,31 @@ def main():
         with open(a.json, "w") as f:
             json.dump(results, f)
     report(results, a)
+
+
+def only_backups(a):
+    """`--only backups`: two nodes, the small tree, step 6."""
+    work = os.path.abspath(a.work)
+    out_root = os.path.abspath(a.out) if a.out else os.path.join(work, "out")
+    src = Node("src", work, a.ferry)
+    dst = Node("dst", work, a.ferry, data=os.path.join(out_root, "dst-volumes"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        subprocess.run(["cp", "-al", a.small, os.path.join(src.data, small_uuid(0))], check=True)
+        _, small_content = listing(a.small)
+        for n in (src, dst):
+            n.start()
+        res = backup_bench(a, a.ferry, src, dst, small_content)
+    finally:
+        src.stop()
+        dst.stop()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"backups": res}, f)
+    say("")
+    say("| measure | value | target | |")
+    say("|---|---:|---:|---|")
+    backup_line(res)
 
 
 def report(res, a):
@@ -825,6 +948,8 @@ def report(res, a):
     cp = res["concurrent_peak_kib"]
     say("| peak RSS during the %d concurrent (src / dst) | %.1f / %.1f MiB | | |" % (
         a.concurrent, mib(cp["src"]), mib(cp["dst"])))
+    if res.get("backups"):
+        backup_line(res["backups"])
     c99 = pct(res["cancel_latency"], 99)
     say("| cancel -> `cancelled` p99 over %d (p50) | %.0f ms (%.0f ms) | < 250 ms | %s |" % (
         len(res["cancel_latency"]), c99 * 1e3, pct(res["cancel_latency"], 50) * 1e3, ok(c99 < 0.250)))

@@ -7,9 +7,11 @@
 # panel-style, alternating A B A B with `tar|pigz -1 -p2|pigz -dc|tar -x`
 # (B2), `tar -cz|tar -xz` (B1) and ferry with one compression thread
 # (Wings-like); then 8 concurrent transfers with API latency, and cancel
-# latency; then the archive engine alone (scripts/bench-archive.sh, issue
-# 3: pack vs tar|pigz|sha256sum, extract vs pigz -dc|tar). Prints the
-# tables; every number is measured in this run.
+# latency, and the backups travelling with a transfer (MB/s); then the
+# archive engine alone (scripts/bench-archive.sh, issue 3: pack vs
+# tar|pigz|sha256sum, extract vs pigz -dc|tar). Prints the tables; every
+# number is measured in this run. BENCH_ONLY=backups runs only the backup
+# step (the small fixture, two nodes).
 #
 # Usage: scripts/bench.sh [--scale N] [--rounds N]
 # Environment: BENCH_DIR (cache and scratch, default /tmp/ferry-bench-e2e),
@@ -63,7 +65,9 @@ fixture() { # dir scale
         echo "== fixture $1 (scale $2, cached)"
     fi
 }
-fixture "$WORK/fixture-$SCALE" "$SCALE"
+if [ "${BENCH_ONLY:-}" != backups ]; then
+    fixture "$WORK/fixture-$SCALE" "$SCALE"
+fi
 fixture "$WORK/fixture-$SMALL_SCALE" "$SMALL_SCALE"
 
 RUN=$(mktemp -d "$WORK/run.XXXXXX")
@@ -82,14 +86,20 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "== scratch directory $RUN (removed on exit)"
-args=(--ferry "$BIN" --fixture "$WORK/fixture-$SCALE" --small "$WORK/fixture-$SMALL_SCALE"
+args=(--ferry "$BIN" --small "$WORK/fixture-$SMALL_SCALE"
     --work "$RUN" --rounds "$ROUNDS" --cancels "$CANCELS")
+if [ "${BENCH_ONLY:-}" = backups ]; then
+    args+=(--only backups)
+else
+    args+=(--fixture "$WORK/fixture-$SCALE")
+fi
 case "${BENCH_OUT:-tmpfs}" in
     disk) ;;
     tmpfs)
         # Room for two copies of the large tree (a transfer and a baseline
         # never overlap, but deletions are asynchronous).
-        need_kib=$(($(du -sk "$WORK/fixture-$SCALE" | cut -f1) * 2))
+        need_kib=$(($(du -sk "$WORK/fixture-$SMALL_SCALE" | cut -f1) * 2))
+        [ -d "$WORK/fixture-$SCALE" ] && need_kib=$(($(du -sk "$WORK/fixture-$SCALE" | cut -f1) * 2))
         free_kib=$(df --output=avail -k /dev/shm 2>/dev/null | tail -1 || echo 0)
         if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ "$free_kib" -gt "$need_kib" ]; then
             OUT=$(mktemp -d /dev/shm/ferry-bench-out.XXXXXX)
@@ -104,6 +114,10 @@ python3 "$ROOT/scripts/bench-e2e.py" "${args[@]}" &
 PY_PID=$!
 wait "$PY_PID"
 PY_PID=
+if [ "${BENCH_ONLY:-}" = backups ]; then
+    echo "make bench (backups only) took $(($(date +%s) - started)) s"
+    exit 0
+fi
 
 echo
 echo "== archive engine alone (same fixture; scripts/bench-archive.sh)"

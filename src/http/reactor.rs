@@ -20,36 +20,38 @@
 //! body goes the same way a piece at a time: once a parked piece is out,
 //! the connection goes back to a worker to read the next one. The
 //! deadlines and the eviction order are `policy.rs`'s.
+//!
+//! - this file: the poll loop, connections coming back from workers,
+//!   heads handed to workers;
+//! - `reactor/accept.rs`: accepting and the open-connection cap;
+//! - `reactor/waiting.rs`: one waiting connection and how each of its
+//!   states (head, linger, flush) is served.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{debug, error, info, warn};
+use log::{debug, error, info};
 use rustls::ServerConfig;
 
-use super::conn::{Conn, InBuf, SlotGuard};
-use super::head::{self, Head, HeadError, Limits};
+use super::conn::{Conn, InBuf};
+use super::head::{Head, Limits};
 use super::lograte::budgeted;
 use super::policy::{Phase, Policy};
 use super::response::error_response;
 use super::sys;
-use super::transport::Transport;
 use super::worker::Streaming;
 use super::{new_request_id, ServerOptions};
 
-/// Most bytes discarded while lingering.
-const LINGER_BYTES: usize = 16 * 1024 * 1024;
-/// Pause after an accept error such as EMFILE, so a full fd table doesn't
-/// turn into a busy loop.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Read size while collecting a head.
-const HEAD_READ: usize = 8 * 1024;
+mod accept;
+mod waiting;
+
+use waiting::{service_flush, service_head, service_linger, Step, WState, Waiting};
 
 /// State shared by the acceptor, the workers and the shutdown handle.
 pub(crate) struct Shared {
@@ -120,65 +122,6 @@ pub(crate) enum Back {
     },
 }
 
-enum WState {
-    /// Collecting a head; `idle` until the first byte of the next request,
-    /// `scanned` bytes already searched for the blank line.
-    Head {
-        idle: bool,
-        scanned: usize,
-    },
-    Linger {
-        budget: usize,
-        write_shut: bool,
-    },
-    /// Sending `out[sent..]`; nothing is read meanwhile.
-    Flush {
-        out: Vec<u8>,
-        sent: usize,
-        close: bool,
-        stream: Option<Box<Streaming>>,
-    },
-}
-
-impl WState {
-    fn phase(&self) -> Phase {
-        match self {
-            WState::Head { idle: true, .. } => Phase::Idle,
-            WState::Head { .. } => Phase::Head,
-            WState::Flush { .. } => Phase::Flush,
-            WState::Linger { .. } => Phase::Linger,
-        }
-    }
-
-    fn linger() -> WState {
-        WState::Linger {
-            budget: LINGER_BYTES,
-            write_shut: false,
-        }
-    }
-}
-
-struct Waiting {
-    conn: Conn,
-    deadline: Instant,
-    /// When it started waiting here; the oldest is evicted first.
-    since: Instant,
-    state: WState,
-}
-
-enum Step {
-    Keep,
-    /// A parked reply is out.
-    Flushed {
-        close: bool,
-    },
-    /// A parked piece of a streamed body is out: a worker reads the next.
-    StreamOn,
-    Close,
-    Dispatch(Head),
-    Reject(HeadError),
-}
-
 pub(crate) struct Reactor {
     pub listener: TcpListener,
     pub wake_read: OwnedFd,
@@ -195,13 +138,6 @@ pub(crate) struct Reactor {
     last_accept_error_log: Option<Instant>,
     accept_errors: u64,
     scratch: Box<[u8]>,
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 impl Reactor {
@@ -388,118 +324,6 @@ impl Reactor {
         }
     }
 
-    fn accept_ready(&mut self, now: Instant) {
-        for _ in 0..256 {
-            match self.listener.accept() {
-                Ok((sock, addr)) => self.admit(sock, addr, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if e.kind() == io::ErrorKind::Interrupted
-                        || e.kind() == io::ErrorKind::ConnectionAborted =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    self.accept_errors += 1;
-                    // One line per 5 s at most: the retry runs 10 times a second.
-                    let due = self
-                        .last_accept_error_log
-                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5));
-                    if due {
-                        let hint = if is_resource_exhaustion(&e) {
-                            " (raise the open-files limit or lower max connections)"
-                        } else {
-                            ""
-                        };
-                        error!(
-                            "http: accept failed: {e}{hint}; pausing accepts for {} ms ({} accept errors so far)",
-                            ACCEPT_BACKOFF.as_millis(),
-                            self.accept_errors
-                        );
-                        self.last_accept_error_log = Some(now);
-                    }
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn admit(&mut self, sock: TcpStream, remote: SocketAddr, now: Instant) {
-        if self.open.load(Ordering::Acquire) >= self.opts.max_connections.max(1)
-            && !self.evict_one()
-        {
-            self.warn_full(now, "every connection is running a request; refusing");
-            return;
-        }
-        if let Err(e) = sock.set_nonblocking(true) {
-            debug!("http: dropping {remote}: {e}");
-            return;
-        }
-        let _ = sock.set_nodelay(true);
-        let transport = match &self.tls {
-            Some(cfg) => match rustls::ServerConnection::new(Arc::clone(cfg)) {
-                Ok(c) => Transport::tls(sock, c),
-                Err(e) => {
-                    warn!("http: TLS session setup failed: {e}");
-                    return;
-                }
-            },
-            None => Transport::plain(sock),
-        };
-        self.next_id += 1;
-        let conn = Conn {
-            transport,
-            buf: InBuf::default(),
-            remote,
-            slot: SlotGuard::take(&self.open),
-            id: self.next_id,
-        };
-        self.waiting.push(Waiting {
-            conn,
-            deadline: self.policy().deadline(Phase::Head, now),
-            since: now,
-            state: WState::Head {
-                idle: false,
-                scanned: 0,
-            },
-        });
-    }
-
-    /// Closes the connection that has waited longest (lingering first).
-    fn evict_one(&mut self) -> bool {
-        let victim = Policy::victim(
-            self.waiting
-                .iter()
-                .map(|w| (w.state.phase(), w.since, w.conn.id)),
-        );
-        match victim {
-            Some(i) => {
-                let w = self.waiting.swap_remove(i);
-                debug!(
-                    "http: connection limit reached; closing waiting connection from {}",
-                    w.conn.remote
-                );
-                self.warn_full(Instant::now(), "closing the longest-waiting connection");
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn warn_full(&mut self, now: Instant, what: &str) {
-        let due = self
-            .last_full_warning
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
-        if due {
-            self.last_full_warning = Some(now);
-            warn!(
-                "http: {} open connections (the limit); {what}",
-                self.opts.max_connections
-            );
-        }
-    }
-
     fn service_at(&mut self, i: usize, now: Instant) {
         let limits = self.limits();
         let header_timeout = self.opts.header_timeout;
@@ -605,135 +429,5 @@ fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
         fd,
         events,
         revents: 0,
-    }
-}
-
-/// Looks for a complete head in what is buffered, searching only bytes not
-/// searched before.
-fn check_buffered(conn: &mut Conn, scanned: &mut usize, limits: &Limits) -> Option<Step> {
-    let (skip, scan) = head::scan_buffered(conn.buf.pending(), scanned, limits);
-    conn.buf.consume(skip);
-    match scan {
-        head::Scan::NeedMore => None,
-        head::Scan::Complete(head, n) => {
-            conn.buf.consume(n);
-            Some(Step::Dispatch(head))
-        }
-        head::Scan::Reject(e) => Some(Step::Reject(e)),
-    }
-}
-
-fn service_head(w: &mut Waiting, limits: &Limits, header_timeout: Duration, now: Instant) -> Step {
-    let WState::Head { idle, scanned } = &mut w.state else {
-        return Step::Keep;
-    };
-    let conn = &mut w.conn;
-    if conn.transport.wants_write() && conn.transport.flush_pending().is_err() {
-        return Step::Close;
-    }
-    // A connection back from a worker may hold a whole pipelined head.
-    if let Some(step) = check_buffered(conn, scanned, limits) {
-        return step;
-    }
-    loop {
-        let room = limits.max_header_bytes.saturating_sub(conn.buf.len());
-        if room == 0 {
-            // Full and not complete (checked after every read): too large,
-            // unless the head ends exactly at the limit.
-            return match head::scan_full(conn.buf.pending(), limits) {
-                Ok((head, n)) => {
-                    conn.buf.consume(n);
-                    Step::Dispatch(head)
-                }
-                Err(e) => Step::Reject(e),
-            };
-        }
-        // Start small and double: a slowloris connection that sent a few
-        // bytes should cost ~1 KiB, a normal head one or two reads.
-        let step = room.min(HEAD_READ.min(conn.buf.len().max(1024)));
-        match conn.buf.fill(&conn.transport, step) {
-            Ok(0) => return Step::Close,
-            Ok(_) => {
-                if *idle {
-                    *idle = false;
-                    w.deadline = now + header_timeout;
-                }
-                if let Some(step) = check_buffered(conn, scanned, limits) {
-                    return step;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                debug!("http: closing {}: {e}", conn.remote);
-                return Step::Close;
-            }
-        }
-    }
-}
-
-/// Lingering close: flush what we said, half-close, then discard what the
-/// client still sends for a bounded time and amount.
-fn service_linger(w: &mut Waiting, scratch: &mut [u8]) -> Step {
-    let WState::Linger { budget, write_shut } = &mut w.state else {
-        return Step::Keep;
-    };
-    let sock = Arc::clone(w.conn.transport.sock());
-    if !*write_shut {
-        match w.conn.transport.flush_pending() {
-            Ok(true) => {
-                let _ = sock.shutdown(Shutdown::Write);
-                *write_shut = true;
-            }
-            Ok(false) => return Step::Keep,
-            Err(_) => return Step::Close,
-        }
-    }
-    // Bounded per call so one fast client can't hold the loop.
-    let mut this_call = 0;
-    while this_call < 1024 * 1024 {
-        match (&*sock).read(scratch) {
-            Ok(0) => return Step::Close,
-            Ok(n) => {
-                this_call += n;
-                *budget = budget.saturating_sub(n);
-                if *budget == 0 {
-                    return Step::Close;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Step::Close,
-        }
-    }
-    Step::Keep
-}
-
-/// Sends what is left of a parked reply; `Flushed` once it is all out.
-fn service_flush(w: &mut Waiting) -> Step {
-    let WState::Flush {
-        out,
-        sent,
-        close,
-        stream,
-    } = &mut w.state
-    else {
-        return Step::Keep;
-    };
-    let t = &w.conn.transport;
-    while *sent < out.len() {
-        match t.write(&out[*sent..]) {
-            Ok(0) => return Step::Close,
-            Ok(n) => *sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Step::Close,
-        }
-    }
-    match t.flush_pending() {
-        Ok(true) if stream.is_some() => Step::StreamOn,
-        Ok(true) => Step::Flushed { close: *close },
-        Ok(false) => Step::Keep,
-        Err(_) => Step::Close,
     }
 }

@@ -227,7 +227,7 @@ pub(crate) fn receive_body(
     let mut parts = MultipartReader::new(body, boundary);
     let mut digest: Option<String> = None;
     let mut checksum: Option<String> = None;
-    let mut extras = Received::new(&node.config.system.keep, uuid, &transfer.id);
+    let mut extras = Received::new(&node.config.system, uuid, &transfer.id);
     while let Some(part) = parts.next_part().map_err(multipart_error)? {
         match wire::classify(&part.name, part.filename.as_deref()) {
             Part::Configuration if digest.is_none() => {

@@ -10,6 +10,14 @@
 //! `Received` removes what it wrote, and [`Committed::remove`] takes a
 //! committed set back, so a failed transfer leaves nothing.
 //!
+//! Also owns the ledger that makes this hold across a crash and across
+//! threads: `<state>/received/<server>.json` names every file and
+//! directory the transfer made (temporary names as they are created, final
+//! names just before the commit moves anything). Wherever the install is
+//! removed, [`remove_received`] takes back what the ledger names; when the
+//! transfer commits, [`keep_received`] forgets the ledger and the files
+//! stay.
+//!
 //! Leaves to others: the multipart reading and the part names (`wire`),
 //! the HTTP status of each error (`destination`).
 
@@ -20,9 +28,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::KeepConfig;
+use crate::config::{KeepConfig, SystemConfig};
+use crate::statefile;
 
 /// An installation log is text of modest size; more is refused.
 pub const MAX_INSTALL_LOG: u64 = 64 << 20;
@@ -92,19 +102,34 @@ pub struct Received {
     log: Option<Staged>,
     /// Directories this transfer created, outermost first.
     made_dirs: Vec<PathBuf>,
+    /// Where the ledger goes and what it says; None once committed (the
+    /// `Committed` carries it on).
+    ledger: Option<(PathBuf, Ledger)>,
 }
 
 impl Received {
-    /// `tag` makes temporary names unique to the transfer (its id).
-    pub fn new(keep: &KeepConfig, server: &str, tag: &str) -> Received {
+    /// `tag` makes temporary names unique to the transfer (its id). A
+    /// ledger left for `server` is stale: an incoming transfer starts only
+    /// for a server this node does not hold, and start-up recovery has
+    /// already taken back whatever an unsettled one received.
+    pub fn new(system: &SystemConfig, server: &str, tag: &str) -> Received {
+        let path = ledger_path(system, server);
+        let _ = statefile::remove(&path);
         Received {
-            keep: keep.clone(),
+            keep: system.keep.clone(),
             server: server.to_string(),
             tag: tag.to_string(),
             backups: BTreeMap::new(),
             announced: BTreeMap::new(),
             log: None,
             made_dirs: Vec::new(),
+            ledger: Some((
+                path,
+                Ledger {
+                    transfer: tag.to_string(),
+                    ..Ledger::default()
+                },
+            )),
         }
     }
 
@@ -196,10 +221,26 @@ impl Received {
             .map(|(s, _)| s)
             .collect();
         staged.extend(self.log.take());
+        let ledger = self.ledger.take();
         let mut done = Committed {
             files: Vec::new(),
             dirs: std::mem::take(&mut self.made_dirs),
+            ledger: ledger.as_ref().map(|(path, _)| path.clone()),
         };
+        if let Some((path, mut ledger)) = ledger {
+            // Final names go on record before anything takes them, so a
+            // crash midway leaves nothing unnamed.
+            ledger.files.extend(staged.iter().map(|f| f.dest.clone()));
+            if !staged.is_empty() {
+                if let Err(e) = write_ledger(&path, &ledger) {
+                    for rest in &staged {
+                        let _ = fs::remove_file(&rest.temp);
+                    }
+                    done.remove();
+                    return Err(e);
+                }
+            }
+        }
         for (i, file) in staged.iter().enumerate() {
             if let Err(e) = fs::rename(&file.temp, &file.dest) {
                 for rest in &staged[i..] {
@@ -230,14 +271,23 @@ impl Received {
                 None => break,
             }
         }
-        fs::create_dir_all(parent).map_err(|e| io_error(e, what, parent))?;
-        self.made_dirs.extend(missing.into_iter().rev());
+        let missing: Vec<PathBuf> = missing.into_iter().rev().collect();
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
-        Ok(parent.join(format!(
+        let temp = parent.join(format!(
             ".{}.ferry-{}.part",
             name.unwrap_or_default(),
             self.tag
-        )))
+        ));
+        // On record before it exists: a crash from here on leaves a ledger
+        // that names it.
+        if let Some((path, ledger)) = &mut self.ledger {
+            ledger.dirs.extend(missing.iter().cloned());
+            ledger.files.push(temp.clone());
+            write_ledger(path, ledger)?;
+        }
+        fs::create_dir_all(parent).map_err(|e| io_error(e, what, parent))?;
+        self.made_dirs.extend(missing);
+        Ok(temp)
     }
 }
 
@@ -250,6 +300,9 @@ impl Drop for Received {
             let _ = fs::remove_file(&log.temp);
         }
         remove_dirs(&self.made_dirs);
+        if let Some((path, _)) = &self.ledger {
+            let _ = statefile::remove(path);
+        }
     }
 }
 
@@ -258,6 +311,7 @@ impl Drop for Received {
 pub struct Committed {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    ledger: Option<PathBuf>,
 }
 
 impl Committed {
@@ -266,6 +320,90 @@ impl Committed {
             let _ = fs::remove_file(file);
         }
         remove_dirs(&std::mem::take(&mut self.dirs));
+        if let Some(path) = self.ledger.take() {
+            let _ = statefile::remove(&path);
+        }
+    }
+}
+
+/// What one incoming transfer made for a server, as kept on disk.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Ledger {
+    /// The transfer's id (for the log).
+    transfer: String,
+    /// Temporary names, then final names.
+    files: Vec<PathBuf>,
+    /// Directories it created, outermost first.
+    dirs: Vec<PathBuf>,
+}
+
+fn ledger_path(system: &SystemConfig, server: &str) -> PathBuf {
+    system
+        .state_dir()
+        .join("received")
+        .join(format!("{server}.json"))
+}
+
+fn write_ledger(path: &Path, ledger: &Ledger) -> Result<(), ExtrasError> {
+    let fail = |e: io::Error| io_error(e, "the list of received files", path);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(fail)?;
+    }
+    statefile::write_json(path, ledger).map_err(fail)
+}
+
+/// Takes back the backups and install log an incoming transfer of
+/// `server` received (committed or not), as its ledger names them; called
+/// wherever the install is removed (a cancel, the panel's 409/403, an
+/// unknown outcome settled as not ours, start-up recovery). Returns how
+/// many files it removed. Without a ledger (nothing received, or the
+/// transfer committed) it removes nothing.
+pub fn remove_received(system: &SystemConfig, server: &str) -> usize {
+    let path = ledger_path(system, server);
+    let ledger: Ledger = match fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(ledger) => ledger,
+            Err(e) => {
+                log::error!(
+                    "{server}: cannot read {}: {e}; received backups may remain",
+                    path.display()
+                );
+                return 0;
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            log::error!("{server}: cannot read {}: {e}", path.display());
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for file in &ledger.files {
+        match fs::remove_file(file) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("{server}: cannot remove {}: {e}", file.display()),
+        }
+    }
+    remove_dirs(&ledger.dirs);
+    if let Err(e) = statefile::remove(&path) {
+        log::warn!("{server}: cannot remove {}: {e}", path.display());
+    }
+    if removed > 0 {
+        log::info!(
+            "{server}: removed {removed} file(s) received by transfer {} with the install",
+            ledger.transfer
+        );
+    }
+    removed
+}
+
+/// The transfer of `server` committed: what it received stays, and the
+/// ledger that could take it back is forgotten.
+pub fn keep_received(system: &SystemConfig, server: &str) {
+    let path = ledger_path(system, server);
+    if let Err(e) = statefile::remove(&path) {
+        log::warn!("{server}: cannot remove {}: {e}", path.display());
     }
 }
 
@@ -351,12 +489,16 @@ mod tests {
     const B2: &str = "1c7e4b63-6d2f-4a9f-8b1e-3a5d7c9f2b4e";
     const S: &str = "9f1e2d3c-4b5a-4978-8f6e-5d4c3b2a1908";
 
-    fn keep(dir: &Path, family: PanelFamily) -> KeepConfig {
-        KeepConfig {
+    /// A node's system config with backups and logs under `dir` and its
+    /// state under `dir/node` (which `listing` leaves out).
+    fn keep(dir: &Path, family: PanelFamily) -> SystemConfig {
+        let mut system = crate::config::development(&dir.join("node"), "t", 0).system;
+        system.keep = KeepConfig {
             family,
             backup_directory: dir.join("backups"),
             log_directory: dir.join("log"),
-        }
+        };
+        system
     }
 
     fn sha(data: &[u8]) -> String {
@@ -369,6 +511,9 @@ mod tests {
         while let Some(d) = stack.pop() {
             for e in fs::read_dir(&d).into_iter().flatten().flatten() {
                 let p = e.path();
+                if p == dir.join("node") {
+                    continue;
+                }
                 out.push(p.strip_prefix(dir).unwrap().display().to_string());
                 if p.is_dir() {
                     stack.push(p);
@@ -473,13 +618,60 @@ mod tests {
     fn an_existing_backup_is_never_overwritten() {
         let tmp = tempfile::tempdir().unwrap();
         let k = keep(tmp.path(), PanelFamily::Pterodactyl);
-        fs::create_dir_all(&k.backup_directory).unwrap();
-        fs::write(k.backup_file(S, B1), b"mine").unwrap();
+        fs::create_dir_all(&k.keep.backup_directory).unwrap();
+        fs::write(k.keep.backup_file(S, B1), b"mine").unwrap();
         let mut r = Received::new(&k, S, "t1");
         assert!(matches!(
             r.receive_backup(B1, &b"theirs"[..]),
             Err(ExtrasError::Exists(..))
         ));
-        assert_eq!(fs::read(k.backup_file(S, B1)).unwrap(), b"mine");
+        assert_eq!(fs::read(k.keep.backup_file(S, B1)).unwrap(), b"mine");
+    }
+
+    /// The ledger outlives the `Received` and the `Committed`: what a
+    /// committed transfer put in place (and the directories it made) is
+    /// taken back by `remove_received` alone, as after a restart.
+    #[test]
+    fn the_ledger_takes_back_a_committed_set_without_its_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let k = keep(tmp.path(), PanelFamily::Pelican);
+        let mut r = Received::new(&k, S, "t1");
+        r.receive_backup(B1, &b"one"[..]).unwrap();
+        r.announce_backup_checksum(B1, sha(b"one").as_bytes())
+            .unwrap();
+        r.receive_install_log(&b"log"[..]).unwrap();
+        let done = r.commit().unwrap();
+        std::mem::forget(done);
+        assert!(tmp.path().join(format!("backups/{S}/{B1}.tar.gz")).exists());
+        assert_eq!(remove_received(&k, S), 2);
+        assert_eq!(listing(tmp.path()), Vec::<String>::new());
+        assert!(!ledger_path(&k, S).exists());
+        assert_eq!(remove_received(&k, S), 0, "only once");
+    }
+
+    /// A crash while a backup streams leaves its temporary file; the
+    /// ledger names it. A commit's `keep_received` leaves the files.
+    #[test]
+    fn the_ledger_names_temporaries_and_a_kept_set_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let k = keep(tmp.path(), PanelFamily::Pterodactyl);
+        let mut r = Received::new(&k, S, "t1");
+        r.receive_backup(B1, &b"half"[..]).unwrap();
+        std::mem::forget(r); // as a SIGKILL: no Drop
+        assert_eq!(listing(tmp.path()).len(), 2, "{:?}", listing(tmp.path()));
+        assert_eq!(remove_received(&k, S), 1);
+        assert_eq!(listing(tmp.path()), Vec::<String>::new());
+
+        let mut r = Received::new(&k, S, "t2");
+        r.receive_backup(B1, &b"one"[..]).unwrap();
+        r.announce_backup_checksum(B1, sha(b"one").as_bytes())
+            .unwrap();
+        let _done = r.commit().unwrap();
+        keep_received(&k, S);
+        assert_eq!(remove_received(&k, S), 0);
+        assert_eq!(
+            fs::read(tmp.path().join(format!("backups/{B1}.tar.gz"))).unwrap(),
+            b"one"
+        );
     }
 }

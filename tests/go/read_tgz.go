@@ -20,6 +20,10 @@
 //	                        with the checksum part; answers 200 or 400 and
 //	                        prints "received ENTRIES SHA256", then exits.
 //
+//	read_tgz pelican-send ... | pelican-serve ...
+//	                        Pelican Wings' sender and receiver (pelican.go,
+//	                        built with this file).
+//
 // Any error exits non-zero with the reason, including bytes after the tar
 // end that do not decompress cleanly.
 package main
@@ -40,6 +44,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -56,6 +61,12 @@ func fail(format string, args ...interface{}) {
 
 func main() {
 	switch {
+	case len(os.Args) >= 8 && os.Args[1] == "pelican-send":
+		a := os.Args[2:]
+		pelicanSend(a[0], a[1], a[2], a[3], a[4], a[5], a[6:])
+	case len(os.Args) == 8 && os.Args[1] == "pelican-serve":
+		a := os.Args[2:]
+		pelicanServe(a[0], a[1], a[2], a[3], a[4], a[5])
 	case len(os.Args) == 3 && os.Args[1] == "serve":
 		serve(os.Args[2])
 	case len(os.Args) == 5 && os.Args[1] == "send":
@@ -78,6 +89,12 @@ func main() {
 
 // extract unpacks a tar.gz stream into dest and returns the entry count.
 func extract(r io.Reader, dest string) (int, error) {
+	return extractTar(r, dest, true)
+}
+
+// extractTar is extract; with drain false it stops at the tar end marker
+// and reads no further (as mholt/archives, Pelican's extractor, does).
+func extractTar(r io.Reader, dest string, drain bool) (int, error) {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return 0, fmt.Errorf("gzip header: %w", err)
@@ -145,8 +162,10 @@ func extract(r io.Reader, dest string) (int, error) {
 	}
 	// Whatever follows the tar end marker must still be valid gzip: reading
 	// to the end makes the reader check the last member's CRC and length.
-	if _, err := io.Copy(io.Discard, gz); err != nil {
-		return 0, fmt.Errorf("after the tar end: %w", err)
+	if drain {
+		if _, err := io.Copy(io.Discard, gz); err != nil {
+			return 0, fmt.Errorf("after the tar end: %w", err)
+		}
 	}
 	if err := gz.Close(); err != nil {
 		return 0, err
@@ -227,6 +246,11 @@ func serve(dest string) {
 	}
 	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
 	done := make(chan string, 1)
+	// The outcome is told (and the process may exit) only once the answer
+	// is wholly written and the connection idle or closed: exiting right
+	// after the handler could cut the answer off on a loaded machine.
+	var mu sync.Mutex
+	outcome := ""
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/transfers", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -234,23 +258,39 @@ func serve(dest string) {
 			return
 		}
 		entries, digest, err := receive(r, dest)
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			http.Error(w, fmt.Sprintf(`{"error":%q}`, err.Error()), http.StatusBadRequest)
-			done <- "refused " + err.Error()
+			outcome = "refused " + err.Error()
 			return
 		}
 		w.WriteHeader(http.StatusOK)
-		done <- fmt.Sprintf("received %d %s", entries, digest)
+		outcome = fmt.Sprintf("received %d %s", entries, digest)
 	})
+	srv := &http.Server{
+		Handler: mux,
+		ConnState: func(_ net.Conn, state http.ConnState) {
+			if state != http.StateIdle && state != http.StateClosed {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if outcome != "" {
+				select {
+				case done <- outcome:
+				default:
+				}
+			}
+		},
+	}
 	go func() {
-		if err := http.Serve(ln, mux); err != nil {
+		if err := srv.Serve(ln); err != nil {
 			fail("%v", err)
 		}
 	}()
 	select {
 	case line := <-done:
-		// Let the answer reach the client before the process goes.
-		time.Sleep(200 * time.Millisecond)
 		fmt.Println(line)
 	case <-time.After(120 * time.Second):
 		fail("no transfer within 120 s")

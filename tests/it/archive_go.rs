@@ -21,18 +21,21 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The built reader, or why there is none (built once per test binary).
-fn go_reader() -> Option<PathBuf> {
+/// It carries Pelican's sender and receiver too (`tests/go/pelican.go`,
+/// used by `transfer_dialects_go`).
+pub(crate) fn go_reader() -> Option<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
         fs::create_dir_all(&work).map_err(|e| e.to_string())?;
         let bin = work.join("read_tgz");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/read_tgz.go");
+        let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go");
         let out = Command::new("go")
             .arg("build")
             .arg("-o")
             .arg(&bin)
-            .arg(&source)
+            .arg(sources.join("read_tgz.go"))
+            .arg(sources.join("pelican.go"))
             .env("GOCACHE", work.join("cache"))
             .env("GOPATH", work.join("path"))
             .env("GOFLAGS", "-mod=mod")

@@ -41,6 +41,8 @@ mod ops_metrics;
 mod ops_signals;
 mod panel_client;
 mod transfer_dialects;
+mod transfer_dialects_go;
+mod transfer_dialects_undo;
 mod transfer_e2e;
 mod transfer_errors;
 mod transfer_tls;

@@ -156,8 +156,8 @@ pub fn fail(
     } else {
         error
     };
-    node.transfers.finish(transfer, Err(error.message.clone()));
-    node.transfer_log(transfer, &format!("Transfer failed: {}", error.message));
+    node.transfers.finish(transfer, Err(error.to_string()));
+    node.transfer_log(transfer, &format!("Transfer failed: {error}"));
     let _ = node.report_to_panel(&transfer.server, false);
     transfer.finalize();
     Err(error)
@@ -256,6 +256,7 @@ fn complete(
     {
         let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         node.transfers.finish(transfer, Ok(()));
+        crate::transfer::extras::keep_received(&node.config.system, &transfer.server);
         drop(mark);
         if server.delete_requested() {
             node.remove_server(&server);
@@ -334,6 +335,10 @@ pub fn settle_later(
                                 .as_ref()
                                 .map(|s| s.lifecycle.lock().unwrap_or_else(|p| p.into_inner()));
                             node.transfers.finish(&transfer, Ok(()));
+                            crate::transfer::extras::keep_received(
+                                &node.config.system,
+                                &transfer.server,
+                            );
                             if let Some(s) = &server {
                                 if s.delete_requested() {
                                     node.remove_server(s);
@@ -440,7 +445,8 @@ fn create_container(node: &Node, spec: &ServerSpec) -> Result<(), EnvError> {
     node.environment.create(spec)
 }
 
-/// Removes an install: container, files, registry entry.
+/// Removes an install: container, files, registry entry, and the backups
+/// and install log its transfer received.
 pub fn uninstall(node: &Node, uuid: &str) {
     match node.registry.get(uuid) {
         Some(server) => {
@@ -455,6 +461,7 @@ pub fn uninstall(node: &Node, uuid: &str) {
             let _ = archive::remove_server_dir(&node.config.system.data, uuid);
         }
     }
+    crate::transfer::extras::remove_received(&node.config.system, uuid);
 }
 
 fn start_later(node: &Arc<Node>, uuid: &str) {

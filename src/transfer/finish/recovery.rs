@@ -74,6 +74,7 @@ fn undo(node: &Arc<Node>, orphan: &Saved) {
                 "recovery: {} is on the panel's list of this node; keeping it",
                 orphan.server
             );
+            crate::transfer::extras::keep_received(&node.config.system, &orphan.server);
         } else if crate::server::is_uuid(&orphan.server)
             && (orphan.phase != Phase::Streaming || !node.registry.contains(&orphan.server))
         {
