@@ -137,8 +137,14 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
         http_requests: Mutex::new(Default::default()),
         open_connections: http.open_connections(),
         started: Instant::now(),
+        sessions: Default::default(),
     });
+    // Sessions that can resume are taken from recovery first (it would
+    // undo their transfers), then go on once it ran (SPEC §10).
+    let sessions = crate::transfer::segmented::store::Sessions::hold_back(&node);
     crate::transfer::finish::recovery::recover(&node);
+    crate::transfer::segmented::store::Sessions::resume(&node, sessions);
+    crate::transfer::segmented::store::Sessions::spawn_sweeper(&node);
 
     Ok(Daemon { node, http })
 }

@@ -30,6 +30,8 @@ pub struct Node {
     /// Shared with the HTTP server, which keeps it.
     pub open_connections: Arc<AtomicUsize>,
     pub started: Instant,
+    /// The segmented transport's sessions (SPEC §10) this node receives.
+    pub sessions: crate::transfer::segmented::store::Sessions,
 }
 
 impl Node {

@@ -6,6 +6,7 @@ pub mod servers;
 pub mod system;
 pub mod transfer_in;
 pub mod transfer_out;
+pub mod transfer_session;
 pub mod transfers;
 pub mod ws;
 pub mod ws_pending;
@@ -110,6 +111,57 @@ pub fn routes() -> Router<Endpoint> {
         "transfer_receive",
         Handler,
         transfer_in::receive,
+    );
+    // The segmented transport (SPEC §10); each checks its own credential
+    // (the panel JWT to probe and open, the session secret after).
+    add(
+        "GET",
+        "/api/transfers/sessions",
+        "transfer_sessions",
+        NodeToken,
+        transfer_session::list,
+    );
+    add(
+        "GET",
+        "/api/transfers/session",
+        "transfer_session_probe",
+        Handler,
+        transfer_session::probe,
+    );
+    add(
+        "POST",
+        "/api/transfers/session",
+        "transfer_session_open",
+        Handler,
+        transfer_session::open,
+    );
+    add(
+        "GET",
+        "/api/transfers/session/:sid",
+        "transfer_session",
+        Handler,
+        transfer_session::status,
+    );
+    add(
+        "DELETE",
+        "/api/transfers/session/:sid",
+        "transfer_session_cancel",
+        Handler,
+        transfer_session::cancel,
+    );
+    add(
+        "PUT",
+        "/api/transfers/session/:sid/segment",
+        "transfer_session_segment",
+        Handler,
+        transfer_session::segment,
+    );
+    add(
+        "POST",
+        "/api/transfers/session/:sid/finish",
+        "transfer_session_finish",
+        Handler,
+        transfer_session::finish,
     );
     add(
         "DELETE",

@@ -103,6 +103,7 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
         }
         return Ok(0);
     }
+    sessions(&client, filter.unwrap_or(""));
     if records.is_empty() {
         match filter {
             Some(f) => println!("no transfers on {node} match `{f}`"),
@@ -112,6 +113,39 @@ pub fn run(raw: &[String]) -> Result<i32, Fail> {
     }
     print!("{}", table(&records));
     Ok(0)
+}
+
+/// The segmented transport's sessions this node receives (SPEC §10):
+/// which can resume and how much each holds. Quiet when the node has none
+/// (or predates them).
+fn sessions(client: &NodeClient, prefix: &str) {
+    let Ok(reply) = client.request("GET", "/api/transfers/sessions", None) else {
+        return;
+    };
+    let Some(list) = reply.body.as_array().filter(|_| reply.status == 200) else {
+        return;
+    };
+    let prefix = prefix.to_ascii_lowercase();
+    for s in list {
+        let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if !text("server").starts_with(&prefix) && !text("transfer").starts_with(&prefix) {
+            continue;
+        }
+        let held = s.get("held").and_then(Value::as_u64).unwrap_or(0);
+        let what = if s.get("resumable").and_then(Value::as_bool) == Some(true) {
+            "resumable"
+        } else {
+            "ended"
+        };
+        println!(
+            "session {} of {} from {}: {} ({what}), holds {}",
+            text("session").chars().take(8).collect::<String>(),
+            text("server"),
+            text("peer"),
+            text("state"),
+            crate::transfer::progress::human_bytes(held)
+        );
+    }
 }
 
 fn matches_prefix(record: &Value, prefix: &str) -> bool {

@@ -44,41 +44,7 @@ const MAX_CONFIGURATION: usize = 1024 * 1024;
 
 /// `POST /api/transfers`.
 pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiError> {
-    let claims = match jwt::verify_transfer_token(
-        request.header("authorization"),
-        node.config.token.as_bytes(),
-    ) {
-        Ok(claims) => claims,
-        Err(TokenError::Missing) => {
-            return Err(ApiError::new(401, auth::MISSING).with_header("WWW-Authenticate", "Bearer"))
-        }
-        Err(TokenError::Invalid(why)) => {
-            log::warn!("transfer token refused from {}: {why}", request.remote_addr);
-            return Err(ApiError::new(401, INVALID_TOKEN));
-        }
-        Err(TokenError::Forbidden) => {
-            log::warn!(
-                "transfer token from {} lacks the transfer scope",
-                request.remote_addr
-            );
-            return Err(ApiError::new(403, "Forbidden."));
-        }
-    };
-    if !is_uuid(&claims.server) {
-        log::warn!(
-            "transfer token refused: sub `{}` is not a server uuid",
-            claims.server
-        );
-        return Err(ApiError::new(401, INVALID_TOKEN));
-    }
-    if node.transfers.token_used(&claims.replay_key) {
-        log::warn!(
-            "transfer token refused from {}: replay of a token already used for {}",
-            request.remote_addr,
-            claims.server
-        );
-        return Err(ApiError::new(401, INVALID_TOKEN));
-    }
+    let claims = verify_token(node, request)?;
     let uuid = claims.server.clone();
     if node.registry.contains(&uuid) {
         return Err(ApiError::new(409, EXISTS));
@@ -148,6 +114,51 @@ pub fn receive(node: &Arc<Node>, request: &mut Request) -> Result<Response, ApiE
     }
 }
 
+/// The transfer JWT's checks before any body is read (SPEC §4's first
+/// rows): signature, times, scope, a server uuid, not a replay. Shared by
+/// the classic POST and the segmented transport's `open`.
+pub(crate) fn verify_token(
+    node: &Node,
+    request: &Request,
+) -> Result<jwt::TransferClaims, ApiError> {
+    let claims = match jwt::verify_transfer_token(
+        request.header("authorization"),
+        node.config.token.as_bytes(),
+    ) {
+        Ok(claims) => claims,
+        Err(TokenError::Missing) => {
+            return Err(ApiError::new(401, auth::MISSING).with_header("WWW-Authenticate", "Bearer"))
+        }
+        Err(TokenError::Invalid(why)) => {
+            log::warn!("transfer token refused from {}: {why}", request.remote_addr);
+            return Err(ApiError::new(401, INVALID_TOKEN));
+        }
+        Err(TokenError::Forbidden) => {
+            log::warn!(
+                "transfer token from {} lacks the transfer scope",
+                request.remote_addr
+            );
+            return Err(ApiError::new(403, "Forbidden."));
+        }
+    };
+    if !is_uuid(&claims.server) {
+        log::warn!(
+            "transfer token refused: sub `{}` is not a server uuid",
+            claims.server
+        );
+        return Err(ApiError::new(401, INVALID_TOKEN));
+    }
+    if node.transfers.token_used(&claims.replay_key) {
+        log::warn!(
+            "transfer token refused from {}: replay of a token already used for {}",
+            request.remote_addr,
+            claims.server
+        );
+        return Err(ApiError::new(401, INVALID_TOKEN));
+    }
+    Ok(claims)
+}
+
 /// Receives the body into staging and verifies it: the staged tree and
 /// the server's configuration, ready for `finish::install_and_report`. On
 /// error the staging directory is gone (dropped).
@@ -159,6 +170,29 @@ fn receive_tree(
     boundary: &str,
 ) -> Result<(Staging, ServerConfig, Received), ApiError> {
     refuse_multiplex(request)?;
+    // What the files take on disk (holes cost nothing, as extraction
+    // writes them); a source that does not say, the apparent size.
+    let needed = |name: &str| {
+        request
+            .header(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let announced = needed("x-ferry-disk-total").or_else(|| needed("x-ferry-bytes-total"));
+    receive_body(node, request.body(), transfer, uuid, boundary, announced)
+}
+
+/// The body half of `receive_tree`, from any reader of the multipart body:
+/// the classic request's body, or the segmented transport's spool
+/// (`segmented::session`). `announced` is the disk the source said the
+/// tree needs, checked before a byte is written.
+pub(crate) fn receive_body(
+    node: &Arc<Node>,
+    body: impl Read,
+    transfer: &Arc<Transfer>,
+    uuid: &str,
+    boundary: &str,
+    announced: Option<u64>,
+) -> Result<(Staging, ServerConfig, Received), ApiError> {
     let mut config = match &node.panel {
         Some(panel) => {
             let remote = panel.server(uuid).map_err(|e| {
@@ -176,14 +210,7 @@ fn receive_tree(
         None => None,
     };
     let limit = config.as_ref().and_then(ServerConfig::disk_space_bytes);
-    // What the files take on disk (holes cost nothing, as extraction
-    // writes them); a source that does not say, the apparent size.
-    let needed = |name: &str| {
-        request
-            .header(name)
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    if let Some(total) = needed("x-ferry-disk-total").or_else(|| needed("x-ferry-bytes-total")) {
+    if let Some(total) = announced {
         preflight_space(node, limit, total)?;
     }
     refuse_running_container(node, uuid)?;
@@ -193,7 +220,7 @@ fn receive_tree(
 
     let cancel = Arc::clone(transfer.cancel_flag());
     let body = ThrottledReader {
-        inner: request.body(),
+        inner: body,
         throttle: &node.download,
         cancel: &cancel,
     };
@@ -307,7 +334,7 @@ fn receive_tree(
 }
 
 /// Refuses before any byte is written when the announced size cannot fit.
-fn preflight_space(node: &Node, limit: Option<u64>, total: u64) -> Result<(), ApiError> {
+pub(crate) fn preflight_space(node: &Node, limit: Option<u64>, total: u64) -> Result<(), ApiError> {
     if limit.is_some_and(|limit| total > limit) {
         return Err(ApiError::new(400, NO_SPACE));
     }

@@ -19,6 +19,7 @@ use crate::transfer::early_answer;
 use crate::transfer::finish::{self, SourceEnd};
 use crate::transfer::pipe::pipe;
 use crate::transfer::progress::upload_line;
+use crate::transfer::segmented;
 use crate::transfer::throttle::ThrottledReader;
 use crate::transfer::wire;
 use crate::transfer::{Status, Transfer};
@@ -119,6 +120,21 @@ fn send(
     let agent = early_answer::agent(config, &heard);
     let killer = agent.clone();
     transfer.on_cancel(move || killer.clone().shutdown());
+    // Another ferry node gets the segmented transport (SPEC §10); anything
+    // else the classic POST below, unchanged.
+    // `FERRY_TRANSPORT=classic` keeps the classic POST between ferry nodes
+    // (benches comparing the two, tests of the classic path's failures).
+    let ferry = match std::env::var("FERRY_TRANSPORT").as_deref() {
+        Ok("classic") => None,
+        _ => segmented::sender::probe(&agent, &plan.url, &plan.token),
+    };
+    if let Some(f) = &ferry {
+        log::info!(
+            "transfer {}: the destination speaks the segmented transport (segments of {} bytes)",
+            transfer.id,
+            f.segment_size
+        );
+    }
 
     let boundary = multipart::random_boundary();
     let cancel = Arc::clone(transfer.cancel_flag());
@@ -190,6 +206,27 @@ fn send(
         reached: false,
     };
     let send_clock = transfer.counters.stage_clock(crate::archive::Stage::Send);
+    if let Some(ferry) = ferry {
+        let announce = segmented::sender::Announce {
+            boundary: &boundary,
+            bytes_total: totals.bytes,
+            files_total: totals.files,
+            disk_total: totals.disk_bytes,
+            start_on_completion: plan.start_on_completion,
+        };
+        let end = send_segmented(node, transfer, &agent, plan, ferry, &announce, body);
+        drop(send_clock);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
+        drop(monitor);
+        if matches!(end, SourceEnd::Local(_)) {
+            // The body stopped here: packing's own error says why. A
+            // destination's answer (a refusal at open) is its own reason.
+            produced?;
+        }
+        return Ok(end);
+    }
     let sent = agent
         .post(&plan.url)
         .header("Authorization", &plan.token)
@@ -248,6 +285,45 @@ fn send(
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.chars().take(200).collect());
     Ok(SourceEnd::Refused(status, reason))
+}
+
+/// The segmented transport's half of `send`: open, segments, finish. The
+/// body is dropped on return, which ends the producer if it is still
+/// writing.
+fn send_segmented<R: Read + Send>(
+    node: &Node,
+    transfer: &Transfer,
+    agent: &ureq::Agent,
+    plan: &OutgoingPlan,
+    ferry: segmented::sender::Ferry,
+    announce: &segmented::sender::Announce<'_>,
+    mut body: R,
+) -> SourceEnd {
+    use segmented::sender::Sender;
+    let opened = Sender::open(
+        node,
+        transfer,
+        agent,
+        &plan.url,
+        &plan.token,
+        ferry,
+        announce,
+    );
+    let (sender, offered) = match opened {
+        Ok(opened) => opened,
+        Err(end) => return end,
+    };
+    let size = offered
+        .min(ferry.segment_size)
+        .min(node.config.system.transfers.segmented.segment_size);
+    node.transfer_log(
+        transfer,
+        &format!(
+            "Sending in segments of {} (resumable)...",
+            crate::transfer::progress::human_bytes(size)
+        ),
+    );
+    sender.run(&mut body, size)
 }
 
 /// The body as ureq reads it; when its end is read after the whole body

@@ -144,6 +144,12 @@ fn standalone_transfer_exits_zero_and_the_tree_and_configuration_arrive() {
         "{stdout}"
     );
     assert!(stdout.contains("completed: "), "{stdout}");
+    // Between ferry nodes: the segmented transport's phases (SPEC §10).
+    assert!(
+        stdout.contains("Sending in segments of")
+            && stdout.contains("waiting for the destination to finish"),
+        "{stdout}"
+    );
 
     assert_eq!(tree_listing(&p.dst.server_dir(SERVER)), before);
     // The source keeps its copy (the panel, not the CLI, deletes it).
@@ -173,13 +179,19 @@ fn standalone_transfer_exits_zero_and_the_tree_and_configuration_arrive() {
         table.contains("incoming") && table.contains("completed") && table.contains("100%"),
         "{table}"
     );
+    // And the session it came through, ended.
+    assert!(
+        table.contains("session ") && table.contains("(ended), holds"),
+        "{table}"
+    );
 }
 
 #[test]
 fn sigint_cancels_the_transfer_and_leaves_nothing_on_the_destination() {
     // 1 MiB/s upload cap and incompressible data: the transfer would take
-    // about 24 s, so it is surely still streaming when Ctrl-C comes.
-    let p = pair("upload_limit: 1", |dir| {
+    // about 24 s, so it is surely still streaming when Ctrl-C comes (in
+    // 1 MiB segments: the destination holds bytes before the body ends).
+    let p = pair("upload_limit: 1\nsegment_size: 1", |dir| {
         make_server_tree(dir);
         let mut bytes = vec![0u8; 24 * 1024 * 1024];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

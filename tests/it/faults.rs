@@ -21,6 +21,12 @@ use serde_json::json;
 
 const SERVER: &str = "7d2e3f40-5b6c-4d7e-8f90-a1b2c3d4e5f6";
 
+/// These faults hit the classic POST mid-body; the segmented transport's
+/// own (cuts, kills, expiry) are in `transport::`.
+fn classic() -> Vec<(String, String)> {
+    vec![("FERRY_TRANSPORT".into(), "classic".into())]
+}
+
 fn start_source(panel: &FakePanel, transfers_yaml: &str, tree: impl Fn(&Path)) -> TestNode {
     panel.add_server(SERVER, json!({"uuid": SERVER}));
     let root = tempfile::tempdir().unwrap().keep();
@@ -29,6 +35,7 @@ fn start_source(panel: &FakePanel, transfers_yaml: &str, tree: impl Fn(&Path)) -
         remote: Some(panel.url()),
         root: Some(root),
         transfers_yaml: transfers_yaml.to_string(),
+        env: classic(),
         ..Default::default()
     })
 }
@@ -287,7 +294,7 @@ fn shutdown_signal_mid_transfer_cancels_after_the_grace_period() {
         remote: Some(panel.url()),
         root: Some(root),
         transfers_yaml: "upload_limit: 1".into(),
-        env: vec![("FERRY_SHUTDOWN_GRACE".into(), "1".into())],
+        env: [classic(), vec![("FERRY_SHUTDOWN_GRACE".into(), "1".into())]].concat(),
         ..Default::default()
     });
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));

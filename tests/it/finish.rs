@@ -85,6 +85,12 @@ impl World {
         let before = tree_listing(&dir);
         let mut env_all = setup.source_env.clone();
         env_all.extend(settle_env());
+        // The commit-rule worlds drive the classic POST's timing (a kill or
+        // cancel mid-body); the segmented transport has its own suite
+        // (transport::).
+        if !env_all.iter().any(|(k, _)| k == "FERRY_TRANSPORT") {
+            env_all.push(("FERRY_TRANSPORT".into(), "classic".into()));
+        }
         let source_options = NodeOptions {
             remote: remote.clone(),
             root: Some(source_root),

@@ -46,4 +46,5 @@ mod transfer_dialects_undo;
 mod transfer_e2e;
 mod transfer_errors;
 mod transfer_tls;
+mod transport;
 mod ws_events;

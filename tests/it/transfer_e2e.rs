@@ -33,6 +33,11 @@ fn settings() -> serde_json::Value {
 /// The destination boots first (the panel lists nothing for it), then the
 /// server is put on the panel and the source boots holding it.
 fn pair(source_transfers: &str) -> Pair {
+    pair_with(source_transfers, vec![])
+}
+
+/// `env` goes to the source's process.
+fn pair_with(source_transfers: &str, env: Vec<(String, String)>) -> Pair {
     let panel = FakePanel::start("testtokenid", TOKEN);
     let dest = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
@@ -45,6 +50,7 @@ fn pair(source_transfers: &str) -> Pair {
         remote: Some(panel.url()),
         root: Some(root),
         transfers_yaml: source_transfers.to_string(),
+        env,
         ..Default::default()
     });
     Pair {
@@ -248,7 +254,7 @@ fn full_transfer_installs_an_identical_tree_and_reports_once() {
 #[test]
 fn double_start_is_409_and_power_is_refused_while_transferring() {
     // 1 MiB/s keeps the transfer running long enough to poke at it.
-    let p = pair("upload_limit: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1");
     let (code, _) = p.start();
     assert_eq!(code, 202);
     let (code, body) = p.start();
@@ -282,7 +288,7 @@ fn double_start_is_409_and_power_is_refused_while_transferring() {
 
 #[test]
 fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
-    let p = pair("upload_limit: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1");
     assert_eq!(p.start().0, 202);
     // Mid-stream on both sides: a source that has packed bytes may not
     // have reached the destination yet (then only the source reports).
@@ -350,7 +356,7 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
 
 #[test]
 fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
-    let p = pair("upload_limit: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1");
     assert_eq!(p.start().0, 202);
     p.dest.wait_transfer_bytes(SERVER);
     let asked = Instant::now();
@@ -385,7 +391,10 @@ fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
 
 #[test]
 fn destination_killed_mid_stream_fails_the_source_which_can_retry() {
-    let mut p = pair("upload_limit: 1");
+    // The classic POST: the segmented transport resumes instead
+    // (transport::a_killed_destination_restarts_and_the_transfer_resumes).
+    let classic = vec![("FERRY_TRANSPORT".to_string(), "classic".to_string())];
+    let mut p = pair_with("upload_limit: 1", classic);
     assert_eq!(p.start().0, 202);
     p.dest.wait_transfer_bytes(SERVER);
     p.dest.kill9();
@@ -455,7 +464,7 @@ fn panel_failing_during_the_success_report_is_retried() {
 
 #[test]
 fn bulk_cancel_with_a_reason_and_metrics() {
-    let p = pair("upload_limit: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1");
     // Validation first: a reason is required, and no selector needs `everything`.
     let (code, body) = p.source.request(
         "POST",

@@ -7,6 +7,11 @@
 //! drivers so far: `spool` (the files that make an acknowledged segment
 //! durable) and `follow` (the extractor's reader that follows the spool).
 //!
+//! Drivers: `session` (one destination session: segments in, the
+//! extractor, its end), `store` (open, find, expire, take up after a
+//! restart) and `sender` (the source's probe, segments out, resume, the
+//! polled finish).
+//!
 //! Out of scope: sockets, the JWT (checked by
 //! `jwt::verify_transfer_token` before a session exists) and the end of
 //! the transfer, which belongs to the shared finish (`transfer::finish`),
@@ -21,7 +26,10 @@ pub mod ledger;
 pub mod plan;
 pub mod secret;
 pub mod segment;
+pub mod sender;
+pub mod session;
 pub mod spool;
+pub mod store;
 
 /// `system.transfers.segment_size` default: under a 100 MB proxy limit.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod fake_panel;
 pub mod http_common;
 pub mod node;
+pub mod proxy;
 
 /// Runs a test that changes or measures process-wide state (the `log`
 /// crate's one logger, the peak-RSS mark, the open-files limit) in a child

@@ -1,0 +1,192 @@
+//! The segmented transport's routes (SPEC §10, docs/transport.md
+//! "Requests"): probe and open with the panel's JWT, then status, segment,
+//! finish and cancel with the session's secret. The work is
+//! `transfer::segmented`'s; this file maps requests and answers.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{read_json, read_reason};
+use crate::api::transfer_out::NOT_TRANSFERRING;
+use crate::http::reply::{self, ApiError};
+use crate::http::router::Params;
+use crate::http::{Request, Response};
+use crate::node::Node;
+use crate::transfer::destination::verify_token;
+use crate::transfer::finish;
+use crate::transfer::manager::CancelRefused;
+use crate::transfer::segmented::session::Session;
+use crate::transfer::segmented::store::OpenRequest;
+use crate::transfer::segmented::{secret, segment};
+
+pub const NO_SESSION: &str = "No such transfer session.";
+pub const BAD_SECRET: &str = "Invalid or expired transfer session.";
+/// The header naming a segment's SHA-256.
+pub const SEGMENT_SHA256: &str = "x-ferry-segment-sha256";
+
+/// `GET /api/transfers/session`: "this node speaks the segmented
+/// transport", to a caller holding a valid transfer JWT.
+pub fn probe(node: &Arc<Node>, request: &mut Request, _: &Params) -> Result<Response, ApiError> {
+    verify_token(node, request)?;
+    let c = &node.config.system.transfers.segmented;
+    Ok(reply::json(
+        200,
+        &json!({
+            "ferry": 1,
+            "segment_size": c.segment_size,
+            "resume_window": crate::transfer::segmented::store::window(&node.config),
+        }),
+    ))
+}
+
+/// `POST /api/transfers/session`.
+pub fn open(node: &Arc<Node>, request: &mut Request, _: &Params) -> Result<Response, ApiError> {
+    let claims = verify_token(node, request)?;
+    let body = read_json(request, 16 * 1024)?;
+    let wanted: OpenRequest = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(400, format!("invalid session request: {e}")))?;
+    let peer = request.remote_addr.ip().to_string();
+    let opened = node.sessions.open(node, &claims, &peer, wanted)?;
+    Ok(reply::json(201, &opened))
+}
+
+/// The session named by `:sid`, when the request carries its secret.
+fn session(node: &Node, request: &Request, params: &Params) -> Result<Arc<Session>, ApiError> {
+    let sid = params.get("sid");
+    let found = secret::is_session_id(sid)
+        .then(|| node.sessions.get(sid))
+        .flatten()
+        .ok_or_else(|| ApiError::new(404, NO_SESSION))?;
+    if !found.authorizes(request.header("authorization")) {
+        log::warn!(
+            "transfer session {sid}: refused a request from {} without its secret",
+            request.remote_addr
+        );
+        return Err(ApiError::new(401, BAD_SECRET));
+    }
+    Ok(found)
+}
+
+/// `GET /api/transfers/session/:sid`.
+pub fn status(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let session = session(node, request, params)?;
+    let view = session.view();
+    let mut body = json!({"held": view.held, "state": view.state.as_str()});
+    if let Some((code, message)) = view.error {
+        body["error"] = json!(message);
+        body["code"] = json!(code);
+    }
+    Ok(reply::json(200, &body))
+}
+
+/// `PUT /api/transfers/session/:sid/segment?offset=O`.
+pub fn segment(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let session = session(node, request, params)?;
+    let limit = node.config.system.transfers.segmented.segment_size;
+    let header = segment::parse(
+        &request.query,
+        request.content_length(),
+        request.header(SEGMENT_SHA256),
+        limit,
+    )
+    .map_err(|e| ApiError::new(e.status(), e.to_string()))?;
+    // Writing and fsyncing a segment takes a while: keep the pool's seats
+    // for short requests.
+    request.leave_worker_pool();
+    let connection = request.connection();
+    let mut body = request.body();
+    match session.receive(header, &mut body, connection) {
+        Ok(held) => Ok(reply::json(200, &json!({"held": held}))),
+        Err((status, message, held)) => Ok(reply::json(
+            status,
+            &json!({"error": message, "held": held}),
+        )),
+    }
+}
+
+/// `POST /api/transfers/session/:sid/finish` `{"length","sha256"}`: 202 at
+/// once; the outcome comes by polling status.
+pub fn finish(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let session = session(node, request, params)?;
+    let body = read_json(request, 4096)?;
+    let length = body.get("length").and_then(|v| v.as_u64());
+    let mut sha = [0u8; 32];
+    let digest_ok = body
+        .get("sha256")
+        .and_then(|v| v.as_str())
+        .is_some_and(|h| h.len() == 64 && hex::decode_to_slice(h, &mut sha).is_ok());
+    let (Some(length), true) = (length, digest_ok) else {
+        return Err(ApiError::new(400, "finish needs `length` and `sha256`"));
+    };
+    match session.finish(length, sha) {
+        Ok(()) => Ok(reply::json(
+            202,
+            &json!({"held": length, "state": "finishing"}),
+        )),
+        Err(refusal) => Ok(reply::json(
+            refusal.status(),
+            &json!({"error": refusal.to_string(), "held": session.view().held}),
+        )),
+    }
+}
+
+/// `DELETE /api/transfers/session/:sid`: the source cancels (SPEC §5).
+pub fn cancel(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let session = session(node, request, params)?;
+    let reason = read_reason(request)?;
+    match node.transfers.cancel(&session.transfer, reason.clone()) {
+        Ok(()) => {}
+        Err(CancelRefused::NotActive) => return Err(ApiError::new(409, NOT_TRANSFERRING)),
+        Err(CancelRefused::Finalizing) => return Err(ApiError::new(409, finish::FINALIZING)),
+    }
+    if let Some(reason) = &reason {
+        node.transfer_log(
+            &session.transfer,
+            &format!("Cancel requested by the source: {reason}"),
+        );
+    }
+    Ok(reply::json(202, &session.transfer.record()))
+}
+
+/// `GET /api/transfers/sessions` (node token): the sessions this node
+/// receives, live or recently ended, with what each holds (`ferry status`).
+pub fn list(node: &Arc<Node>, _: &mut Request, _: &Params) -> Result<Response, ApiError> {
+    let mut out: Vec<serde_json::Value> = node
+        .sessions
+        .all()
+        .iter()
+        .map(|s| {
+            let (record, view) = (s.record(), s.view());
+            json!({
+                "session": s.sid,
+                "server": record.server,
+                "transfer": record.transfer_id,
+                "peer": record.peer,
+                "state": view.state.as_str(),
+                "held": view.held,
+                "bytes_total": record.bytes_total,
+                "created": record.created,
+                "resumable": view.state.as_str() == "receiving",
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| std::cmp::Reverse(v["created"].as_u64()));
+    Ok(reply::json(200, &out))
+}

@@ -1,0 +1,370 @@
+//! The destination's sessions (docs/transport.md): opening one (the panel
+//! JWT's checks, SPEC §4's early rows, the disk check, a fresh secret),
+//! finding one by id or by its JWT, the sweeper that expires silent
+//! sessions after `resume_window`, and taking live sessions up again after
+//! a restart. What a session does once open is `session`'s.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::ledger::{State, Sweep};
+use super::session::{self, sessions_root, Session, SessionRecord, RECORD};
+use super::spool::Spool;
+use crate::http::reply::ApiError;
+use crate::node::Node;
+use crate::transfer::destination::{EXISTS, IN_PROGRESS};
+use crate::transfer::finish::{self, Phase};
+use crate::transfer::persist::Saved;
+use crate::transfer::{Direction, Status};
+
+/// The reason a silent session's transfer is cancelled with.
+pub const EXPIRED: &str = "the transfer session expired (no segment within resume_window)";
+
+/// `FERRY_RESUME_WINDOW_SECS` shortens the window for tests (the
+/// configuration key's floor is 60 s).
+pub fn window(node_config: &crate::config::Config) -> u64 {
+    std::env::var("FERRY_RESUME_WINDOW_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(
+            node_config
+                .system
+                .transfers
+                .segmented
+                .resume_window
+                .as_secs(),
+        )
+}
+
+/// What the source announces when it opens a session.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct OpenRequest {
+    pub boundary: String,
+    #[serde(default)]
+    pub transfer_id: String,
+    #[serde(default)]
+    pub bytes_total: u64,
+    #[serde(default)]
+    pub files_total: u64,
+    #[serde(default)]
+    pub disk_total: Option<u64>,
+    #[serde(default)]
+    pub start_on_completion: bool,
+}
+
+/// What `open` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Opened {
+    pub session: String,
+    pub secret: String,
+    pub segment_size: u64,
+    pub held: u64,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Sessions {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        self.map().get(sid).cloned()
+    }
+
+    /// Every session this node knows (live and recently ended).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map().values().cloned().collect()
+    }
+
+    fn live_for_token(&self, replay_key: &str) -> Option<Arc<Session>> {
+        self.map()
+            .values()
+            .find(|s| !s.view().state.is_terminal() && s.record().replay_key == replay_key)
+            .cloned()
+    }
+
+    /// `POST /api/transfers/session`: the JWT was verified by the caller.
+    pub fn open(
+        &self,
+        node: &Arc<Node>,
+        claims: &crate::jwt::TransferClaims,
+        peer: &str,
+        wanted: OpenRequest,
+    ) -> Result<Opened, ApiError> {
+        let segment_size = node.config.system.transfers.segmented.segment_size;
+        let Some((sid, secret, stored)) = super::secret::issue() else {
+            return Err(ApiError::new(500, "no randomness for a session secret"));
+        };
+        // The same JWT again while its session lives: the source lost the
+        // answer (or this node restarted); it gets a new secret for it.
+        if let Some(existing) = self.live_for_token(&claims.replay_key) {
+            existing
+                .rotate_secret(stored)
+                .map_err(|e| ApiError::new(500, format!("cannot save the session: {e}")))?;
+            return Ok(Opened {
+                session: existing.sid.clone(),
+                secret,
+                segment_size,
+                held: existing.view().held,
+            });
+        }
+        if !valid_boundary(&wanted.boundary) {
+            return Err(ApiError::new(400, "invalid content type"));
+        }
+        let uuid = claims.server.clone();
+        if node.registry.contains(&uuid) {
+            return Err(ApiError::new(409, EXISTS));
+        }
+        let total = wanted.disk_total.unwrap_or(wanted.bytes_total);
+        crate::transfer::destination::preflight_space(node, None, total)?;
+        let transfer = node
+            .transfers
+            .begin(&uuid, Direction::Incoming, peer)
+            .map_err(|_| ApiError::new(409, IN_PROGRESS))?;
+        node.transfers
+            .transition(&transfer, Status::Processing, None);
+        transfer.set_totals(wanted.files_total, wanted.bytes_total);
+        let record = SessionRecord {
+            sid: sid.clone(),
+            secret_sha256: stored,
+            replay_key: claims.replay_key.clone(),
+            replay_expires: claims.expires_at,
+            server: uuid,
+            transfer_id: transfer.id.clone(),
+            peer: peer.to_string(),
+            boundary: wanted.boundary,
+            bytes_total: wanted.bytes_total,
+            files_total: wanted.files_total,
+            disk_total: wanted.disk_total,
+            start_on_completion: wanted.start_on_completion,
+            created: session::now(),
+            state: State::Receiving.as_str().to_string(),
+        };
+        let dir = sessions_root(&node.config.system.data).join(&sid);
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| Spool::create(&dir))
+            .and_then(|spool| {
+                crate::statefile::write_json(&dir.join(RECORD), &record).map(|()| spool)
+            });
+        let spool = match made {
+            Ok(spool) => spool,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                let error = ApiError::new(500, format!("cannot create the transfer session: {e}"));
+                return Err(fail_now(node, &transfer, error));
+            }
+        };
+        let session = Session::new(
+            record,
+            dir,
+            spool,
+            0,
+            window(&node.config),
+            Arc::clone(&transfer),
+        );
+        self.map().insert(sid.clone(), Arc::clone(&session));
+        if let Err(e) = session.spawn_extractor(node) {
+            let error = ApiError::new(500, format!("cannot start the extractor: {e}"));
+            self.map().remove(&sid);
+            let _ = std::fs::remove_dir_all(sessions_root(&node.config.system.data).join(&sid));
+            return Err(fail_now(node, &transfer, error));
+        }
+        node.transfer_log(&transfer, "Receiving archive from source in segments...");
+        log::info!(
+            "transfer {} of {}: session {sid} open for {peer}",
+            transfer.id,
+            transfer.server
+        );
+        Ok(Opened {
+            session: sid,
+            secret,
+            segment_size,
+            held: 0,
+        })
+    }
+
+    /// One sweep: expire silent sessions (their transfer is cancelled, the
+    /// extractor removes them and reports failure), forget ended ones.
+    pub fn sweep(&self, node: &Node) {
+        for session in self.all() {
+            match session.sweep() {
+                Sweep::Expire => {
+                    log::warn!(
+                        "transfer {}: session {} silent past the resume window; cancelling",
+                        session.transfer.id,
+                        session.sid
+                    );
+                    node.transfer_log(&session.transfer, EXPIRED);
+                    if node
+                        .transfers
+                        .cancel(&session.transfer, Some(EXPIRED.to_string()))
+                        .is_err()
+                    {
+                        log::warn!(
+                            "transfer {}: the expired session could not be cancelled",
+                            session.transfer.id
+                        );
+                    }
+                }
+                Sweep::Forget => {
+                    self.map().remove(&session.sid);
+                }
+                Sweep::Keep => {}
+            }
+        }
+    }
+
+    /// The sweeper thread: a sweep every second (cheap: a few sessions).
+    pub fn spawn_sweeper(node: &Arc<Node>) {
+        let weak = Arc::downgrade(node);
+        let spawned = std::thread::Builder::new()
+            .name("seg-sweep".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(node) = weak.upgrade() else { return };
+                node.sessions.sweep(&node);
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the transfer session sweeper: {e}");
+        }
+    }
+
+    /// Before start-up recovery: the sessions a killed daemon left that can
+    /// go on (receiving, spool consistent with its acks). Their transfers'
+    /// crash state is taken from recovery (which would undo them); every
+    /// other session directory is removed and its transfer left to
+    /// recovery (SPEC §5.1: a session that was finishing belongs to the
+    /// shared finish's recovery, never re-installed here).
+    pub fn hold_back(node: &Node) -> Vec<(SessionRecord, Spool, u64)> {
+        let root = sessions_root(&node.config.system.data);
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                // A source's kept segment whose name outlived a crash.
+                let _ = std::fs::remove_file(&dir);
+                continue;
+            }
+            match take_up(&dir) {
+                Ok((record, spool, held)) => {
+                    log::warn!(
+                        "recovery: transfer session {} of {} holds {held} bytes; it resumes",
+                        record.sid,
+                        record.server
+                    );
+                    node.transfers.forget_orphan(&record.transfer_id);
+                    out.push((record, spool, held));
+                }
+                Err(why) => {
+                    log::warn!(
+                        "recovery: removing transfer session {}: {why}",
+                        dir.display()
+                    );
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        log::error!("recovery: cannot remove {}: {e}", dir.display());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// After start-up recovery: the held-back sessions go on, each with its
+    /// transfer (same id) and a new extractor that reads the spool from
+    /// its start (staging was emptied by recovery).
+    pub fn resume(node: &Arc<Node>, held_back: Vec<(SessionRecord, Spool, u64)>) {
+        for (record, spool, held) in held_back {
+            let saved = Saved {
+                id: record.transfer_id.clone(),
+                server: record.server.clone(),
+                direction: Direction::Incoming,
+                peer: record.peer.clone(),
+                status: Status::Processing,
+                phase: Phase::Streaming,
+                config: None,
+                cancel_reason: None,
+            };
+            let transfer = node.transfers.resume(&saved);
+            transfer.set_totals(record.files_total, record.bytes_total);
+            let dir = sessions_root(&node.config.system.data).join(&record.sid);
+            let sid = record.sid.clone();
+            let session = Session::new(
+                record,
+                dir,
+                spool,
+                held,
+                window(&node.config),
+                Arc::clone(&transfer),
+            );
+            node.sessions.map().insert(sid, Arc::clone(&session));
+            if let Err(e) = session.spawn_extractor(node) {
+                let error = ApiError::new(500, format!("cannot start the extractor: {e}"));
+                let _ = fail_now(node, &transfer, error);
+            }
+        }
+    }
+}
+
+/// A session directory that can go on, or why not.
+fn take_up(dir: &std::path::Path) -> Result<(SessionRecord, Spool, u64), String> {
+    let bytes = std::fs::read(dir.join(RECORD)).map_err(|e| format!("no record: {e}"))?;
+    let record: SessionRecord =
+        serde_json::from_slice(&bytes).map_err(|e| format!("unreadable record: {e}"))?;
+    if record.state != State::Receiving.as_str() {
+        return Err(format!("it was {}", record.state));
+    }
+    if !super::secret::is_session_id(&record.sid)
+        || dir.file_name() != Some(std::ffi::OsStr::new(&record.sid))
+    {
+        return Err("its name is not its session id".into());
+    }
+    let (spool, held) = Spool::reopen(dir).map_err(|e| e.to_string())?;
+    Ok((record, spool, held))
+}
+
+/// A failure after the transfer began but before its extractor runs.
+fn fail_now(
+    node: &Arc<Node>,
+    transfer: &Arc<crate::transfer::Transfer>,
+    error: ApiError,
+) -> ApiError {
+    match finish::destination::fail(node, transfer, error) {
+        Err(e) => e,
+        Ok(_) => ApiError::new(500, "the transfer could not start"),
+    }
+}
+
+/// A multipart boundary (RFC 2046: 1–70 characters of a safe set).
+fn valid_boundary(b: &str) -> bool {
+    (1..=70).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"'()+_,-./:=?".contains(&c))
+}
+
+/// Where a node keeps its sessions (for `ferry status`).
+pub fn root_of(data: &std::path::Path) -> PathBuf {
+    sessions_root(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_boundary;
+
+    #[test]
+    fn boundaries() {
+        assert!(valid_boundary("ferry-0123abcd"));
+        assert!(!valid_boundary(""));
+        assert!(!valid_boundary("a b"));
+        assert!(!valid_boundary("a\r\nb"));
+        assert!(!valid_boundary(&"x".repeat(71)));
+    }
+}

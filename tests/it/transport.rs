@@ -1,0 +1,709 @@
+//! The segmented transport between ferry nodes (SPEC §10,
+//! docs/transport.md), end to end on loopback: through a proxy shaped like
+//! Cloudflare's (413 over 100 MB, idle reads cut), cuts, SIGKILL of either
+//! node, expiry, replay, checksum mismatches and the session's own
+//! refusals.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::support::fake_panel::{self, FakePanel};
+use crate::support::node::{make_server_tree, tree_listing, NodeOptions, TestNode, TOKEN};
+use crate::support::proxy::Proxy;
+
+const SERVER: &str = "6c1f8b3d-4e5f-4a70-9b2c-3d4e5f6a7b8c";
+const MB: u64 = 1_000_000;
+const MIB: u64 = 1024 * 1024;
+
+fn settings() -> serde_json::Value {
+    json!({
+        "uuid": SERVER,
+        "meta": {"name": "Big world"},
+        "build": {"disk_space": 0, "memory_limit": 1024},
+        "container": {"image": "ferry-test/busybox:latest"},
+    })
+}
+
+/// Incompressible files of `total` bytes (in files of at most 50 MB) next
+/// to a small server tree: fast to make (xorshift), and the archive is as
+/// large as the data, so the proxy's body limit bites.
+fn random_tree(dir: &Path, total: u64, seed: u64) {
+    make_server_tree(dir);
+    std::fs::create_dir_all(dir.join("world/big")).unwrap();
+    let mut x = seed | 1;
+    let mut left = total;
+    let mut i = 0;
+    let mut buf = vec![0u8; MIB as usize];
+    while left > 0 {
+        let size = left.min(50 * MB);
+        let mut f = std::fs::File::create(dir.join(format!("world/big/r{i}.mca"))).unwrap();
+        let mut written = 0;
+        while written < size {
+            for w in buf.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            let n = (size - written).min(MIB) as usize;
+            f.write_all(&buf[..n]).unwrap();
+            written += n as u64;
+        }
+        left -= size;
+        i += 1;
+    }
+}
+
+struct Setup {
+    panel: FakePanel,
+    source: TestNode,
+    dest: TestNode,
+    proxy: Proxy,
+    jwt: String,
+}
+
+struct Options<'a> {
+    data: u64,
+    source_yaml: &'a str,
+    dest_yaml: &'a str,
+    dest_env: Vec<(String, String)>,
+    idle: Duration,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            data: 0,
+            source_yaml: "compression_level: 1",
+            dest_yaml: "",
+            dest_env: vec![],
+            idle: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A panel, a destination behind the proxy, and a source holding SERVER
+/// with `data` random bytes. The destination authenticates as its own
+/// node, so the panel's list never offers it the server at start-up.
+fn setup(o: Options<'_>) -> Setup {
+    let panel = FakePanel::start("testtokenid", TOKEN);
+    panel.add_node("desttokenid", TOKEN);
+    let dest = TestNode::start_with(NodeOptions {
+        remote: Some(panel.url()),
+        token_id: Some("desttokenid".into()),
+        transfers_yaml: o.dest_yaml.to_string(),
+        env: o.dest_env,
+        ..Default::default()
+    });
+    panel.add_server_on(SERVER, settings(), "testtokenid");
+    let root = tempfile::tempdir().unwrap().keep();
+    random_tree(&root.join("volumes").join(SERVER), o.data, 7);
+    let source = TestNode::start_with(NodeOptions {
+        remote: Some(panel.url()),
+        root: Some(root),
+        transfers_yaml: o.source_yaml.to_string(),
+        ..Default::default()
+    });
+    let proxy = Proxy::start(dest.addr, 100 * MB, o.idle);
+    Setup {
+        panel,
+        source,
+        dest,
+        proxy,
+        jwt: String::new(),
+    }
+}
+
+impl Setup {
+    /// What the panel does to start a transfer, to the destination through
+    /// the proxy.
+    fn start(&mut self) {
+        self.panel.set_transferring(SERVER, true);
+        self.jwt = self.panel.mint_transfer_jwt(&self.dest.token, SERVER);
+        let (code, body) = self.source.request(
+            "POST",
+            &format!("/api/servers/{SERVER}/transfer"),
+            Some(json!({
+                "url": self.proxy.url("/api/transfers"),
+                "token": format!("Bearer {}", self.jwt),
+                "server": {"uuid": SERVER, "start_on_completion": false},
+            })),
+        );
+        assert_eq!(code, 202, "{body}");
+    }
+
+    fn assert_identical(&self) {
+        assert_eq!(
+            tree_listing(&self.source.server_dir(SERVER)),
+            tree_listing(&self.dest.server_dir(SERVER)),
+            "the destination's tree differs from the source's"
+        );
+    }
+
+    /// The session directories left on the destination (not the source's
+    /// kept segment, which is unlinked at once).
+    fn sessions_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.dest.data.join(".ferry-sessions"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn assert_destination_clean(&self) {
+        assert!(!self.dest.server_dir(SERVER).exists(), "server dir left");
+        let staging: Vec<_> = std::fs::read_dir(self.dest.data.join(".ferry-staging"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(staging.is_empty(), "staging left: {staging:?}");
+        assert_eq!(self.sessions_left(), Vec::<String>::new(), "session left");
+    }
+
+    /// Bytes the source sent twice, from its log line.
+    fn resent(&self) -> u64 {
+        let log = self.source.log_text();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("bytes sent twice"))
+            .unwrap_or_else(|| panic!("no segment summary in the source log:\n{log}"));
+        let before = line.split(" bytes sent twice").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// Bytes the destination's session holds now (its ack log).
+    fn held(&self) -> u64 {
+        let mut held = 0;
+        for sid in self.sessions_left() {
+            let acks = std::fs::read_to_string(
+                self.dest
+                    .data
+                    .join(".ferry-sessions")
+                    .join(sid)
+                    .join("acks"),
+            )
+            .unwrap_or_default();
+            for line in acks.lines() {
+                let mut f = line.split(' ');
+                let (Some(o), Some(l)) = (f.next(), f.next()) else {
+                    continue;
+                };
+                held = held.max(o.parse::<u64>().unwrap_or(0) + l.parse::<u64>().unwrap_or(0));
+            }
+        }
+        held
+    }
+
+    fn wait_held(&self, at_least: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.held() < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "the destination never held {at_least} bytes\n--- source:\n{}\n--- destination:\n{}",
+                self.source.log_text(),
+                self.dest.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn through_a_100_mb_proxy_300_mb_pass_in_segments_and_the_classic_post_is_refused() {
+    let mut s = setup(Options {
+        data: 300 * MB,
+        ..Default::default()
+    });
+    // A Wings-style receiver (no session API) behind the proxy: the one
+    // chunked POST of the whole archive dies at 100 MB with the proxy's
+    // 413, and the source says so.
+    s.proxy.hide_session_api(true);
+    s.start();
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(s.proxy.refused_413() >= 1, "the proxy never refused a body");
+    // The source hears the 413 when it reads the answer before the proxy's
+    // close resets the connection; otherwise a broken pipe, as Wings gets.
+    let error = record["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("413") || error.contains("Broken pipe") || error.contains("reset"),
+        "{record}"
+    );
+    s.dest.wait_transfer_end(SERVER, Duration::from_secs(20));
+    s.assert_destination_clean();
+
+    // Ferry to ferry through the same proxy: segments of 64 MiB pass.
+    s.proxy.hide_session_api(false);
+    let refused_before = s.proxy.refused_413();
+    let started = Instant::now();
+    s.start();
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(120));
+    assert_eq!(
+        record["status"],
+        "completed",
+        "{record}\n{}",
+        s.dest.log_text()
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        s.proxy.refused_413(),
+        refused_before,
+        "a segment was refused"
+    );
+    assert!(s.proxy.forwarded() > 300 * MB);
+    s.assert_identical();
+    assert_eq!(s.resent(), 0);
+    assert_eq!(s.sessions_left(), Vec::<String>::new());
+    // The RSS budget (48 MiB per node) holds: segments live in files.
+    let (src_hwm, dst_hwm) = (s.source.status_kib("VmHWM"), s.dest.status_kib("VmHWM"));
+    eprintln!("300 MB through the proxy in {took:?}; peak RSS source {src_hwm} KiB, destination {dst_hwm} KiB");
+    assert!(
+        src_hwm < 48 * 1024 && dst_hwm < 48 * 1024,
+        "{src_hwm} / {dst_hwm} KiB"
+    );
+
+    // The panel's JWT opened that session; now that the transfer ended,
+    // it opens nothing (SPEC §4 replay), directly or through the proxy.
+    for url in [
+        s.dest.url("/api/transfers/session"),
+        s.proxy.url("/api/transfers/session"),
+    ] {
+        let resp = TestNode::agent()
+            .post(&url)
+            .header("Authorization", &format!("Bearer {}", s.jwt))
+            .header("Content-Type", "application/json")
+            .send(json!({"boundary": "abc"}).to_string())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+    }
+}
+
+#[test]
+fn a_cut_mid_transfer_resumes_and_resends_at_most_one_segment() {
+    let mut s = setup(Options {
+        data: 40 * MB,
+        source_yaml: "compression_level: 1\nsegment_size: 4",
+        dest_yaml: "segment_size: 4",
+        ..Default::default()
+    });
+    s.proxy.cut_once_after(20 * MB + 12_345);
+    s.start();
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
+    assert_eq!(
+        record["status"],
+        "completed",
+        "{record}\n{}",
+        s.source.log_text()
+    );
+    assert_eq!(s.proxy.cuts(), 1, "the proxy did not cut");
+    let resent = s.resent();
+    assert!(
+        resent <= 4 * MIB,
+        "re-sent {resent} bytes, more than one segment"
+    );
+    assert!(
+        resent > 0,
+        "a cut mid-segment re-sends that segment's start"
+    );
+    s.assert_identical();
+    assert!(s.source.log_text().contains("resuming"));
+}
+
+#[test]
+fn a_killed_destination_restarts_and_the_transfer_resumes() {
+    let mut s = setup(Options {
+        data: 40 * MB,
+        // 8 MiB/s: the kill lands mid-transfer.
+        source_yaml: "compression_level: 1\nsegment_size: 4\nupload_limit: 8",
+        dest_yaml: "segment_size: 4",
+        ..Default::default()
+    });
+    s.start();
+    s.wait_held(12 * MIB, Duration::from_secs(30));
+    let held = s.held();
+    s.dest.kill9();
+    let root = s.dest.keep_root();
+    s.dest = TestNode::start_with(NodeOptions {
+        remote: Some(s.panel.url()),
+        token_id: Some("desttokenid".into()),
+        root: Some(root),
+        transfers_yaml: "segment_size: 4".into(),
+        ..Default::default()
+    });
+    assert!(
+        s.dest.log_text().contains("it resumes"),
+        "{}",
+        s.dest.log_text()
+    );
+    s.proxy.set_upstream(s.dest.addr);
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(90));
+    assert_eq!(
+        record["status"],
+        "completed",
+        "{record}\n--- source:\n{}\n--- destination:\n{}",
+        s.source.log_text(),
+        s.dest.log_text()
+    );
+    s.assert_identical();
+    assert!(
+        s.resent() <= 4 * MIB,
+        "re-sent {} after the restart",
+        s.resent()
+    );
+    assert!(held > 0);
+    assert_eq!(s.sessions_left(), Vec::<String>::new());
+    // One success report, from the destination; never a failure.
+    let reports = s.panel.transfer_reports(SERVER);
+    assert_eq!(reports, vec![("success".to_string(), 204)], "{reports:?}");
+}
+
+#[test]
+fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
+    let mut s = setup(Options {
+        data: 40 * MB,
+        source_yaml: "compression_level: 1\nsegment_size: 4\nupload_limit: 4",
+        dest_yaml: "segment_size: 4",
+        dest_env: vec![("FERRY_RESUME_WINDOW_SECS".into(), "3".into())],
+        ..Default::default()
+    });
+    s.start();
+    s.wait_held(4 * MIB, Duration::from_secs(30));
+    s.source.kill9();
+    let root = s.source.keep_root();
+    s.source = TestNode::start_with(NodeOptions {
+        remote: Some(s.panel.url()),
+        root: Some(root),
+        ..Default::default()
+    });
+    // The restarted source reported the failure (SPEC §5.1, §7) and keeps
+    // its copy.
+    assert!(s.panel.wait_until(Duration::from_secs(15), |calls| {
+        calls.iter().any(|c| c.path.ends_with("/transfer/failure"))
+    }));
+    assert!(s.source.server_dir(SERVER).exists());
+    // The destination's session, silent, expires: cancelled, removed.
+    let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(20));
+    assert_eq!(record["status"], "cancelled", "{record}");
+    assert!(
+        record["cancel_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired"),
+        "{record}"
+    );
+    s.assert_destination_clean();
+    assert!(s.dest.audit_lines().iter().any(|l| l["to"] == "cancelled"));
+}
+
+/// A standalone destination and a source played by the test: the
+/// session's own refusals and the checksum rows of SPEC §4.
+mod raw {
+    use super::*;
+    use crate::support::archive_support::pack_vec;
+    use crate::support::multipart_body;
+
+    fn jwt(dest: &TestNode) -> String {
+        fake_panel::mint_transfer_jwt(&dest.token, SERVER)
+    }
+
+    fn call(
+        method: &str,
+        url: &str,
+        auth: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let agent = TestNode::agent();
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("Authorization", auth);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let mut resp = agent.run(req.body(body.to_vec()).unwrap()).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(json!({ "raw": text })),
+        )
+    }
+
+    fn open(dest: &TestNode, token: &str, boundary: &str) -> (String, String) {
+        let (code, v) = call(
+            "POST",
+            &dest.url("/api/transfers/session"),
+            &format!("Bearer {token}"),
+            &[("Content-Type", "application/json".into())],
+            json!({"boundary": boundary, "bytes_total": 1000})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(code, 201, "{v}");
+        (
+            v["session"].as_str().unwrap().to_string(),
+            v["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    fn put(
+        dest: &TestNode,
+        sid: &str,
+        secret: &str,
+        offset: u64,
+        bytes: &[u8],
+        sha: &str,
+    ) -> (u16, serde_json::Value) {
+        call(
+            "PUT",
+            &dest.url(&format!(
+                "/api/transfers/session/{sid}/segment?offset={offset}"
+            )),
+            &format!("Ferry-Session {secret}"),
+            &[("X-Ferry-Segment-Sha256", sha.to_string())],
+            bytes,
+        )
+    }
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    fn body(boundary: &str, checksum: Option<&str>) -> Vec<u8> {
+        let tree = tempfile::tempdir().unwrap();
+        make_server_tree(tree.path());
+        let (archive, summary) = pack_vec(tree.path(), 1, 1);
+        let checksum = checksum.unwrap_or(&summary.sha256_hex).to_string();
+        let config = json!({"settings": settings()}).to_string();
+        multipart_body(
+            boundary,
+            &[
+                ("configuration", None, config.as_bytes()),
+                ("archive", Some("archive.tar.gz"), &archive),
+                ("checksum", None, checksum.as_bytes()),
+            ],
+        )
+    }
+
+    /// Sends `bytes` in two segments and the finish claim; polls status
+    /// until the session ends.
+    fn send_all(
+        dest: &TestNode,
+        sid: &str,
+        secret: &str,
+        bytes: &[u8],
+        claim: &str,
+    ) -> serde_json::Value {
+        let half = bytes.len() / 2;
+        assert_eq!(
+            put(dest, sid, secret, 0, &bytes[..half], &sha(&bytes[..half])).0,
+            200
+        );
+        let (code, v) = put(
+            dest,
+            sid,
+            secret,
+            half as u64,
+            &bytes[half..],
+            &sha(&bytes[half..]),
+        );
+        assert_eq!((code, v["held"].as_u64()), (200, Some(bytes.len() as u64)));
+        let (code, v) = call(
+            "POST",
+            &dest.url(&format!("/api/transfers/session/{sid}/finish")),
+            &format!("Ferry-Session {secret}"),
+            &[],
+            json!({"length": bytes.len(), "sha256": claim})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(code, 202, "{v}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, v) = call(
+                "GET",
+                &dest.url(&format!("/api/transfers/session/{sid}")),
+                &format!("Ferry-Session {secret}"),
+                &[],
+                b"",
+            );
+            assert_eq!(code, 200);
+            if !matches!(v["state"].as_str(), Some("receiving" | "finishing")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn assert_clean(dest: &TestNode) {
+        assert!(!dest.server_dir(SERVER).exists());
+        for dir in [".ferry-staging", ".ferry-sessions"] {
+            let left: Vec<_> = std::fs::read_dir(dest.data.join(dir))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{dir} left: {left:?}");
+        }
+    }
+
+    #[test]
+    fn segment_and_session_refusals_then_a_standalone_transfer() {
+        let dest = TestNode::start();
+        let token = jwt(&dest);
+        // The probe needs a valid transfer token; then it says ferry.
+        let (code, _) = call(
+            "GET",
+            &dest.url("/api/transfers/session"),
+            "Bearer nope",
+            &[],
+            b"",
+        );
+        assert_eq!(code, 401);
+        let (code, v) = call(
+            "GET",
+            &dest.url("/api/transfers/session"),
+            &format!("Bearer {token}"),
+            &[],
+            b"",
+        );
+        assert_eq!((code, v["ferry"].as_u64()), (200, Some(1)), "{v}");
+
+        let (sid, secret) = open(&dest, &token, "b0undary");
+        let bytes = body("b0undary", None);
+        // Without the secret, or with another: 401; an unknown session: 404.
+        assert_eq!(
+            put(&dest, &sid, &"0".repeat(64), 0, b"x", &sha(b"x")).0,
+            401
+        );
+        assert_eq!(
+            put(&dest, &"a".repeat(32), &secret, 0, b"x", &sha(b"x")).0,
+            404
+        );
+        // A segment whose digest is not its header's: 400, nothing held.
+        let (code, v) = put(&dest, &sid, &secret, 0, &bytes[..100], &sha(b"other"));
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (400, Some("segment checksum mismatch"))
+        );
+        assert_eq!(v["held"], 0);
+        // Not at what is held: 409 with what is held.
+        let (code, v) = put(&dest, &sid, &secret, 5, &bytes[5..10], &sha(&bytes[5..10]));
+        assert_eq!((code, v["held"].as_u64()), (409, Some(0)));
+        // The same JWT again while the session lives: the same session,
+        // a new secret (the old one stops working).
+        let (sid2, secret2) = open(&dest, &token, "b0undary");
+        assert_eq!(sid2, sid);
+        assert_eq!(put(&dest, &sid, &secret, 0, b"x", &sha(b"x")).0, 401);
+
+        let end = send_all(&dest, &sid, &secret2, &bytes, &sha(&bytes));
+        assert_eq!(end["state"], "completed", "{end}\n{}", dest.log_text());
+        assert!(dest.server_dir(SERVER).join("server.properties").exists());
+        let left: Vec<_> = std::fs::read_dir(dest.data.join(".ferry-sessions"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+        // Replay after the end: refused.
+        let (code, _) = call(
+            "POST",
+            &dest.url("/api/transfers/session"),
+            &format!("Bearer {token}"),
+            &[("Content-Type", "application/json".into())],
+            json!({"boundary": "b0undary"}).to_string().as_bytes(),
+        );
+        assert_eq!(code, 401);
+    }
+
+    #[test]
+    fn a_wrong_archive_checksum_or_body_digest_fails_and_leaves_nothing() {
+        let dest = TestNode::start();
+        // The archive's checksum part is wrong: SPEC §4's row.
+        let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
+        let bytes = body("bnd", Some(&"0".repeat(64)));
+        let end = send_all(&dest, &sid, &secret, &bytes, &sha(&bytes));
+        assert_eq!(end["state"], "failed", "{end}");
+        assert_eq!(
+            (end["code"].as_u64(), end["error"].as_str()),
+            (Some(400), Some("checksums don't match"))
+        );
+        assert_clean(&dest);
+        // Every segment checked out, but the finish names another body.
+        let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
+        let bytes = body("bnd", None);
+        let end = send_all(&dest, &sid, &secret, &bytes, &sha(b"another body"));
+        assert_eq!(end["state"], "failed", "{end}");
+        assert_eq!(end["error"], "checksums don't match");
+        assert_clean(&dest);
+    }
+
+    #[test]
+    fn cancel_through_the_session_removes_it() {
+        let dest = TestNode::start();
+        let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
+        let bytes = body("bnd", None);
+        assert_eq!(
+            put(
+                &dest,
+                &sid,
+                &secret,
+                0,
+                &bytes[..1000],
+                &sha(&bytes[..1000])
+            )
+            .0,
+            200
+        );
+        // `ferry status` shows the resumable session and what it holds.
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, &dest.token).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["status", "--node", &dest.url("")])
+            .arg("--token-file")
+            .arg(&token_file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("session {} of {SERVER}", &sid[..8]))
+                && text.contains("receiving (resumable), holds 1000 B"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (code, v) = call(
+            "DELETE",
+            &dest.url(&format!("/api/transfers/session/{sid}")),
+            &format!("Ferry-Session {secret}"),
+            &[("Content-Type", "application/json".into())],
+            br#"{"reason":"source cancelled"}"#,
+        );
+        assert_eq!(code, 202, "{v}");
+        let record = dest.wait_transfer_end(SERVER, Duration::from_secs(5));
+        assert_eq!(record["status"], "cancelled");
+        let (code, v) = call(
+            "GET",
+            &dest.url(&format!("/api/transfers/session/{sid}")),
+            &format!("Ferry-Session {secret}"),
+            &[],
+            b"",
+        );
+        assert_eq!((code, v["state"].as_str()), (200, Some("cancelled")), "{v}");
+        assert_eq!(v["code"], 409);
+        assert_clean(&dest);
+        let (code, _) = put(
+            &dest,
+            &sid,
+            &secret,
+            1000,
+            &bytes[1000..2000],
+            &sha(&bytes[1000..2000]),
+        );
+        assert_eq!(code, 409);
+    }
+}
