@@ -99,9 +99,13 @@ pub struct TransferConfig {
 
 // --- system.transfers: the segmented transport (SPEC §10) -------------------
 
-/// `system.transfers.segment_size`, `resume_window` and `precopy`.
+/// `system.transfers.transport`, `segment_size`, `resume_window` and
+/// `precopy`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentedConfig {
+    /// Whether a source offers the segmented transport to a ferry
+    /// destination at all (docs/decisions.md: opt-in for now).
+    pub transport: Transport,
     /// Bytes per segment request (the key is in MiB, 1–1024; default 64, so
     /// a proxy's 100 MB body limit passes).
     pub segment_size: u64,
@@ -109,6 +113,14 @@ pub struct SegmentedConfig {
     /// default 900).
     pub resume_window: Duration,
     pub precopy: Precopy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The classic multipart POST to every destination (the default).
+    Classic,
+    /// Probe the destination; a ferry node gets the segmented transport.
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +134,7 @@ pub enum Precopy {
 impl Default for SegmentedConfig {
     fn default() -> Self {
         SegmentedConfig {
+            transport: Transport::Classic,
             segment_size: 64 * 1024 * 1024,
             resume_window: Duration::from_secs(900),
             precopy: Precopy::Auto,
@@ -425,6 +438,13 @@ ignore_panel_config_updates: false
         assert_eq!(t.segmented.segment_size, 64 * 1024 * 1024);
         assert_eq!(t.segmented.resume_window, Duration::from_secs(900));
         assert_eq!(t.segmented.precopy, Precopy::Auto);
+        // Opt-in (docs/decisions.md).
+        assert_eq!(t.segmented.transport, Transport::Classic);
+        let c = parse("token: secret-secret\nsystem:\n  transfers:\n    transport: auto").unwrap();
+        assert_eq!(c.system.transfers.segmented.transport, Transport::Auto);
+        let e =
+            parse("token: secret-secret\nsystem:\n  transfers:\n    transport: fast").unwrap_err();
+        assert!(e.to_string().contains("system.transfers.transport"), "{e}");
         assert_eq!(c.docker.network, "pterodactyl_nw");
     }
 

@@ -77,6 +77,7 @@ const WINGS_KEYS: &[&str] = &[
     "system.transfers.segment_size",
     "system.transfers.resume_window",
     "system.transfers.precopy",
+    "system.transfers.transport",
     "system.environment",
     "metrics.token",
 ];

@@ -10,7 +10,7 @@ use serde_norway::Value;
 
 use super::{
     error, ApiConfig, Config, ConfigError, DockerConfig, EnvironmentKind, PanelFamily, Precopy,
-    SegmentedConfig, SslConfig, SystemConfig, TransferConfig,
+    SegmentedConfig, SslConfig, SystemConfig, TransferConfig, Transport,
 };
 
 /// Takes known keys out of the YAML tree and remembers which were read.
@@ -224,6 +224,17 @@ impl Reader<'_> {
         const SIZE: &str = "system.transfers.segment_size";
         const WINDOW: &str = "system.transfers.resume_window";
         const PRECOPY: &str = "system.transfers.precopy";
+        const TRANSPORT: &str = "system.transfers.transport";
+        let transport = match self.string(TRANSPORT, "classic")?.as_str() {
+            "classic" => Transport::Classic,
+            "auto" => Transport::Auto,
+            other => {
+                return Err(error(
+                    TRANSPORT,
+                    format!("must be `classic` or `auto`, got `{other}`"),
+                ))
+            }
+        };
         let size = self.unsigned(SIZE, 64, 1024)?;
         if size == 0 {
             return Err(error(SIZE, "must be at least 1 (MiB)"));
@@ -246,6 +257,7 @@ impl Reader<'_> {
             }
         };
         Ok(SegmentedConfig {
+            transport,
             segment_size: size * 1024 * 1024,
             resume_window: Duration::from_secs(window),
             precopy,

@@ -120,13 +120,19 @@ fn send(
     let agent = early_answer::agent(config, &heard);
     let killer = agent.clone();
     transfer.on_cancel(move || killer.clone().shutdown());
-    // Another ferry node gets the segmented transport (SPEC §10); anything
-    // else the classic POST below, unchanged.
-    // `FERRY_TRANSPORT=classic` keeps the classic POST between ferry nodes
-    // (benches comparing the two, tests of the classic path's failures).
-    let ferry = match std::env::var("FERRY_TRANSPORT").as_deref() {
-        Ok("classic") => None,
-        _ => segmented::sender::probe(&agent, &plan.url, &plan.token),
+    // With `transport: auto`, another ferry node gets the segmented
+    // transport (SPEC §10); anything else the classic POST below,
+    // unchanged. `FERRY_TRANSPORT=classic|segmented` overrides the key
+    // (tests, benches comparing the two).
+    let segmented_wanted = match std::env::var("FERRY_TRANSPORT").as_deref() {
+        Ok("classic") => false,
+        Ok("segmented") => true,
+        _ => node.config.system.transfers.segmented.transport == crate::config::Transport::Auto,
+    };
+    let ferry = if segmented_wanted {
+        segmented::sender::probe(&agent, &plan.url, &plan.token)
+    } else {
+        None
     };
     if let Some(f) = &ferry {
         log::info!(
@@ -427,6 +433,13 @@ fn produce(
     }
     send_backups(&mut mp, extras, transfer, node)?;
     send_install_log(&mut mp, extras, transfer).map_err(io)?;
+    // Before the closing delimiter goes out: without it the destination
+    // cannot hold a whole body, with it it may (and the panel may commit
+    // and DELETE here before the sending thread reads the pipe's end on a
+    // loaded machine), so a DELETE or cancel from here waits for the panel.
+    let _ = node
+        .transfers
+        .enter_phase(transfer, crate::transfer::finish::Phase::SentLastByte);
     let mut inner = mp.finish().map_err(io)?;
     inner.flush().map_err(io)?;
     log::info!(

@@ -191,7 +191,7 @@ fn sigint_cancels_the_transfer_and_leaves_nothing_on_the_destination() {
     // 1 MiB/s upload cap and incompressible data: the transfer would take
     // about 24 s, so it is surely still streaming when Ctrl-C comes (in
     // 1 MiB segments: the destination holds bytes before the body ends).
-    let p = pair("upload_limit: 1\nsegment_size: 1", |dir| {
+    let p = pair("upload_limit: 1\nsegment_size: 1\ntransport: auto", |dir| {
         make_server_tree(dir);
         let mut bytes = vec![0u8; 24 * 1024 * 1024];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -254,7 +254,7 @@ fn full_transfer_installs_an_identical_tree_and_reports_once() {
 #[test]
 fn double_start_is_409_and_power_is_refused_while_transferring() {
     // 1 MiB/s keeps the transfer running long enough to poke at it.
-    let p = pair("upload_limit: 1\nsegment_size: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1\ntransport: auto");
     let (code, _) = p.start();
     assert_eq!(code, 202);
     let (code, body) = p.start();
@@ -288,7 +288,7 @@ fn double_start_is_409_and_power_is_refused_while_transferring() {
 
 #[test]
 fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
-    let p = pair("upload_limit: 1\nsegment_size: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1\ntransport: auto");
     assert_eq!(p.start().0, 202);
     // Mid-stream on both sides: a source that has packed bytes may not
     // have reached the destination yet (then only the source reports).
@@ -356,7 +356,7 @@ fn cancel_on_the_source_mid_stream_ends_within_a_second_with_nothing_left() {
 
 #[test]
 fn cancel_on_the_destination_mid_stream_fails_the_source_and_cleans_up() {
-    let p = pair("upload_limit: 1\nsegment_size: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1\ntransport: auto");
     assert_eq!(p.start().0, 202);
     p.dest.wait_transfer_bytes(SERVER);
     let asked = Instant::now();
@@ -464,7 +464,7 @@ fn panel_failing_during_the_success_report_is_retried() {
 
 #[test]
 fn bulk_cancel_with_a_reason_and_metrics() {
-    let p = pair("upload_limit: 1\nsegment_size: 1");
+    let p = pair("upload_limit: 1\nsegment_size: 1\ntransport: auto");
     // Validation first: a reason is required, and no selector needs `everything`.
     let (code, body) = p.source.request(
         "POST",
