@@ -210,6 +210,7 @@ fn send(
         node,
         transfer,
         reached: false,
+        closing: ClosingWatch::new(&boundary),
     };
     let send_clock = transfer.counters.stage_clock(crate::archive::Stage::Send);
     if let Some(ferry) = ferry {
@@ -332,21 +333,51 @@ fn send_segmented<R: Read + Send>(
     sender.run(&mut body, size)
 }
 
-/// The body as ureq reads it; when its end is read after the whole body
-/// was produced, the last byte is handed to the network: the finish
-/// enters `sent-last-byte` (from then on the destination may hold it all).
+/// The body as ureq reads it; when the closing delimiter is read (or the
+/// end, after the whole body was produced), the last byte is handed to the
+/// network: the finish enters `sent-last-byte` (from then on the
+/// destination may hold it all). The delimiter, not the pipe's end: on a
+/// loaded machine the packing thread may close the pipe long after the
+/// destination read the delimiter, committed, and the panel's DELETE came.
 struct LastByte<'a, R> {
     inner: R,
     whole: &'a AtomicBool,
     node: &'a Node,
     transfer: &'a Transfer,
     reached: bool,
+    closing: ClosingWatch,
+}
+
+/// Watches a multipart body go by for its closing delimiter.
+struct ClosingWatch {
+    /// `--<boundary>--\r\n`, what ends the body.
+    closing: Vec<u8>,
+    /// The last bytes seen, at most `closing.len()`.
+    tail: Vec<u8>,
+}
+
+impl ClosingWatch {
+    fn new(boundary: &str) -> ClosingWatch {
+        ClosingWatch {
+            closing: format!("--{boundary}--\r\n").into_bytes(),
+            tail: Vec::new(),
+        }
+    }
+
+    /// Whether the bytes seen so far, `read` the latest, end with it.
+    fn saw(&mut self, read: &[u8]) -> bool {
+        self.tail.extend_from_slice(read);
+        let excess = self.tail.len().saturating_sub(self.closing.len());
+        self.tail.drain(..excess);
+        self.tail == self.closing
+    }
 }
 
 impl<R: Read> Read for LastByte<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() && !self.reached && self.whole.load(Ordering::SeqCst) {
+        let at_end = n == 0 && !buf.is_empty() && self.whole.load(Ordering::SeqCst);
+        if !self.reached && (at_end || (n > 0 && self.closing.saw(&buf[..n]))) {
             self.reached = true;
             let _ = self
                 .node
@@ -433,13 +464,6 @@ fn produce(
     }
     send_backups(&mut mp, extras, transfer, node)?;
     send_install_log(&mut mp, extras, transfer).map_err(io)?;
-    // Before the closing delimiter goes out: without it the destination
-    // cannot hold a whole body, with it it may (and the panel may commit
-    // and DELETE here before the sending thread reads the pipe's end on a
-    // loaded machine), so a DELETE or cancel from here waits for the panel.
-    let _ = node
-        .transfers
-        .enter_phase(transfer, crate::transfer::finish::Phase::SentLastByte);
     let mut inner = mp.finish().map_err(io)?;
     inner.flush().map_err(io)?;
     log::info!(
@@ -637,6 +661,20 @@ pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_closing_delimiter_is_seen_across_reads_and_only_at_the_end() {
+        let mut w = super::ClosingWatch::new("b0undary");
+        assert!(!w.saw(b"--b0undary\r\ncontent\r\n--b0und"));
+        assert!(w.saw(b"ary--\r\n"));
+        let mut w = super::ClosingWatch::new("b0undary");
+        // In pieces of a byte, and not when more follows.
+        let body = b"\r\n--b0undary--\r\n";
+        let seen: Vec<bool> = body.iter().map(|b| w.saw(&[*b])).collect();
+        assert_eq!(seen.iter().filter(|s| **s).count(), 1);
+        assert!(seen[body.len() - 1]);
+        assert!(!w.saw(b"x"));
+    }
+
     use super::{compression_threads, pipe_depth, PIPE_DEPTH};
 
     #[test]

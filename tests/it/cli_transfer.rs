@@ -125,7 +125,8 @@ fn drain(
 
 #[test]
 fn standalone_transfer_exits_zero_and_the_tree_and_configuration_arrive() {
-    let p = pair("", make_server_tree);
+    // The segmented transport is opt-in; its phases are checked below.
+    let p = pair("transport: auto", make_server_tree);
     let before = tree_listing(&p.src.server_dir(SERVER));
     let out = p.cli(&[]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
