@@ -5,14 +5,14 @@
 //! Threads: this one drives the HTTP request; a producer packs into a
 //! bounded pipe through the multipart writer; a monitor publishes progress.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::archive::{self, PackError, PackOptions};
-use crate::multipart::{self, MultipartWriter, PartInfo};
+use crate::archive::{self, PackOptions};
+use crate::multipart;
 use crate::node::Node;
 use crate::server::{Server, TransferMark};
 use crate::transfer::early_answer;
@@ -23,7 +23,10 @@ use crate::transfer::segmented;
 use crate::transfer::throttle::ThrottledReader;
 use crate::transfer::wire;
 use crate::transfer::{Status, Transfer};
-use sha2::{Digest, Sha256};
+
+mod body;
+
+use body::{produce, Extras};
 
 /// What the panel asked for.
 #[derive(Debug, Clone)]
@@ -407,198 +410,6 @@ fn compression_threads(configured: usize, cores: usize, outgoing: usize) -> usiz
         return configured;
     }
     (cores / outgoing.max(1)).max(1)
-}
-
-/// What travels besides the data: backups and the installation log.
-struct Extras {
-    keep: crate::config::KeepConfig,
-    server: String,
-    backups: Vec<String>,
-}
-
-/// Writes the multipart body in the order of `wire` (SPEC §3): configuration,
-/// archive, its checksum under both names, each backup and its checksum,
-/// the installation log.
-#[allow(clippy::too_many_arguments)]
-fn produce(
-    writer: impl Write,
-    boundary: &str,
-    configuration: &serde_json::Value,
-    root: &std::path::Path,
-    options: &PackOptions,
-    transfer: &Transfer,
-    extras: &Extras,
-    node: &Node,
-) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("the upload stopped: {e}");
-    let mut mp = MultipartWriter::new(writer, boundary);
-    mp.begin_part(&PartInfo {
-        name: wire::CONFIGURATION.into(),
-        filename: None,
-        content_type: Some("application/json".into()),
-    })
-    .map_err(io)?;
-    serde_json::to_writer(&mut mp, configuration)
-        .map_err(|e| format!("cannot write the configuration part: {e}"))?;
-    mp.begin_part(&PartInfo {
-        name: wire::ARCHIVE.into(),
-        filename: Some(wire::ARCHIVE_FILENAME.into()),
-        content_type: Some("application/octet-stream".into()),
-    })
-    .map_err(io)?;
-    let summary = archive::pack(
-        root,
-        &mut mp,
-        options,
-        transfer.cancel_flag(),
-        &transfer.counters,
-    )
-    .map_err(|e| match e {
-        PackError::Cancelled => "cancelled".to_string(),
-        PackError::Io(m) => m,
-    })?;
-    // Both names: Pterodactyl Wings and calagopus read the first, Pelican
-    // Wings the second, and each skips the other's.
-    for name in [wire::CHECKSUM, wire::CHECKSUM_ARCHIVE] {
-        write_field(&mut mp, name, &summary.sha256_hex).map_err(io)?;
-    }
-    send_backups(&mut mp, extras, transfer, node)?;
-    send_install_log(&mut mp, extras, transfer).map_err(io)?;
-    let mut inner = mp.finish().map_err(io)?;
-    inner.flush().map_err(io)?;
-    log::info!(
-        "transfer {}: archive of {} entries, {} bytes, {} on the wire, sha256 {}",
-        transfer.id,
-        summary.files,
-        summary.bytes,
-        summary.wire_bytes,
-        summary.sha256_hex
-    );
-    Ok(())
-}
-
-fn write_field<W: Write>(
-    mp: &mut MultipartWriter<W>,
-    name: &str,
-    value: &str,
-) -> std::io::Result<()> {
-    mp.begin_part(&PartInfo {
-        name: name.into(),
-        filename: None,
-        content_type: None,
-    })?;
-    mp.write_all(value.as_bytes())
-}
-
-/// Each listed backup as stored, then its SHA-256 (Pelican's names and
-/// order). The files are only read: the panel deletes them after success.
-fn send_backups<W: Write>(
-    mp: &mut MultipartWriter<W>,
-    extras: &Extras,
-    transfer: &Transfer,
-    node: &Node,
-) -> Result<(), String> {
-    let started = Instant::now();
-    let mut bytes: u64 = 0;
-    for backup in &extras.backups {
-        let path = extras.keep.backup_file(&extras.server, backup);
-        let file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // As Pelican: a listed backup this node does not hold
-                // (kept remotely, or already gone) is not sent.
-                node.transfer_log(
-                    transfer,
-                    &format!("Backup {backup} is not stored on this node; not sent."),
-                );
-                continue;
-            }
-            Err(e) => {
-                return Err(format!(
-                    "cannot read backup {backup} at {}: {e}",
-                    path.display()
-                ))
-            }
-        };
-        let name = format!("{backup}.tar.gz");
-        mp.begin_part(&PartInfo {
-            name: wire::backup_part(backup),
-            filename: Some(name),
-            content_type: Some("application/octet-stream".into()),
-        })
-        .map_err(|e| format!("the upload stopped: {e}"))?;
-        let mut tee = HashingWriter {
-            inner: &mut *mp,
-            sha: Sha256::new(),
-            cancel: transfer.cancel_flag(),
-        };
-        let n = std::io::copy(
-            &mut std::io::BufReader::with_capacity(256 * 1024, file),
-            &mut tee,
-        )
-        .map_err(|e| format!("sending backup {backup} stopped: {e}"))?;
-        let digest = hex::encode(tee.sha.finalize());
-        write_field(mp, &wire::backup_checksum_part(backup), &digest)
-            .map_err(|e| format!("the upload stopped: {e}"))?;
-        bytes += n;
-    }
-    if bytes > 0 {
-        let secs = started.elapsed().as_secs_f64().max(1e-6);
-        log::info!(
-            "transfer {}: sent {} backups, {bytes} bytes in {secs:.3} s ({:.1} MB/s)",
-            transfer.id,
-            extras.backups.len(),
-            bytes as f64 / secs / 1e6
-        );
-    }
-    Ok(())
-}
-
-/// The server's installation log, when this node has one (as Wings: a
-/// log that cannot be read is skipped, not fatal).
-fn send_install_log<W: Write>(
-    mp: &mut MultipartWriter<W>,
-    extras: &Extras,
-    transfer: &Transfer,
-) -> std::io::Result<()> {
-    let path = extras.keep.install_log(&extras.server);
-    let Ok(mut file) = std::fs::File::open(&path) else {
-        return Ok(());
-    };
-    mp.begin_part(&PartInfo {
-        name: wire::INSTALL_LOGS.into(),
-        filename: Some(wire::INSTALL_LOG_FILENAME.into()),
-        content_type: Some("text/plain".into()),
-    })?;
-    let mut tee = HashingWriter {
-        inner: &mut *mp,
-        sha: Sha256::new(),
-        cancel: transfer.cancel_flag(),
-    };
-    std::io::copy(&mut file, &mut tee)?;
-    Ok(())
-}
-
-/// Hashes what passes to the multipart writer; stops on cancel.
-struct HashingWriter<'a, W: Write> {
-    inner: &'a mut W,
-    sha: Sha256,
-    cancel: &'a std::sync::atomic::AtomicBool,
-}
-
-impl<W: Write> Write for HashingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(std::io::Error::other("cancelled"));
-        }
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Publishes `transfer progress` every second and the Wings upload line
