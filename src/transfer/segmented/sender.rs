@@ -7,10 +7,11 @@
 //! the segment being sent is kept in an unlinked file beside the node's
 //! data for resend, never in memory (the RSS budget), while a filler
 //! thread packs the next one into a second file (packing and sending
-//! overlap; only the segment being sent is unacknowledged).
+//! overlap; only the segment being sent is unacknowledged). The requests
+//! after open and what their answers mean are in `sender/requests.rs`,
+//! the kept segment in `sender/kept.rs`.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,12 @@ use super::secret::SCHEME;
 use crate::node::Node;
 use crate::transfer::finish::SourceEnd;
 use crate::transfer::Transfer;
+
+mod kept;
+mod requests;
+
+use kept::KeptSegment;
+use requests::{error_of, reply, Put, Reply};
 
 /// While the destination finishes, how long it may stay silent before
 /// the source lets the panel decide (a classic POST learns it at once).
@@ -77,45 +84,6 @@ pub fn probe(agent: &ureq::Agent, url: &str, token: &str) -> Option<Ferry> {
         segment_size: v.get("segment_size")?.as_u64()?,
         resume_window: v.get("resume_window")?.as_u64().unwrap_or(900),
     })
-}
-
-/// One answer of the destination, or why there was none.
-enum Reply {
-    Answer(u16, serde_json::Value),
-    /// No answer (connection cut, timeout) or a proxy's 5xx: worth asking
-    /// status and trying again.
-    Transient(String),
-}
-
-fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-    let mut response = match result {
-        Ok(r) => r,
-        Err(e) => return Reply::Transient(e.to_string()),
-    };
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_string()
-        .unwrap_or_default();
-    if status >= 500 {
-        return Reply::Transient(format!(
-            "{status}: {}",
-            text.chars().take(200).collect::<String>()
-        ));
-    }
-    let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "error": text }));
-    Reply::Answer(status, value)
-}
-
-fn error_of(v: &serde_json::Value) -> String {
-    v.get("error")
-        .and_then(|e| e.as_str())
-        .unwrap_or("")
-        .chars()
-        .take(300)
-        .collect()
 }
 
 /// A transfer over the segmented transport.
@@ -374,263 +342,6 @@ impl<'a> Sender<'a> {
         );
         Ok(length)
     }
-
-    /// One PUT of `[offset, offset + n)`, read from the kept segment at `at`.
-    fn put(&self, kept: &mut KeptSegment, at: u64, offset: u64, n: u64) -> Put {
-        let digest = match kept.digest(at, n) {
-            Ok(d) => d,
-            Err(e) => {
-                return Put::End(SourceEnd::Local(format!(
-                    "cannot read the kept segment: {e}"
-                )))
-            }
-        };
-        let mut reader = match kept.range(at, n) {
-            Ok(r) => r,
-            Err(e) => {
-                return Put::End(SourceEnd::Local(format!(
-                    "cannot read the kept segment: {e}"
-                )))
-            }
-        };
-        let sent = self
-            .agent
-            .put(&format!("{}/segment?offset={offset}", self.base))
-            .config()
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .build()
-            .header("Authorization", &self.auth())
-            .header(SEGMENT_SHA256, &digest)
-            .header("Content-Length", &n.to_string())
-            .header("Content-Type", "application/octet-stream")
-            .send(ureq::SendBody::from_reader(&mut reader));
-        match reply(sent) {
-            Reply::Answer(200, v) => match v.get("held").and_then(|h| h.as_u64()) {
-                Some(h) => Put::Held(h),
-                None => Put::Resync,
-            },
-            Reply::Answer(413, _) => Put::TooLarge,
-            Reply::Answer(400, v) if error_of(&v) == "segment checksum mismatch" => Put::Digest,
-            // Offset or busy: go on from what the destination holds; a
-            // session no longer receiving is told by status.
-            Reply::Answer(409 | 400, _) => Put::Resync,
-            Reply::Answer(status, v) => Put::End(SourceEnd::Refused(status, error_of(&v))),
-            Reply::Transient(why) => {
-                if self.transfer.is_cancelled() {
-                    return Put::End(SourceEnd::NoAnswer("cancelled".into()));
-                }
-                log::warn!(
-                    "transfer {}: segment at {offset} ({n} bytes) not acknowledged: {why}; resuming",
-                    self.transfer.id
-                );
-                self.node.transfer_log(
-                    self.transfer,
-                    &format!("The connection to the destination failed ({why}); resuming..."),
-                );
-                Put::Resync
-            }
-        }
-    }
-
-    /// Asks status until the destination answers: what it holds while it
-    /// receives, or how the transfer ended.
-    fn wait_held(&self) -> Result<u64, SourceEnd> {
-        match self.status_until_answered()? {
-            Status::Receiving(held) => Ok(held),
-            Status::Finishing => Err(SourceEnd::NoAnswer(
-                "the destination is finishing a body this source did not finish".into(),
-            )),
-            Status::Ended(end) => Err(end),
-        }
-    }
-
-    fn status_until_answered(&self) -> Result<Status, SourceEnd> {
-        self.status_within(self.window)
-    }
-
-    /// Status, asked until answered or `patience` passed without an answer.
-    fn status_within(&self, patience: Duration) -> Result<Status, SourceEnd> {
-        let deadline = Instant::now() + patience;
-        let mut pause = Backoff::default();
-        loop {
-            if self.transfer.is_cancelled() {
-                return Err(SourceEnd::NoAnswer("cancelled".into()));
-            }
-            let got = self
-                .agent
-                .get(&self.base)
-                .config()
-                .timeout_global(Some(Duration::from_secs(15)))
-                .build()
-                .header("Authorization", &self.auth())
-                .call();
-            match reply(got) {
-                Reply::Answer(200, v) => return Ok(Status::of(&v)),
-                Reply::Answer(status, v) => return Err(SourceEnd::Refused(status, error_of(&v))),
-                Reply::Transient(why) if Instant::now() < deadline => {
-                    log::debug!("transfer {}: status: {why}", self.transfer.id);
-                    pause.sleep(self.transfer);
-                }
-                Reply::Transient(why) => {
-                    return Err(SourceEnd::NoAnswer(format!(
-                        "the destination did not answer within the resume window: {why}"
-                    )))
-                }
-            }
-        }
-    }
-
-    /// Names the body's end and digest, then polls until the destination's
-    /// shared finish decided.
-    fn finish(&self, length: u64, sha256: &str) -> SourceEnd {
-        let body = json!({ "length": length, "sha256": sha256 }).to_string();
-        let deadline = Instant::now() + self.window;
-        let mut pause = Backoff::default();
-        loop {
-            if self.transfer.is_cancelled() {
-                return SourceEnd::NoAnswer("cancelled".into());
-            }
-            let sent = self
-                .agent
-                .post(&format!("{}/finish", self.base))
-                .config()
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .header("Authorization", &self.auth())
-                .header("Content-Type", "application/json")
-                .send(body.as_str());
-            match reply(sent) {
-                Reply::Answer(202, _) => break,
-                // Not receiving any more: the first finish got through (its
-                // answer was lost), or the transfer ended; status says.
-                Reply::Answer(409, _) => match self.status_until_answered() {
-                    Ok(Status::Receiving(held)) => {
-                        return SourceEnd::NoAnswer(format!(
-                            "the destination holds {held} of {length} bytes at the finish"
-                        ))
-                    }
-                    Ok(Status::Finishing) => break,
-                    Ok(Status::Ended(end)) | Err(end) => return end,
-                },
-                Reply::Answer(status, v) => return SourceEnd::Refused(status, error_of(&v)),
-                Reply::Transient(why) if Instant::now() < deadline => {
-                    log::warn!("transfer {}: finish: {why}; retrying", self.transfer.id);
-                    pause.sleep(self.transfer);
-                }
-                Reply::Transient(why) => return SourceEnd::NoAnswer(why),
-            }
-        }
-        // Polled: from 100 ms doubling to a second for the first ten
-        // seconds (a small install ends fast), then every five.
-        let started = Instant::now();
-        let mut quick = Duration::from_millis(100);
-        loop {
-            let wait = if started.elapsed() < Duration::from_secs(10) {
-                let wait = quick;
-                quick = (quick * 2).min(Duration::from_secs(1));
-                wait
-            } else {
-                Duration::from_secs(5)
-            };
-            nap(self.transfer, wait);
-            // The destination's shared finish decides; a destination that
-            // stops answering (or lost the session in a restart, 404) is
-            // what a cut classic POST is: the panel decides (SPEC §5.1).
-            match self.status_within(FINISH_PATIENCE) {
-                Ok(Status::Ended(end)) => return end,
-                Err(SourceEnd::Refused(404, why)) => {
-                    return SourceEnd::NoAnswer(format!("the destination lost the session: {why}"))
-                }
-                Err(end) => return end,
-                Ok(Status::Finishing) => {}
-                Ok(Status::Receiving(held)) => {
-                    return SourceEnd::NoAnswer(format!(
-                        "the destination went back to receiving ({held} bytes held)"
-                    ))
-                }
-            }
-        }
-    }
-
-    /// Best effort, on its own thread (the record ends without waiting for
-    /// it): tell the destination to drop the session; it expires otherwise.
-    /// A fresh agent: the transfer's was shut by the cancel.
-    fn cancel_remote(&self) {
-        let (base, auth, id, sid) = (
-            self.base.clone(),
-            self.auth(),
-            self.transfer.id.clone(),
-            self.sid.clone(),
-        );
-        let reason = self
-            .transfer
-            .cancel_reason()
-            .unwrap_or_else(|| "cancelled on the source".into());
-        let spawned = std::thread::Builder::new()
-            .name(format!("segx-{}", &id[..8.min(id.len())]))
-            .spawn(move || cancel_session(&base, &auth, &id, &sid, &reason));
-        if let Err(e) = spawned {
-            log::warn!(
-                "transfer {}: cannot cancel the session: {e}",
-                self.transfer.id
-            );
-        }
-    }
-}
-
-fn cancel_session(base: &str, auth: &str, id: &str, sid: &str, reason: &str) {
-    {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .tls_config(crate::trust::tls_config())
-            .build()
-            .into();
-        let body = json!({ "reason": reason });
-        match agent
-            .delete(base)
-            .header("Authorization", auth)
-            .header("Content-Type", "application/json")
-            .force_send_body()
-            .send(body.to_string())
-        {
-            Ok(r) => log::info!(
-                "transfer {id}: session {sid} cancel answered {}",
-                r.status().as_u16()
-            ),
-            Err(e) => log::warn!(
-                "transfer {id}: session {sid} cancel not delivered ({e}); it expires on the destination"
-            ),
-        }
-    }
-}
-
-enum Put {
-    Held(u64),
-    TooLarge,
-    Digest,
-    Resync,
-    End(SourceEnd),
-}
-
-/// The destination's status answer.
-enum Status {
-    Receiving(u64),
-    Finishing,
-    Ended(SourceEnd),
-}
-
-impl Status {
-    fn of(v: &serde_json::Value) -> Status {
-        let held = v.get("held").and_then(|h| h.as_u64()).unwrap_or(0);
-        let code = v.get("code").and_then(|c| c.as_u64()).unwrap_or(500) as u16;
-        match v.get("state").and_then(|s| s.as_str()).unwrap_or("") {
-            "receiving" => Status::Receiving(held),
-            "finishing" => Status::Finishing,
-            "completed" => Status::Ended(SourceEnd::Accepted),
-            _ => Status::Ended(SourceEnd::Refused(code, error_of(v))),
-        }
-    }
 }
 
 /// Waits between retries: 0.5 s doubling to 5 s.
@@ -654,69 +365,5 @@ fn nap(transfer: &Transfer, d: Duration) {
     let until = Instant::now() + d;
     while !transfer.is_cancelled() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-    }
-}
-
-/// The segment kept for resend: an unlinked file on the data filesystem.
-struct KeptSegment {
-    file: File,
-}
-
-impl KeptSegment {
-    fn create(data: &std::path::Path, transfer_id: &str) -> io::Result<KeptSegment> {
-        let dir = super::session::sessions_root(data);
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!(".out-{transfer_id}"));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        // Nothing to clean up after a crash: the name goes at once.
-        std::fs::remove_file(&path)?;
-        Ok(KeptSegment { file })
-    }
-
-    /// Replaces the kept segment with up to `size` next bytes of `body`
-    /// (fewer only at its end), hashing them into `whole`.
-    fn fill(
-        &mut self,
-        body: &mut impl Read,
-        size: u64,
-        whole: &mut Sha256,
-        stop: &AtomicBool,
-    ) -> io::Result<u64> {
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut got = 0u64;
-        while got < size {
-            if stop.load(Ordering::SeqCst) {
-                return Err(io::Error::other("the sender stopped"));
-            }
-            let want = (size - got).min(buf.len() as u64) as usize;
-            let n = match body.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // Not retried: the upload pipe says "cancelled" this way.
-                Err(e) => return Err(e),
-            };
-            whole.update(&buf[..n]);
-            self.file.write_all(&buf[..n])?;
-            got += n as u64;
-        }
-        Ok(got)
-    }
-
-    fn digest(&mut self, at: u64, n: u64) -> io::Result<String> {
-        let mut sha = Sha256::new();
-        io::copy(&mut self.range(at, n)?, &mut sha)?;
-        Ok(hex::encode(sha.finalize()))
-    }
-
-    fn range(&mut self, at: u64, n: u64) -> io::Result<io::Take<&File>> {
-        self.file.seek(SeekFrom::Start(at))?;
-        Ok((&self.file).take(n))
     }
 }

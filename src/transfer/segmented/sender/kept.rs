@@ -1,0 +1,72 @@
+//! The segment a sender keeps for resend: an unlinked file on the data
+//! filesystem, never memory (the RSS budget).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// The segment kept for resend: an unlinked file on the data filesystem.
+pub(super) struct KeptSegment {
+    file: File,
+}
+
+impl KeptSegment {
+    pub(super) fn create(data: &std::path::Path, transfer_id: &str) -> io::Result<KeptSegment> {
+        let dir = crate::transfer::segmented::session::sessions_root(data);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!(".out-{transfer_id}"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        // Nothing to clean up after a crash: the name goes at once.
+        std::fs::remove_file(&path)?;
+        Ok(KeptSegment { file })
+    }
+
+    /// Replaces the kept segment with up to `size` next bytes of `body`
+    /// (fewer only at its end), hashing them into `whole`.
+    pub(super) fn fill(
+        &mut self,
+        body: &mut impl Read,
+        size: u64,
+        whole: &mut Sha256,
+        stop: &AtomicBool,
+    ) -> io::Result<u64> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        while got < size {
+            if stop.load(Ordering::SeqCst) {
+                return Err(io::Error::other("the sender stopped"));
+            }
+            let want = (size - got).min(buf.len() as u64) as usize;
+            let n = match body.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                // Not retried: the upload pipe says "cancelled" this way.
+                Err(e) => return Err(e),
+            };
+            whole.update(&buf[..n]);
+            self.file.write_all(&buf[..n])?;
+            got += n as u64;
+        }
+        Ok(got)
+    }
+
+    pub(super) fn digest(&mut self, at: u64, n: u64) -> io::Result<String> {
+        let mut sha = Sha256::new();
+        io::copy(&mut self.range(at, n)?, &mut sha)?;
+        Ok(hex::encode(sha.finalize()))
+    }
+
+    pub(super) fn range(&mut self, at: u64, n: u64) -> io::Result<io::Take<&File>> {
+        self.file.seek(SeekFrom::Start(at))?;
+        Ok((&self.file).take(n))
+    }
+}
