@@ -40,7 +40,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -308,23 +307,14 @@ func pelicanServe(dest, backupDir, logDir, key, panel, panelAuth string) {
 		fail("%v", err)
 	}
 	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
-	done := make(chan string, 1)
-	// As serve in read_tgz.go: the outcome is told (and the process may
-	// exit) only once the answer is wholly written and the connection idle
-	// or closed.
-	var mu sync.Mutex
-	outcome := ""
+	var outcome outcomeBox
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/transfers", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		tell := func(line string) {
-			mu.Lock()
-			defer mu.Unlock()
-			outcome = line
-		}
+		tell := outcome.tell
 		auth := strings.SplitN(r.Header.Get("Authorization"), " ", 2)
 		if len(auth) != 2 || auth[0] != "Bearer" {
 			http.Error(w, `{"error":"The required authorization heads were not present in the request."}`, http.StatusUnauthorized)
@@ -350,31 +340,5 @@ func pelicanServe(dest, backupDir, logDir, key, panel, panelAuth string) {
 		w.WriteHeader(http.StatusOK)
 		tell(fmt.Sprintf("received %d %s %d %d", res.entries, res.digest, res.backups, res.logBytes))
 	})
-	srv := &http.Server{
-		Handler: mux,
-		ConnState: func(_ net.Conn, state http.ConnState) {
-			if state != http.StateIdle && state != http.StateClosed {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if outcome != "" {
-				select {
-				case done <- outcome:
-				default:
-				}
-			}
-		},
-	}
-	go func() {
-		if err := srv.Serve(ln); err != nil {
-			fail("%v", err)
-		}
-	}()
-	select {
-	case line := <-done:
-		fmt.Println(line)
-	case <-time.After(120 * time.Second):
-		fail("no transfer within 120 s")
-	}
+	serveUntilAnswered(ln, mux, &outcome)
 }

@@ -245,12 +245,7 @@ func serve(dest string) {
 		fail("%v", err)
 	}
 	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
-	done := make(chan string, 1)
-	// The outcome is told (and the process may exit) only once the answer
-	// is wholly written and the connection idle or closed: exiting right
-	// after the handler could cut the answer off on a loaded machine.
-	var mu sync.Mutex
-	outcome := ""
+	var outcome outcomeBox
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/transfers", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -258,27 +253,45 @@ func serve(dest string) {
 			return
 		}
 		entries, digest, err := receive(r, dest)
-		mu.Lock()
-		defer mu.Unlock()
 		if err != nil {
 			http.Error(w, fmt.Sprintf(`{"error":%q}`, err.Error()), http.StatusBadRequest)
-			outcome = "refused " + err.Error()
+			outcome.tell("refused " + err.Error())
 			return
 		}
 		w.WriteHeader(http.StatusOK)
-		outcome = fmt.Sprintf("received %d %s", entries, digest)
+		outcome.tell(fmt.Sprintf("received %d %s", entries, digest))
 	})
+	serveUntilAnswered(ln, mux, &outcome)
+}
+
+// outcomeBox holds the line a receiver prints once its answer is out.
+type outcomeBox struct {
+	mu   sync.Mutex
+	line string
+}
+
+func (o *outcomeBox) tell(line string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.line = line
+}
+
+// serveUntilAnswered serves mux on ln and prints the outcome once the
+// answer is wholly written and the connection idle or closed: exiting
+// right after the handler could cut the answer off on a loaded machine.
+func serveUntilAnswered(ln net.Listener, mux *http.ServeMux, o *outcomeBox) {
+	done := make(chan string, 1)
 	srv := &http.Server{
 		Handler: mux,
 		ConnState: func(_ net.Conn, state http.ConnState) {
 			if state != http.StateIdle && state != http.StateClosed {
 				return
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if outcome != "" {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			if o.line != "" {
 				select {
-				case done <- outcome:
+				case done <- o.line:
 				default:
 				}
 			}
