@@ -470,7 +470,9 @@ def _jitter_loop(nice, interval, halt, pause, results):
 def server_side_ms(node, path):
     """Durations (ms) the node's access log gives for GETs of `path`: from
     the complete head to the last response byte, queueing included."""
-    pat = re.compile(r" INFO  GET %s 200 (\d+) " % re.escape(path))
+    # `access method=GET path=/api/transfers status=200 ms=3 …` (labelled
+    # columns since the journald work; the old positional form is gone).
+    pat = re.compile(r" access method=GET path=%s status=200 ms=(\d+) " % re.escape(path))
     out = []
     with open(node.log) as f:
         for line in f:
