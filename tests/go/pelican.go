@@ -35,7 +35,6 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -302,11 +301,7 @@ func reportTransfer(panel, auth, server string, successful bool) {
 }
 
 func pelicanServe(dest, backupDir, logDir, key, panel, panelAuth string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fail("%v", err)
-	}
-	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
+	ln := listenAndSay()
 	var outcome outcomeBox
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/transfers", func(w http.ResponseWriter, r *http.Request) {

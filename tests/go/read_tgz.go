@@ -240,11 +240,7 @@ func receive(r *http.Request, dest string) (int, string, error) {
 }
 
 func serve(dest string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fail("%v", err)
-	}
-	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
+	ln := listenAndSay()
 	var outcome outcomeBox
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/transfers", func(w http.ResponseWriter, r *http.Request) {
@@ -262,6 +258,16 @@ func serve(dest string) {
 		outcome.tell(fmt.Sprintf("received %d %s", entries, digest))
 	})
 	serveUntilAnswered(ln, mux, &outcome)
+}
+
+// listenAndSay listens on a free loopback port and tells the test which.
+func listenAndSay() net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail("%v", err)
+	}
+	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
+	return ln
 }
 
 // outcomeBox holds the line a receiver prints once its answer is out.

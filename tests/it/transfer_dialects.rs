@@ -6,9 +6,9 @@
 
 use crate::support::fake_panel;
 use crate::support::node;
+use crate::support::node::files_under;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -112,22 +112,6 @@ fn install_log(node: &TestNode) -> std::path::PathBuf {
         .unwrap()
         .join("log/install")
         .join(format!("{SERVER}.log"))
-}
-
-/// Every file under `dir` (none when it does not exist).
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-    }
-    out
 }
 
 fn assert_nothing_left(node: &TestNode) {

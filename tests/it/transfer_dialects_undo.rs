@@ -7,9 +7,9 @@
 //! and an install log.
 
 use crate::finish::{Setup, World};
-use crate::support::node::TestNode;
+use crate::support::node::{files_under, TestNode};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -36,23 +36,6 @@ fn ledger(node: &TestNode, uuid: &str) -> PathBuf {
     node.root
         .join("root/ferry/received")
         .join(format!("{uuid}.json"))
-}
-
-/// Every file under `dir`, relative (none when it does not exist).
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The source's two backups (one of 4 MiB, so a throttled send spends

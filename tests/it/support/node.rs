@@ -508,6 +508,23 @@ pub fn make_server_tree(dir: &Path) {
     std::fs::write(dir.join("ünïcødé name.txt"), "u").unwrap();
 }
 
+/// Every file under `dir`, relative (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// (path, kind, mode, size or link target, content hash) for every entry,
 /// sorted: two trees are identical when these lists are equal.
 pub fn tree_listing(root: &Path) -> Vec<String> {
