@@ -29,11 +29,7 @@ pub fn settle(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, en
                     Ok(false)
                 )
             {
-                log::info!(
-                    "{}: the panel moved the server and its DELETE did not arrive; removing this copy",
-                    server.uuid
-                );
-                server.request_delete();
+                remove_with_the_record(&server, "its DELETE did not arrive");
             }
             end_record(node, transfer, &server, Ok(()));
             drop(mark);
@@ -60,17 +56,23 @@ pub fn settle(node: &Arc<Node>, transfer: &Arc<Transfer>, mark: TransferMark, en
             if outcome.is_ok() && !server.delete_requested() {
                 // The panel no longer lists it here: what its DELETE does
                 // (it may have been lost while this node was busy).
-                log::info!(
-                    "{}: the panel moved the server to the destination; removing this copy",
-                    server.uuid
-                );
-                server.request_delete();
+                remove_with_the_record(&server, "it no longer lists it here");
             }
             end_record(node, transfer, &server, outcome);
             drop(mark);
         }
     }
     transfer.finalize();
+}
+
+/// The panel moved the server: `end_record` removes this copy before the
+/// record (and its state on disk) ends.
+fn remove_with_the_record(server: &Server, why: &str) {
+    log::info!(
+        "{}: the panel moved the server and {why}; removing this copy",
+        server.uuid
+    );
+    server.request_delete();
 }
 
 /// What the panel's answers say about a source's copy after the last byte.
