@@ -20,9 +20,9 @@ use crate::server::{is_uuid, ServerConfig};
 use crate::transfer::extras::{ExtrasError, Received};
 use crate::transfer::finish::destination::{check_environment, refuse_running_container};
 use crate::transfer::finish::{self, Phase};
+use crate::transfer::precopy;
 use crate::transfer::source::spawn_monitor;
 use crate::transfer::throttle::ThrottledReader;
-use crate::transfer::precopy;
 use crate::transfer::wire::{self, Part};
 use crate::transfer::{Direction, Status, Transfer};
 
@@ -185,7 +185,15 @@ fn receive_tree(
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
     let announced = needed("x-ferry-disk-total").or_else(|| needed("x-ferry-bytes-total"));
-    receive_body(node, request.body(), transfer, uuid, boundary, announced, false)
+    receive_body(
+        node,
+        request.body(),
+        transfer,
+        uuid,
+        boundary,
+        announced,
+        false,
+    )
 }
 
 /// The body half of `receive_tree`, from any reader of the multipart body:
@@ -328,7 +336,10 @@ pub(crate) fn receive_body(
                     ));
                 }
                 transfer.set_copy_phase(crate::transfer::manager::CopyPhase::Final);
-                node.transfer_log(transfer, "Applying the changes made after the server stopped...");
+                node.transfer_log(
+                    transfer,
+                    "Applying the changes made after the server stopped...",
+                );
                 let limits = precopy_limits(node, config.as_ref(), extracted);
                 let ops = precopy::apply::apply_delta(
                     parts.part_body(),
@@ -338,7 +349,10 @@ pub(crate) fn receive_body(
                     &transfer.counters,
                 )
                 .map_err(precopy_error)?;
-                log::info!("transfer {}: pre-copy delta applied ({ops} ops)", transfer.id);
+                log::info!(
+                    "transfer {}: pre-copy delta applied ({ops} ops)",
+                    transfer.id
+                );
                 delta_applied = true;
             }
             Part::PrecopyManifest => {
@@ -349,7 +363,10 @@ pub(crate) fn receive_body(
                     ));
                 }
                 transfer.set_copy_phase(crate::transfer::manager::CopyPhase::Verify);
-                node.transfer_log(transfer, "Verifying the tree against the source's manifest...");
+                node.transfer_log(
+                    transfer,
+                    "Verifying the tree against the source's manifest...",
+                );
                 let limits = precopy_limits(node, config.as_ref(), extracted);
                 let entries = precopy::apply::check_manifest(
                     parts.part_body(),

@@ -125,7 +125,10 @@ fn final_pass<W: Write>(
         return Err("cancelled".into());
     }
     crate::transfer::finish::failpoint::point("precopy-before-stop");
-    node.transfer_log(transfer, "Pre-copy: stopping the server for the final pass...");
+    node.transfer_log(
+        transfer,
+        "Pre-copy: stopping the server for the final pass...",
+    );
     crate::transfer::precopy::stop::stop_for_transfer(node, &live.server)
         .map_err(str::to_string)?;
     let stopped = Instant::now();

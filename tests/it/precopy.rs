@@ -1,0 +1,464 @@
+//! Pre-copy (SPEC §10, docs/transport.md "Pre-copy"), end to end.
+//!
+//! - `raw::*`: a standalone destination and a source played by the test
+//!   with the library's own record, delta and manifest writers: a live
+//!   pass, changes, then the final parts in one pre-copy session (the
+//!   tree arrives exactly), and tampered, incomplete or misplaced parts
+//!   (refused with a clear error, nothing left);
+//! - the Docker tests: a running server on engine A moved to engine B
+//!   while a writer changes its tree during the live pass; a server that
+//!   will not stop; cancel in the live and final passes; power refused.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::support::fake_panel;
+use crate::support::multipart_body;
+use crate::support::node::{make_server_tree, TestNode};
+use ferry::archive::{self, Counters, PackOptions};
+use ferry::transfer::precopy::{delta, record::Record};
+
+const SERVER: &str = "6c1f8b3d-4e5f-4a70-9b2c-3d4e5f6a7b8c";
+
+/// Every entry with what pre-copy must carry exactly: kind, mode, mtime
+/// (seconds, as tar carries them), size and content hash or link target,
+/// and for a file with several links the group it belongs to (named by
+/// its first path), sorted. Two trees are identical when these are equal.
+pub fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut groups: HashMap<u64, String> = HashMap::new();
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(&rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        entries.sort();
+        for name in entries {
+            let path = rel.join(name);
+            let full = root.join(&path);
+            let meta = std::fs::symlink_metadata(&full).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            let (p, mtime) = (path.display(), meta.mtime());
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&full).unwrap();
+                out.push(format!("L {p} -> {} {mtime}", target.display()));
+            } else if meta.is_dir() {
+                out.push(format!("D {p} {mode:o} {mtime}"));
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&full).unwrap();
+                let group = if meta.nlink() > 1 {
+                    groups
+                        .entry(meta.ino())
+                        .or_insert_with(|| p.to_string())
+                        .clone()
+                } else {
+                    String::new()
+                };
+                out.push(format!(
+                    "F {p} {mode:o} {mtime} {} {} {group}",
+                    bytes.len(),
+                    hex::encode(Sha256::digest(&bytes))
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+mod raw {
+    use super::*;
+
+    fn call(
+        method: &str,
+        url: &str,
+        auth: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let agent = TestNode::agent();
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("Authorization", auth);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let mut resp = agent.run(req.body(body.to_vec()).unwrap()).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(json!({ "raw": text })),
+        )
+    }
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    /// Opens a session (pre-copy or not), sends `bytes` in one segment
+    /// and the finish, and polls until the session ends.
+    fn transfer(dest: &TestNode, precopy: bool, boundary: &str, bytes: &[u8]) -> serde_json::Value {
+        let token = fake_panel::mint_transfer_jwt(&dest.token, SERVER);
+        let (code, v) = call(
+            "POST",
+            &dest.url("/api/transfers/session"),
+            &format!("Bearer {token}"),
+            &[("Content-Type", "application/json".into())],
+            json!({"boundary": boundary, "bytes_total": 1000, "precopy": precopy})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(code, 201, "{v}");
+        let (sid, secret) = (
+            v["session"].as_str().unwrap().to_string(),
+            v["secret"].as_str().unwrap().to_string(),
+        );
+        let auth = format!("Ferry-Session {secret}");
+        let (code, v) = call(
+            "PUT",
+            &dest.url(&format!("/api/transfers/session/{sid}/segment?offset=0")),
+            &auth,
+            &[("X-Ferry-Segment-Sha256", sha(bytes))],
+            bytes,
+        );
+        assert_eq!(code, 200, "{v}");
+        let (code, v) = call(
+            "POST",
+            &dest.url(&format!("/api/transfers/session/{sid}/finish")),
+            &auth,
+            &[],
+            json!({"length": bytes.len(), "sha256": sha(bytes)})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(code, 202, "{v}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, v) = call(
+                "GET",
+                &dest.url(&format!("/api/transfers/session/{sid}")),
+                &auth,
+                &[],
+                b"",
+            );
+            assert_eq!(code, 200);
+            if !matches!(v["state"].as_str(), Some("receiving" | "finishing")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn assert_clean(dest: &TestNode) {
+        assert!(!dest.server_dir(SERVER).exists(), "server directory left");
+        for dir in [".ferry-staging", ".ferry-sessions"] {
+            let left: Vec<_> = std::fs::read_dir(dest.data.join(dir))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{dir} left: {left:?}");
+        }
+    }
+
+    /// A source's pre-copy in the test's hands: pass 1 of `tree` with its
+    /// record, `change` applied, then the final pass's two parts.
+    struct Precopied {
+        archive: Vec<u8>,
+        checksum: String,
+        delta: Vec<u8>,
+        manifest: Vec<u8>,
+        summary: delta::DeltaSummary,
+        live_bytes: u64,
+    }
+
+    fn precopy(tree: &Path, change: impl FnOnce(&Path)) -> Precopied {
+        let mut record = Box::new(Record::new(64 * 1024));
+        let mut archive_bytes = Vec::new();
+        let cancel = AtomicBool::new(false);
+        let packed = archive::pack_observed(
+            tree,
+            &mut archive_bytes,
+            &PackOptions {
+                level: 1,
+                threads: 1,
+            },
+            &cancel,
+            &Counters::default(),
+            Some(&mut *record),
+        )
+        .unwrap();
+        change(tree);
+        record.seal();
+        let mut delta_bytes = Vec::new();
+        let summary = delta::write_delta(tree, &record, &mut delta_bytes, &cancel).unwrap();
+        let mut manifest = Vec::new();
+        delta::write_manifest(tree, &mut manifest, &cancel).unwrap();
+        Precopied {
+            archive: archive_bytes,
+            checksum: packed.sha256_hex,
+            delta: delta_bytes,
+            manifest,
+            summary,
+            live_bytes: record.bytes,
+        }
+    }
+
+    fn body(boundary: &str, p: &Precopied, delta: &[u8], manifest: Option<&[u8]>) -> Vec<u8> {
+        let config = json!({"settings": {"uuid": SERVER, "build": {"disk_space": 0}}}).to_string();
+        let mut parts: Vec<(&str, Option<&str>, &[u8])> = vec![
+            ("configuration", None, config.as_bytes()),
+            ("archive", Some("archive.tar.gz"), &p.archive),
+            ("checksum", None, p.checksum.as_bytes()),
+            ("ferry_delta", None, delta),
+        ];
+        if let Some(m) = manifest {
+            parts.push(("ferry_manifest", None, m));
+        }
+        multipart_body(boundary, &parts)
+    }
+
+    /// A tree with what a game server has, a hard-link pair, and a large
+    /// file of distinct blocks (so a small change is a small delta).
+    fn server_tree(dir: &Path) {
+        make_server_tree(dir);
+        std::fs::hard_link(dir.join("world/level.dat"), dir.join("world/level.dat.bak")).unwrap();
+        let mut big = vec![0u8; 2 * 1024 * 1024];
+        let mut x: u64 = 7;
+        for b in big.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        std::fs::write(dir.join("world/big.db"), &big).unwrap();
+        std::fs::write(dir.join("hardlinked-later"), "one").unwrap();
+        std::fs::create_dir_all(dir.join("old/deep")).unwrap();
+        std::fs::write(dir.join("old/deep/x"), "x").unwrap();
+    }
+
+    /// What a writer does while pass 1 runs (here: after it).
+    fn change(dir: &Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        // Same-size, in-place rewrites of a few bytes, twice in a second,
+        // the mtime set back to what it was: only ctime tells.
+        let f = dir.join("server.properties");
+        let before = std::fs::metadata(&f).unwrap().modified().unwrap();
+        for text in ["motd=HELLO\n", "motd=HeLLo\n"] {
+            let mut h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+            h.write_all(text.as_bytes()).unwrap();
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        // A block in the middle of the large file.
+        let mut h = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("world/big.db"))
+            .unwrap();
+        h.seek(SeekFrom::Start(1024 * 1024 + 5)).unwrap();
+        h.write_all(b"changed!").unwrap();
+        // A truncation, a deletion, a new file and directory, a chmod.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("logs/10.log"))
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        std::fs::remove_file(dir.join("logs/5.log")).unwrap();
+        std::fs::create_dir_all(dir.join("new/dir")).unwrap();
+        std::fs::write(dir.join("new/dir/file"), "new").unwrap();
+        std::fs::set_permissions(dir.join("start.sh"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        // A rename over an existing file, a symlink retargeted, a
+        // directory tree gone, a file hard-linked now.
+        std::fs::write(dir.join("logs/tmp"), "renamed over").unwrap();
+        std::fs::rename(dir.join("logs/tmp"), dir.join("logs/20.log")).unwrap();
+        std::fs::remove_file(dir.join("link-relative")).unwrap();
+        std::os::unix::fs::symlink("eula.txt", dir.join("link-relative")).unwrap();
+        std::fs::remove_dir_all(dir.join("old")).unwrap();
+        std::fs::hard_link(dir.join("hardlinked-later"), dir.join("hardlinked-now")).unwrap();
+        // A directory where a file was.
+        std::fs::remove_file(dir.join("empty.txt")).unwrap();
+        std::fs::create_dir(dir.join("empty.txt")).unwrap();
+    }
+
+    #[test]
+    fn a_live_pass_and_its_changes_arrive_exactly_and_only_the_changes_travel() {
+        let dest = TestNode::start();
+        let src = tempfile::tempdir().unwrap();
+        server_tree(src.path());
+        // Past the racy window: only what the stat rule catches is sent.
+        std::thread::sleep(Duration::from_millis(2100));
+        let p = precopy(src.path(), change);
+        let want = listing(src.path());
+        let end = transfer(
+            &dest,
+            true,
+            "bnd",
+            &body("bnd", &p, &p.delta, Some(&p.manifest)),
+        );
+        assert_eq!(end["state"], "completed", "{end}\n{}", dest.log_text());
+        assert_eq!(listing(&dest.server_dir(SERVER)), want);
+        // The 2 MiB file changed in one 64 KiB block: the delta carries
+        // that block and the small files, not the tree.
+        assert!(
+            p.summary.bytes < 100 * 1024 && p.live_bytes > 5 * 1024 * 1024,
+            "{:?}, live pass {} bytes",
+            p.summary,
+            p.live_bytes
+        );
+        // The files that changed, not the 60 that did not: the properties
+        // (ctime only), big.db, two logs, the new file, start.sh (chmod:
+        // its ctime changed, so it is read, but no block differs), the
+        // hard link's first path (its link count changed).
+        assert_eq!(p.summary.files, 7, "{:?}", p.summary);
+        // logs/5.log and the `old` tree (once); empty.txt became a
+        // directory in place.
+        assert_eq!(p.summary.deleted, 2, "{:?}", p.summary);
+        assert!(dest.log_text().contains("pre-copy verified"));
+    }
+
+    #[test]
+    fn a_tampered_or_incomplete_delta_or_manifest_fails_and_leaves_nothing() {
+        let dest = TestNode::start();
+        let src = tempfile::tempdir().unwrap();
+        server_tree(src.path());
+        let p = precopy(src.path(), change);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>, &str)> = Vec::new();
+        // A changed byte inside a block the delta carries.
+        let mut flipped = p.delta.clone();
+        let at = flipped
+            .windows(8)
+            .position(|w| w == b"changed!")
+            .expect("the changed block travels");
+        flipped[at] ^= 1;
+        cases.push((
+            "flipped block",
+            flipped,
+            Some(p.manifest.clone()),
+            "checksums don't match",
+        ));
+        // A delta without its end line.
+        let cut =
+            p.delta[..p.delta.len() - text(&p.delta).lines().last().unwrap().len() - 1].to_vec();
+        cases.push((
+            "cut delta",
+            cut,
+            Some(p.manifest.clone()),
+            "the delta has no end",
+        ));
+        // A manifest that misses an entry (its count fixed up): the staged
+        // tree holds one more.
+        let manifest = text(&p.manifest);
+        let lines: Vec<&str> = manifest.lines().collect();
+        let n = lines.len() - 1;
+        let mut fewer = lines[1..n].join("\n");
+        fewer.push_str(&format!("\n{{\"end\":{}}}\n", n - 1));
+        cases.push((
+            "manifest missing an entry",
+            p.delta.clone(),
+            Some(fewer.into_bytes()),
+            "the staged tree holds",
+        ));
+        // A manifest naming a size the tree does not have.
+        let lied = text(&p.manifest).replacen("\"size\":3,", "\"size\":4,", 1);
+        assert_ne!(lied, text(&p.manifest));
+        cases.push((
+            "manifest size",
+            p.delta.clone(),
+            Some(lied.into_bytes()),
+            "bytes, the source has",
+        ));
+        // No manifest at all.
+        cases.push((
+            "no manifest",
+            p.delta.clone(),
+            None,
+            "the pre-copy delta or manifest is missing",
+        ));
+        // A delta op outside the tree.
+        let mut escape = Vec::new();
+        escape.extend_from_slice(
+            format!(
+                "{{\"op\":\"delete\",\"path\":\"{}\"}}\n",
+                hex::encode("../../etc")
+            )
+            .as_bytes(),
+        );
+        escape.extend_from_slice(b"{\"op\":\"end\",\"ops\":1}\n");
+        cases.push((
+            "escape",
+            escape,
+            Some(p.manifest.clone()),
+            "unsafe path in archive: ../../etc",
+        ));
+        for (what, delta, manifest, error) in cases {
+            let end = transfer(
+                &dest,
+                true,
+                "bnd",
+                &body("bnd", &p, &delta, manifest.as_deref()),
+            );
+            assert_eq!(end["state"], "failed", "{what}: {end}");
+            assert_eq!(end["code"], 400, "{what}: {end}");
+            let message = end["error"].as_str().unwrap_or("");
+            assert!(message.contains(error), "{what}: {message}");
+            assert_clean(&dest);
+        }
+    }
+
+    #[test]
+    fn precopy_parts_are_refused_outside_a_precopy_session() {
+        let dest = TestNode::start();
+        let src = tempfile::tempdir().unwrap();
+        server_tree(src.path());
+        let p = precopy(src.path(), change);
+        let bytes = body("bnd", &p, &p.delta, Some(&p.manifest));
+        // A session opened without pre-copy.
+        let end = transfer(&dest, false, "bnd", &bytes);
+        assert_eq!(end["state"], "failed", "{end}");
+        assert_eq!(
+            (end["code"].as_u64(), end["error"].as_str()),
+            (
+                Some(400),
+                Some("pre-copy parts are only accepted in a pre-copy session")
+            )
+        );
+        assert_clean(&dest);
+        // The classic POST.
+        let token = fake_panel::mint_transfer_jwt(&dest.token, SERVER);
+        let (code, v) = call(
+            "POST",
+            &dest.url("/api/transfers"),
+            &format!("Bearer {token}"),
+            &[(
+                "Content-Type",
+                "multipart/form-data; boundary=bnd".to_string(),
+            )],
+            &bytes,
+        );
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (
+                400,
+                Some("pre-copy parts are only accepted in a pre-copy session")
+            ),
+            "{v}"
+        );
+        assert_clean(&dest);
+    }
+}
