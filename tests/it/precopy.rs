@@ -462,3 +462,316 @@ mod raw {
         assert_clean(&dest);
     }
 }
+
+/// A running server moved between two Docker Engines with pre-copy.
+mod docker {
+    use super::*;
+    use crate::docker_transfer::{
+        assert_destination_clean, inspect, power, settings, start_server, start_transfer,
+        stop_with, wait_for, world, Cleanup, Engines, INT_LOOP, STUBBORN_LOOP,
+    };
+    use crate::support::fake_panel::FakePanel;
+    use crate::support::node::NodeOptions;
+    use serde_json::Value;
+
+    const REFUSED: &str = "The server cannot be powered while it is being transferred.";
+
+    /// The segmented transport (pre-copy travels in it), 2 MiB/s so the
+    /// live pass lasts, and `env` for the source (failpoints).
+    fn pair(
+        engines: &Engines,
+        cleanup: &mut Cleanup,
+        panel: &FakePanel,
+        uuid: &str,
+        invocation: &str,
+        noise_mib: usize,
+        env: &[(&str, &str)],
+    ) -> (TestNode, TestNode) {
+        let dest = TestNode::start_with(engines.node_options(&engines.b, panel));
+        panel.add_server_with(
+            uuid,
+            settings(uuid, invocation),
+            stop_with("signal", json!("SIGINT")),
+        );
+        let root = cleanup.root();
+        let dir = root.join("volumes").join(uuid);
+        make_server_tree(&dir);
+        std::fs::hard_link(dir.join("world/level.dat"), dir.join("world/level.dat.bak")).unwrap();
+        let mut noise = vec![0u8; noise_mib * 1024 * 1024];
+        getrandom::fill(&mut noise).unwrap();
+        std::fs::write(dir.join("noise.bin"), &noise).unwrap();
+        let source = TestNode::start_with(NodeOptions {
+            root: Some(root),
+            transfers_yaml: "transport: auto\nupload_limit: 2\n".into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..engines.node_options(&engines.a, panel)
+        });
+        (source, dest)
+    }
+
+    fn record(source: &TestNode, uuid: &str) -> Value {
+        source.get(&format!("/api/servers/{uuid}/transfer")).1
+    }
+
+    fn wait_phase(source: &TestNode, uuid: &str, phase: &str) {
+        wait_for(Duration::from_secs(30), phase, || {
+            record(source, uuid)["progress"]["phase"] == phase
+        });
+    }
+
+    fn running(engines: &Engines, uuid: &str) -> bool {
+        inspect(&engines.a, uuid).is_some_and(|d| d["State"]["Running"] == true)
+    }
+
+    /// Nothing of the transfer on the destination, its session included
+    /// (the source's cancel of it goes out on its own thread).
+    fn assert_clean(engines: &Engines, dest: &TestNode, uuid: &str) {
+        wait_for(Duration::from_secs(10), "the destination to end", || {
+            dest.get(&format!("/api/servers/{uuid}/transfer")).1["status"]
+                .as_str()
+                .is_some_and(|s| !matches!(s, "pending" | "processing"))
+        });
+        let sessions = dest.data.join(".ferry-sessions");
+        wait_for(Duration::from_secs(10), "the session to go", || {
+            std::fs::read_dir(&sessions).map_or(true, |d| d.count() == 0)
+        });
+        assert_destination_clean(dest, &engines.b, uuid);
+    }
+
+    /// Changes a writer makes while the live pass runs.
+    fn first_changes(dir: &Path) {
+        use std::io::Write;
+        // Same-size rewrites of a few bytes, in the same second, mtime
+        // set back: only ctime tells.
+        let f = dir.join("server.properties");
+        let before = std::fs::metadata(&f).unwrap().modified().unwrap();
+        for text in ["motd=HELLO\n", "motd=HeLLo\n"] {
+            let mut h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+            h.write_all(text.as_bytes()).unwrap();
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("logs/10.log"))
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        std::fs::remove_file(dir.join("logs/5.log")).unwrap();
+        std::fs::write(dir.join("logs/new.log"), "new").unwrap();
+    }
+
+    /// Changes after the live pass read everything, before the stop.
+    fn later_changes(dir: &Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut h = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("noise.bin"))
+            .unwrap();
+        h.seek(SeekFrom::Start(3 * 1024 * 1024 + 11)).unwrap();
+        h.write_all(b"a region rewritten").unwrap();
+        std::fs::write(dir.join("logs/tmp"), "renamed over").unwrap();
+        std::fs::rename(dir.join("logs/tmp"), dir.join("logs/20.log")).unwrap();
+        std::fs::set_permissions(dir.join("start.sh"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        std::fs::remove_file(dir.join("link-relative")).unwrap();
+        std::os::unix::fs::symlink("eula.txt", dir.join("link-relative")).unwrap();
+        std::fs::create_dir_all(dir.join("plugins/new")).unwrap();
+        std::fs::write(dir.join("plugins/new/x.jar"), "jar").unwrap();
+        std::fs::write(dir.join("world/level.dat"), "relinked?").unwrap();
+    }
+
+    /// `D bytes of data (live pass L bytes)` from the source's log line.
+    fn delta_and_live_bytes(log: &str) -> (u64, u64) {
+        let line = log
+            .lines()
+            .find(|l| l.contains("pre-copy: final pass sent"))
+            .unwrap_or_else(|| panic!("no final-pass line in\n{log}"));
+        let number_before = |marker: &str| -> u64 {
+            let at = line.find(marker).unwrap();
+            line[..at]
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .trim_start_matches('(')
+                .parse()
+                .unwrap()
+        };
+        (
+            number_before(" bytes of data"),
+            line.split("(live pass ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_running_server_is_copied_live_stopped_and_only_its_changes_sent() {
+        let Some((engines, uuid, mut cleanup, panel)) = world() else {
+            return;
+        };
+        let (source, dest) = pair(
+            &engines,
+            &mut cleanup,
+            &panel,
+            &uuid,
+            INT_LOOP,
+            16,
+            &[("FERRY_FAILPOINT", "precopy-before-stop:delay=3000")],
+        );
+        start_server(&source, &uuid);
+        let dir = source.server_dir(&uuid);
+        // Past the racy window, so the stat rule (not the 2 s rule) is
+        // what catches the changes below.
+        std::thread::sleep(Duration::from_millis(2100));
+        let started = Instant::now();
+        let (code, body) = start_transfer(&panel, &source, &dest, &uuid, false);
+        assert_eq!(code, 202, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "answered at once"
+        );
+        wait_phase(&source, &uuid, "precopy");
+        // Live: the server runs, power is refused.
+        assert!(running(&engines, &uuid), "running during the live pass");
+        for action in ["stop", "restart", "kill"] {
+            let (code, body) = power(&source, &uuid, action);
+            assert_eq!((code, body["error"].as_str()), (409, Some(REFUSED)));
+        }
+        first_changes(&dir);
+        assert!(
+            source.wait_log(
+                "failpoint: delaying at precopy-before-stop",
+                Duration::from_secs(60)
+            ),
+            "{}",
+            source.log_text()
+        );
+        assert!(running(&engines, &uuid), "running until the final pass");
+        later_changes(&dir);
+
+        let end = source.wait_transfer_end(&uuid, Duration::from_secs(90));
+        assert_eq!(
+            end["status"],
+            "completed",
+            "{end}\n{}\n{}",
+            source.log_text(),
+            dest.log_text()
+        );
+        assert!(!running(&engines, &uuid), "stopped for the final pass");
+        let want = listing(&dir);
+        assert!(want.iter().any(|l| l.starts_with("F got-int ")), "{want:?}");
+        assert_eq!(listing(&dest.server_dir(&uuid)), want);
+        assert_eq!(
+            panel.transfer_reports(&uuid),
+            vec![("success".to_string(), 204)]
+        );
+        let (delta, live) = delta_and_live_bytes(&source.log_text());
+        assert!(
+            live > 16 * 1024 * 1024 && delta < 512 * 1024,
+            "delta {delta} bytes, live pass {live} bytes"
+        );
+        assert!(dest.log_text().contains("pre-copy verified"));
+    }
+
+    #[test]
+    fn a_server_that_will_not_stop_fails_the_transfer_and_keeps_running() {
+        let Some((engines, uuid, mut cleanup, panel)) = world() else {
+            return;
+        };
+        let (source, dest) = pair(&engines, &mut cleanup, &panel, &uuid, STUBBORN_LOOP, 1, &[]);
+        start_server(&source, &uuid);
+        let started_at = inspect(&engines.a, &uuid).unwrap()["State"]["StartedAt"].clone();
+        let (code, body) = start_transfer(&panel, &source, &dest, &uuid, false);
+        assert_eq!(code, 202, "{body}");
+        let end = source.wait_transfer_end(&uuid, Duration::from_secs(60));
+        assert_eq!(
+            (end["status"].as_str(), end["error"].as_str()),
+            (
+                Some("failed"),
+                Some("Failed to stop the server before initiating transfer.")
+            ),
+            "{end}\n{}",
+            source.log_text()
+        );
+        let doc = inspect(&engines.a, &uuid).unwrap();
+        assert_eq!(doc["State"]["Running"], true);
+        assert_eq!(doc["State"]["StartedAt"], started_at);
+        // The panel hears the failure (from the source; the destination,
+        // whose session the source cancelled, may say it too and hears
+        // that the panel knows already).
+        let reports = panel.transfer_reports(&uuid);
+        assert_eq!(
+            reports.first(),
+            Some(&("failure".to_string(), 204)),
+            "{reports:?}"
+        );
+        assert!(reports.iter().all(|r| r.0 == "failure"), "{reports:?}");
+        assert_clean(&engines, &dest, &uuid);
+    }
+
+    #[test]
+    fn cancel_in_the_live_pass_leaves_the_server_running_and_nothing_behind() {
+        let Some((engines, uuid, mut cleanup, panel)) = world() else {
+            return;
+        };
+        let (source, dest) = pair(&engines, &mut cleanup, &panel, &uuid, INT_LOOP, 24, &[]);
+        start_server(&source, &uuid);
+        let (code, body) = start_transfer(&panel, &source, &dest, &uuid, false);
+        assert_eq!(code, 202, "{body}");
+        wait_phase(&source, &uuid, "precopy");
+        source.wait_transfer_bytes(&uuid);
+        let (code, _) = source.request(
+            "DELETE",
+            &format!("/api/servers/{uuid}/transfer"),
+            Some(json!({"reason": "changed my mind"})),
+        );
+        assert_eq!(code, 202);
+        let end = source.wait_transfer_end(&uuid, Duration::from_secs(20));
+        assert_eq!(end["status"], "cancelled", "{end}");
+        assert!(running(&engines, &uuid), "never stopped");
+        assert_clean(&engines, &dest, &uuid);
+    }
+
+    #[test]
+    fn cancel_in_the_final_pass_leaves_nothing_behind() {
+        let Some((engines, uuid, mut cleanup, panel)) = world() else {
+            return;
+        };
+        let (source, dest) = pair(
+            &engines,
+            &mut cleanup,
+            &panel,
+            &uuid,
+            INT_LOOP,
+            1,
+            &[("FERRY_FAILPOINT", "precopy-stopped:delay=4000")],
+        );
+        start_server(&source, &uuid);
+        let (code, body) = start_transfer(&panel, &source, &dest, &uuid, false);
+        assert_eq!(code, 202, "{body}");
+        wait_phase(&source, &uuid, "final");
+        assert!(!running(&engines, &uuid), "stopped for the final pass");
+        let (code, _) = source.request(
+            "DELETE",
+            &format!("/api/servers/{uuid}/transfer"),
+            Some(json!({"reason": "changed my mind"})),
+        );
+        assert_eq!(code, 202);
+        let end = source.wait_transfer_end(&uuid, Duration::from_secs(20));
+        assert_eq!(end["status"], "cancelled", "{end}");
+        assert_clean(&engines, &dest, &uuid);
+    }
+}
