@@ -338,7 +338,9 @@ mod raw {
         server_tree(src.path());
         let p = precopy(src.path(), change);
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let mut cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>, &str)> = Vec::new();
+        // (what, delta, manifest, the error it must fail with)
+        type Case<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>, &'a str);
+        let mut cases: Vec<Case> = Vec::new();
         // A changed byte inside a block the delta carries.
         let mut flipped = p.delta.clone();
         let at = flipped
