@@ -686,6 +686,11 @@ mod docker {
             "delta {delta} bytes, live pass {live} bytes"
         );
         assert!(dest.log_text().contains("pre-copy verified"));
+        // The record and the final pass stay within the RSS budget.
+        for (who, node) in [("source", &source), ("destination", &dest)] {
+            let peak = node.status_kib("VmHWM");
+            assert!(peak < 48 * 1024, "{who} peak RSS {peak} KiB");
+        }
     }
 
     #[test]
@@ -775,5 +780,72 @@ mod docker {
         let end = source.wait_transfer_end(&uuid, Duration::from_secs(20));
         assert_eq!(end["status"], "cancelled", "{end}");
         assert_clean(&engines, &dest, &uuid);
+    }
+
+    #[test]
+    fn a_peer_that_is_not_ferry_gets_the_server_stopped_first_and_the_classic_post() {
+        let Some((engines, uuid, mut cleanup, panel)) = world() else {
+            return;
+        };
+        let (source, dest) = pair(&engines, &mut cleanup, &panel, &uuid, INT_LOOP, 1, &[]);
+        // The destination behind a proxy that answers the probe as Wings
+        // does (404).
+        let proxy =
+            crate::support::proxy::Proxy::start(dest.addr, u64::MAX, Duration::from_secs(60));
+        proxy.hide_session_api(true);
+        start_server(&source, &uuid);
+        panel.set_transferring(&uuid, true);
+        let jwt = panel.mint_transfer_jwt(&dest.token, &uuid);
+        let (code, body) = source.request(
+            "POST",
+            &format!("/api/servers/{uuid}/transfer"),
+            Some(json!({
+                "url": proxy.url("/api/transfers"),
+                "token": format!("Bearer {jwt}"),
+                "server": {"uuid": uuid, "start_on_completion": false},
+            })),
+        );
+        assert_eq!(code, 202, "{body}");
+        let end = source.wait_transfer_end(&uuid, Duration::from_secs(60));
+        assert_eq!(end["status"], "completed", "{end}\n{}", source.log_text());
+        let log = source.log_text();
+        assert!(
+            log.contains("Stopping the server before the transfer..."),
+            "{log}"
+        );
+        assert!(!log.contains("pre-copy: final pass"), "{log}");
+        let want = listing(&source.server_dir(&uuid));
+        assert!(
+            want.iter().any(|l| l.starts_with("F got-int ")),
+            "stopped before the copy"
+        );
+        assert_eq!(listing(&dest.server_dir(&uuid)), want);
+    }
+
+    #[test]
+    fn with_precopy_off_the_server_is_stopped_before_the_answer() {
+        let Some((engines, uuid, mut cleanup, panel)) = world() else {
+            return;
+        };
+        let (source, dest) = pair(
+            &engines,
+            &mut cleanup,
+            &panel,
+            &uuid,
+            INT_LOOP,
+            1,
+            &[("FERRY_PRECOPY", "off")],
+        );
+        start_server(&source, &uuid);
+        let (code, body) = start_transfer(&panel, &source, &dest, &uuid, false);
+        assert_eq!(code, 202, "{body}");
+        assert!(!running(&engines, &uuid), "stopped before the answer");
+        let end = source.wait_transfer_end(&uuid, Duration::from_secs(60));
+        assert_eq!(end["status"], "completed", "{end}");
+        assert!(!source.log_text().contains("pre-copy: final pass"));
+        assert_eq!(
+            listing(&dest.server_dir(&uuid)),
+            listing(&source.server_dir(&uuid))
+        );
     }
 }
