@@ -681,6 +681,7 @@ mod docker {
             vec![("success".to_string(), 204)]
         );
         let (delta, live) = delta_and_live_bytes(&source.log_text());
+        eprintln!("pre-copy: delta {delta} bytes, live pass {live} bytes");
         assert!(
             live > 16 * 1024 * 1024 && delta < 512 * 1024,
             "delta {delta} bytes, live pass {live} bytes"
@@ -689,6 +690,7 @@ mod docker {
         // The record and the final pass stay within the RSS budget.
         for (who, node) in [("source", &source), ("destination", &dest)] {
             let peak = node.status_kib("VmHWM");
+            eprintln!("pre-copy: {who} peak RSS {peak} KiB");
             assert!(peak < 48 * 1024, "{who} peak RSS {peak} KiB");
         }
     }
