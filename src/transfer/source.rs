@@ -157,7 +157,16 @@ fn send(
 
     // Pre-copy needs a ferry peer; any other peer gets the server stopped
     // first and the classic transfer (SPEC §10).
-    let live = match (plan.live, ferry.is_some()) {
+    let small = totals.files <= crate::transfer::precopy::record::MAX_ENTRIES;
+    if plan.live && ferry.is_some() && !small {
+        log::info!(
+            "transfer {}: {} entries are more than pre-copy records ({}); stopping first",
+            transfer.id,
+            totals.files,
+            crate::transfer::precopy::record::MAX_ENTRIES
+        );
+    }
+    let live = match (plan.live, ferry.is_some() && small) {
         (true, true) => Some(body::Live {
             server: Arc::clone(server),
             block: crate::transfer::precopy::record::block_size(totals.bytes),

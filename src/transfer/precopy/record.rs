@@ -21,6 +21,11 @@ pub const MAX_BLOCK: u64 = 1 << 30;
 /// prove that no write followed in the same clock tick.
 pub const RACY_NS: i64 = 2_000_000_000;
 
+/// Most entries a tree may have for pre-copy: the record keeps each in
+/// memory (about 170 bytes with its path), so past this the source stops
+/// the server first instead (17 MiB of the 48 MiB RSS budget).
+pub const MAX_ENTRIES: u64 = 100_000;
+
 /// A block's hash as kept: the first 16 bytes of its SHA-256.
 pub type BlockHash = [u8; 16];
 
