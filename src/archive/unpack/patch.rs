@@ -392,3 +392,105 @@ pub fn count_entries(staging: &Staging, cancel: &AtomicBool) -> Result<u64, Extr
     })?;
     Ok(c.n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "0b6f3a52-5c1e-4f8e-9a0d-2f4c6b8e1a3d";
+
+    /// A staging directory holding a symlink `evil` to a directory
+    /// outside it that holds `x`.
+    fn world() -> (tempfile::TempDir, Staging, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("x"), "keep").unwrap();
+        let staging = Staging::create(dir.path(), UUID, "t1").unwrap();
+        std::os::unix::fs::symlink(&outside, staging.path().join("evil")).unwrap();
+        std::fs::write(staging.path().join("f"), "data").unwrap();
+        (dir, staging, outside)
+    }
+
+    fn unsafe_or_missing(e: ExtractError) -> bool {
+        matches!(e, ExtractError::Unsafe(_) | ExtractError::Corrupt(_))
+    }
+
+    #[test]
+    fn no_op_leaves_the_root_or_follows_a_symlink() {
+        let (_dir, staging, outside) = world();
+        let counters = Counters::default();
+        let mut p = Patcher::new(&staging, &ExtractLimits::default(), &counters).unwrap();
+        // `..` and absolute paths are refused before anything is touched.
+        for path in [
+            &b"../outside/x"[..],
+            b"/etc/passwd",
+            b"a/../../x",
+            b"",
+            b".",
+        ] {
+            assert!(matches!(p.remove(path), Err(ExtractError::Unsafe(_))));
+            assert!(matches!(
+                p.open_file(path, true),
+                Err(ExtractError::Unsafe(_))
+            ));
+        }
+        // Through the symlink: nothing removed, created or patched there.
+        p.remove(b"evil/x").unwrap();
+        assert!(p.open_file(b"evil/x", true).is_err());
+        assert!(p.open_file(b"evil/x", false).is_err());
+        assert!(p.symlink(b"evil/y", b"/", 0).is_err());
+        assert!(p.dir(b"evil/d", 0o755, 0).is_err());
+        assert_eq!(std::fs::read_to_string(outside.join("x")).unwrap(), "keep");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        // The symlink itself is not a file to patch, nor a hard link's target.
+        assert!(p.open_file(b"evil", false).is_err());
+        assert!(p.hard_link(b"h", b"evil").is_err());
+        // Checking through it finds nothing.
+        assert!(unsafe_or_missing(
+            p.check(b"evil/x", Expected::File { size: 4 }, 0o644, 0)
+                .unwrap_err()
+        ));
+        // Removing the symlink removes the link, not what it names.
+        p.remove(b"evil").unwrap();
+        assert!(outside.join("x").exists());
+    }
+
+    #[test]
+    fn a_patched_file_is_rehashed_from_disk() {
+        let (_dir, staging, _outside) = world();
+        let counters = Counters::default();
+        let mut p = Patcher::new(&staging, &ExtractLimits::default(), &counters).unwrap();
+        let f = p.open_file(b"f", false).unwrap();
+        p.write_at(&f, b"DA", 0).unwrap();
+        let sha = p.close_file(f, 6, 0o600, 5).unwrap();
+        assert_eq!(
+            sha,
+            <[u8; 32]>::from(Sha256::digest(b"DAta\0\0")),
+            "written, sized, read back"
+        );
+        p.check(b"f", Expected::File { size: 6 }, 0o640, 7).unwrap();
+        let meta = std::fs::metadata(staging.path().join("f")).unwrap();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        assert_eq!(
+            (meta.permissions().mode() & 0o777, meta.mtime()),
+            (0o640, 7)
+        );
+        // A size the file does not have is a mismatch.
+        assert!(matches!(
+            p.check(b"f", Expected::File { size: 5 }, 0o640, 7),
+            Err(ExtractError::Corrupt(_))
+        ));
+        // A disk limit counts what the delta writes.
+        let limits = ExtractLimits {
+            max_bytes: Some(3),
+            owner: None,
+        };
+        let mut p = Patcher::new(&staging, &limits, &counters).unwrap();
+        let f = p.open_file(b"g", true).unwrap();
+        assert!(matches!(
+            p.write_at(&f, b"four", 0),
+            Err(ExtractError::NoSpace)
+        ));
+    }
+}
