@@ -18,7 +18,7 @@ use crate::server::{Server, TransferMark};
 use crate::transfer::early_answer;
 use crate::transfer::finish::{self, SourceEnd};
 use crate::transfer::pipe::pipe;
-use crate::transfer::progress::upload_line;
+use crate::transfer::progress::upload_line_in;
 use crate::transfer::segmented;
 use crate::transfer::throttle::ThrottledReader;
 use crate::transfer::wire;
@@ -525,7 +525,11 @@ pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
                         last_line = Instant::now();
                         node.transfer_log(
                             &transfer,
-                            &upload_line(progress.bytes_done, progress.bytes_total),
+                            &upload_line_in(
+                                progress.bytes_done,
+                                progress.bytes_total,
+                                progress.phase,
+                            ),
                         );
                     }
                 }
