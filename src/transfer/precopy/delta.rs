@@ -1,7 +1,7 @@
 //! The final pass (source, server stopped): the tree walked again, each
 //! entry compared with pass 1's record, and only what differs written as
-//! `ferry_delta` ops; then the stopped tree's manifest. Unchanged files
-//! are opened by the walk but never read.
+//! `ferry_delta` ops; then the stopped tree's manifest. The walk is of
+//! metadata only: unchanged files are never opened, let alone read.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -102,6 +102,7 @@ pub fn write_delta<W: Write>(
     cancel: &AtomicBool,
 ) -> Result<DeltaSummary, String> {
     let mut pass = Final {
+        root,
         record,
         out,
         cancel,
@@ -110,7 +111,7 @@ pub fn write_delta<W: Write>(
         buf: vec![0u8; record.block as usize],
         summary: DeltaSummary::default(),
     };
-    walk::walk(root, true, &mut pass).map_err(|e| match e {
+    walk::walk(root, false, &mut pass).map_err(|e| match e {
         WalkStop::Cancelled => "cancelled".to_string(),
         WalkStop::Io(m) | WalkStop::Visitor(m) => m,
     })?;
@@ -144,6 +145,7 @@ fn io(e: std::io::Error) -> String {
 }
 
 struct Final<'a, W> {
+    root: &'a Path,
     record: &'a Record,
     out: &'a mut W,
     cancel: &'a AtomicBool,
@@ -257,10 +259,18 @@ impl<W: Write> Visitor for Final<'_, W> {
                 to: wire::hex_path(&to),
             })?,
             Action::File { fresh } => {
-                let Node::File(_, Some(file)) = &node else {
-                    return Err("internal: a file without its descriptor".into());
-                };
-                self.file(path, &st, file, was, fresh)?;
+                let display = String::from_utf8_lossy(path).into_owned();
+                let (file, now) = walk::open_regular_beneath(self.root, path)
+                    .map_err(|e| format!("pre-copy: opening {display} after the stop: {e}"))?;
+                // The server is stopped: what the walk saw is what is read.
+                if (now.st_ino, now.st_size, now.st_ctime, now.st_ctime_nsec)
+                    != (st.st_ino, st.st_size, st.st_ctime, st.st_ctime_nsec)
+                {
+                    return Err(format!(
+                        "pre-copy: {display} changed after the server stopped"
+                    ));
+                }
+                self.file(path, &st, &file, was, fresh)?;
             }
         }
         if meta.kind == Kind::File && meta.nlink > 1 && first.is_none() {
