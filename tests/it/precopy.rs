@@ -682,6 +682,13 @@ mod docker {
         );
         let (delta, live) = delta_and_live_bytes(&source.log_text());
         eprintln!("pre-copy: delta {delta} bytes, live pass {live} bytes");
+        if let Some(line) = source
+            .log_text()
+            .lines()
+            .find(|l| l.contains("final pass sent"))
+        {
+            eprintln!("{line}");
+        }
         assert!(
             live > 16 * 1024 * 1024 && delta < 512 * 1024,
             "delta {delta} bytes, live pass {live} bytes"
