@@ -91,6 +91,11 @@ WRITER = (
 )
 
 
+def load():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
 def mib(kib):
     return kib / 1024
 
@@ -193,16 +198,54 @@ class Node(e2e.Node):
             return f.read()
 
 
+class LinkSampler(threading.Thread):
+    """Samples the loopback's byte counter every 10 ms: when the bulk of a
+    transfer crossed the link, apart from what comes before the first
+    byte (walk, session set-up) and after the last (install, report)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples = []
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            self.samples.append((time.monotonic(), lo_bytes()))
+            self.halt.wait(0.01)
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+        self.samples.append((time.monotonic(), lo_bytes()))
+
+    def streaming(self, t0, lo_total):
+        """(seconds from the POST to 1% of the bytes, seconds from 1% to
+        99%, seconds from 99% to the end of the samples)."""
+        b0 = self.samples[0][1]
+        t1 = next((t for t, b in self.samples if b - b0 >= 0.01 * lo_total), None)
+        t99 = next((t for t, b in self.samples if b - b0 >= 0.99 * lo_total), None)
+        if t1 is None or t99 is None or t99 <= t1:
+            return None
+        return t1 - t0, t99 - t1, self.samples[-1][0] - t99
+
+
 def transfer(src, dst, uuid, start=False, watch=None):
-    """A panel-shaped transfer; returns (seconds from POST to the end,
-    record, phases seen). `watch(rec)` runs on every poll (about 20 ms)."""
+    """A panel-shaped transfer. Returns a dict: seconds from the POST to
+    the end, the record, phases seen, bytes on lo, CPU seconds of both
+    nodes, the streaming split, `posted` (wall clock of the POST).
+    `watch(rec)` runs on every poll (about 20 ms)."""
     token = mint(src.binary, dst, uuid)
     body = {"url": dst.url("/api/transfers"), "token": "Bearer " + token,
             "server": {"uuid": uuid, "start_on_completion": start}, "server_id": 1}
     phases = set()
+    sampler = LinkSampler()
+    cpu0 = (src.cpu(), dst.cpu())
+    sampler.start()
+    posted = time.time()
     t0 = time.monotonic()
     status, rec = src.req("POST", "/api/servers/%s/transfer" % uuid, body, timeout=60)
     if status != 202:
+        sampler.stop()
         raise RuntimeError("%s: POST transfer answered %s: %s" % (src.name, status, rec))
     tid = rec["id"]
     deadline = t0 + 900
@@ -216,12 +259,30 @@ def transfer(src, dst, uuid, start=False, watch=None):
                 watch(rec)
             if rec["status"] in TERMINAL:
                 wall = time.monotonic() - t0
+                sampler.stop()
                 if rec["status"] != "completed":
                     raise RuntimeError("%s transfer of %s ended %s: %s\n%s\n%s" % (
                         src.name, uuid, rec["status"], rec.get("error"), src.tail(), dst.tail()))
-                return wall, rec, phases
+                lo = sampler.samples[-1][1] - sampler.samples[0][1]
+                return {"seconds": wall, "rec": rec, "phases": phases, "lo_bytes": lo, "posted": posted,
+                        "cpu": (src.cpu() - cpu0[0], dst.cpu() - cpu0[1]),
+                        "streaming": sampler.streaming(t0, lo)}
         time.sleep(0.02)
+    sampler.stop()
     raise RuntimeError("transfer of %s did not end in 900 s" % uuid)
+
+
+def describe(run, mbit):
+    """`streaming 1%-99% in X s (N% of the link), a s before, b s after;
+    CPU src/dst` for a log line."""
+    out = []
+    st = run.get("streaming")
+    if st:
+        before, during, after = st
+        out.append("1%%-99%% of the bytes in %.2f s (%.0f%% of the link), %.2f s before, %.2f s after" % (
+            during, 100 * 0.98 * run["lo_bytes"] * 8 / (mbit * 1e6) / during, before, after))
+    out.append("CPU src %.2f s / dst %.2f s" % tuple(run["cpu"]))
+    return "; ".join(out)
 
 
 RESENT = re.compile(r"(\d+) bytes in (\d+) segment requests over session \w+, (\d+) bytes sent twice")
@@ -238,6 +299,11 @@ def resent_from_log(node):
 def segment_from_log(node):
     found = SEGMENT.findall(node.log_text())
     return int(found[-1]) if found else None
+
+
+# A source that runs the pre-copy phase says so: in the record's
+# `progress.phase` or in its log (`phase precopy`, `pre-copy pass`, …).
+PRECOPY_LOG = re.compile(r"phase[ =:`'\"]*pre-?copy|pre-?copy (pass|phase)", re.I)
 
 
 def peaks(*nodes):
@@ -273,18 +339,19 @@ def link_benches(a, res):
                 src, uuid = srcs[kind], UUIDS[kind]
                 e2e.sync()
                 reset_peaks(src, dst)
-                b0 = lo_bytes()
-                wall, rec, _ = transfer(src, dst, uuid)
-                lo = lo_bytes() - b0
+                t = transfer(src, dst, uuid)
+                wall, rec, lo = t["seconds"], t["rec"], t["lo_bytes"]
                 wire = rec["progress"]["wire_bytes"]
                 floor = wire * 8 / (mbit * 1e6)
                 run = {"mbit": mbit, "kind": kind, "seconds": wall, "wire_bytes": wire, "lo_bytes": lo,
-                       "floor": floor, "peak_kib": peaks(src, dst), "resent": resent_from_log(src)}
+                       "floor": floor, "peak_kib": peaks(src, dst), "resent": resent_from_log(src),
+                       "cpu": t["cpu"], "streaming": t["streaming"]}
                 runs.append(run)
                 say("  %-9s %6.2f s, %.1f MB on the wire, floor %.2f s: %.0f%% of the link; lo carried %.1f MB;"
                     " peak RSS src %.1f / dst %.1f MiB" % (
                         kind, wall, wire / 1e6, floor, 100 * floor / wall, lo / 1e6,
                         mib(run["peak_kib"][src.name]), mib(run["peak_kib"][dst.name])))
+                say("            " + describe(run, mbit))
                 if mbit == a.rates[-1]:
                     verify(expected, os.path.join(dst.data, uuid), "%s at %d Mbit/s on dst" % (kind, mbit))
                 e2e.delete_on(dst, uuid)
@@ -314,13 +381,14 @@ def link_benches(a, res):
                                         capture_output=True, text=True)
                 cut["sockets"] = max(0, len(killed.stdout.strip().splitlines()) - 1)
 
-        wall, rec, _ = transfer(src, dst, uuid, watch=watch)
-        lo = lo_bytes() - b0
+        t = transfer(src, dst, uuid, watch=watch)
+        wall, rec, lo = t["seconds"], t["rec"], t["lo_bytes"]
         if not cut:
             raise RuntimeError("the resume run ended before the cut point")
         run = {"mbit": mbit, "seconds": wall, "wire_bytes": rec["progress"]["wire_bytes"], "lo_bytes": lo,
                "cut_at_lo": cut["lo"], "sockets": cut["sockets"], "resent": resent_from_log(src),
-               "segment": segment_from_log(src), "peak_kib": peaks(src, dst), "uncut_seconds": uncut["seconds"], "uncut_lo": uncut["lo_bytes"]}
+               "segment": segment_from_log(src), "peak_kib": peaks(src, dst), "uncut_seconds": uncut["seconds"],
+               "uncut_lo": uncut["lo_bytes"], "cpu": t["cpu"], "streaming": t["streaming"]}
         res["resume"] = run
         say("  cut %d connection(s) at %.1f MB; %.2f s (uncut %.2f s: %+.2f s); the source's count of bytes"
             " sent twice: %s; lo carried %.1f MB (uncut %.1f MB: %+.1f MB); peak RSS src %.1f / dst %.1f MiB" % (
@@ -513,7 +581,8 @@ def downtime_bench(a, res):
             reset_peaks(src, dst)
             ev_a, ev_b = Events(ENGINE_A), Events(ENGINE_B)
             try:
-                wall, rec, phases = transfer(src, dst, uuid, start=True)
+                t = transfer(src, dst, uuid, start=True)
+                wall, rec, phases = t["seconds"], t["rec"], t["phases"]
                 wait_for("the container to start on the destination", 60,
                          lambda: ev_b.first("start", uuid) is not None)
             finally:
@@ -522,16 +591,14 @@ def downtime_bench(a, res):
             die, started = ev_a.last("die", uuid), ev_b.first("start", uuid)
             if die is None:
                 raise RuntimeError("engine A reported no `die` of %s: %s" % (uuid, ev_a.lines))
-            log = src.log_text()
-            precopy_seen = "precopy" in phases or bool(re.search(r"pre-?copy", log, re.I) and
-                                                       re.search(r"phase", log, re.I))
+            precopy_seen = "precopy" in phases or bool(PRECOPY_LOG.search(src.log_text()))
             run = {"seconds": wall, "downtime": (started - die) / 1e9, "wire_bytes": rec["progress"]["wire_bytes"],
                    "phases": sorted(phases), "precopy_seen": precopy_seen, "peak_kib": peaks(src, dst),
-                   "mbit": mbit}
+                   "mbit": mbit, "stopped_after": die / 1e9 - t["posted"], "cpu": t["cpu"]}
             runs[k] = run
-            say("  %-8s transfer %.2f s; source `die` -> destination `start` %.2f s; phases seen %s;"
-                " peak RSS src %.1f / dst %.1f MiB" % (
-                    k, wall, run["downtime"], ",".join(run["phases"]) or "-",
+            say("  %-8s transfer %.2f s; the source's container died %.2f s after the POST; source `die` ->"
+                " destination `start` %.2f s; phases seen %s; peak RSS src %.1f / dst %.1f MiB" % (
+                    k, wall, run["stopped_after"], run["downtime"], ",".join(run["phases"]) or "-",
                     mib(run["peak_kib"][src.name]), mib(run["peak_kib"][dst.name])))
             # The destination's copy idles (it found `.bench-started`), so
             # it must equal the stopped source's tree.
@@ -554,8 +621,8 @@ def downtime_bench(a, res):
 
 def report(res):
     say("")
-    say("== transport over a shaped link: one run, %s; %.0f MB of content" % (
-        time.strftime("%Y-%m-%d %H:%M %Z"), res.get("content_bytes", 0) / 1e6))
+    say("== transport over a shaped link: one run, %s, load %s at the start and %s at the end; %.0f MB of content" % (
+        time.strftime("%Y-%m-%d %H:%M %Z"), res.get("load_start", "?"), load(), res.get("content_bytes", 0) / 1e6))
     say("| measure | value | target | |")
     say("|---|---:|---:|---|")
     for mbit, got in res.get("raw_tcp", {}).items():
@@ -569,6 +636,7 @@ def report(res):
                 r["mbit"], "classic POST" if r["kind"] == "classic" else "segmented transport",
                 r["wire_bytes"] / 1e6, r["seconds"], r["floor"], 100 * frac,
                 *[mib(v) for v in r["peak_kib"].values()], "met" if frac >= 0.95 else "MISSED"))
+        say("| the same, where the time went | %s | | |" % describe(r, r["mbit"]))
         for k, v in r["peak_kib"].items():
             worst[k.split("-")[0]] = max(worst.get(k.split("-")[0], 0), v)
     rs = res.get("resume")
@@ -581,9 +649,9 @@ def report(res):
                 "?" if rs["resent"] is None else "%.1f MB" % (rs["resent"] / 1e6),
                 (rs["lo_bytes"] - rs["uncut_lo"]) / 1e6,
                 "?" if not seg else "%.1f MB" % (seg / 1e6), ok))
-        say("| resume: time lost against the uncut run (%.2f s) | %+.2f s (%.2f s; peak RSS src %.1f / dst %.1f MiB) | | |" % (
-            rs["uncut_seconds"], rs["seconds"] - rs["uncut_seconds"], rs["seconds"],
-            *[mib(v) for v in rs["peak_kib"].values()]))
+        say("| resume: time lost against the uncut run (%.2f s) | %+.2f s (%.2f s; %s; peak RSS src %.1f / dst %.1f MiB)"
+            " | | |" % (rs["uncut_seconds"], rs["seconds"] - rs["uncut_seconds"], rs["seconds"],
+                        "CPU src %.2f s / dst %.2f s" % tuple(rs["cpu"]), *[mib(v) for v in rs["peak_kib"].values()]))
         for k, v in rs["peak_kib"].items():
             worst[k.split("-")[0]] = max(worst.get(k.split("-")[0], 0), v)
     dt = res.get("downtime") or {}
@@ -594,14 +662,16 @@ def report(res):
         p = dt.get("precopy")
         if c:
             say("| downtime at %d Mbit/s, classic transfer (source `die` -> destination `start`) | %.2f s"
-                " (transfer %.2f s; peak RSS src %.1f / dst %.1f MiB) | | |" % (
-                    c["mbit"], c["downtime"], c["seconds"], *[mib(v) for v in c["peak_kib"].values()]))
+                " (transfer %.2f s, stopped %.2f s after the POST; peak RSS src %.1f / dst %.1f MiB) | | |" % (
+                    c["mbit"], c["downtime"], c["seconds"], c["stopped_after"],
+                    *[mib(v) for v in c["peak_kib"].values()]))
         if p and c:
             if p["precopy_seen"]:
                 frac = p["downtime"] / c["downtime"]
-                say("| downtime, pre-copy (phases %s) | %.2f s = %.0f%% of classic (transfer %.2f s;"
-                    " peak RSS src %.1f / dst %.1f MiB) | <= 10%% | %s |" % (
+                say("| downtime, pre-copy (phases %s) | %.2f s = %.0f%% of classic (transfer %.2f s, stopped %.2f s"
+                    " after the POST; peak RSS src %.1f / dst %.1f MiB) | <= 10%% | %s |" % (
                         ",".join(p["phases"]) or "seen in the log", p["downtime"], 100 * frac, p["seconds"],
+                        p["stopped_after"],
                         *[mib(v) for v in p["peak_kib"].values()], "met" if frac <= 0.10 else "MISSED"))
             else:
                 say("| downtime, pre-copy | not built (no `precopy` phase from the source; that run's downtime"
@@ -636,7 +706,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    res = {"raw_tcp": {}}
+    res = {"raw_tcp": {}, "load_start": load()}
     a.expected, res["content_bytes"] = listing(a.fixture)
     for mbit in a.rates:
         shape(mbit)
