@@ -301,9 +301,11 @@ def segment_from_log(node):
     return int(found[-1]) if found else None
 
 
-# A source that runs the pre-copy phase says so: in the record's
-# `progress.phase` or in its log (`phase precopy`, `pre-copy pass`, …).
-PRECOPY_LOG = re.compile(r"phase[ =:`'\"]*pre-?copy|pre-?copy (pass|phase)", re.I)
+# A source that runs the pre-copy phase says so: `"phase":"precopy"` in
+# the record's progress during pass 1, and in its log (docs/transport.md,
+# "Pre-copy", "Progress"): `pre-copy: final pass sent N changed entries,
+# D bytes of data (tree T bytes); downtime so far S s`.
+PRECOPY_LOG = re.compile(r"pre-?copy: final pass sent (\d+) changed entries, (\d+) bytes of data", re.I)
 
 
 def peaks(*nodes):
@@ -591,10 +593,12 @@ def downtime_bench(a, res):
             die, started = ev_a.last("die", uuid), ev_b.first("start", uuid)
             if die is None:
                 raise RuntimeError("engine A reported no `die` of %s: %s" % (uuid, ev_a.lines))
-            precopy_seen = "precopy" in phases or bool(PRECOPY_LOG.search(src.log_text()))
+            final = PRECOPY_LOG.findall(src.log_text())
+            precopy_seen = "precopy" in phases or bool(final)
             run = {"seconds": wall, "downtime": (started - die) / 1e9, "wire_bytes": rec["progress"]["wire_bytes"],
                    "phases": sorted(phases), "precopy_seen": precopy_seen, "peak_kib": peaks(src, dst),
-                   "mbit": mbit, "stopped_after": die / 1e9 - t["posted"], "cpu": t["cpu"]}
+                   "mbit": mbit, "stopped_after": die / 1e9 - t["posted"], "cpu": t["cpu"],
+                   "final_pass": [int(x) for x in final[-1]] if final else None}
             runs[k] = run
             say("  %-8s transfer %.2f s; the source's container died %.2f s after the POST; source `die` ->"
                 " destination `start` %.2f s; phases seen %s; peak RSS src %.1f / dst %.1f MiB" % (
@@ -673,6 +677,9 @@ def report(res):
                         ",".join(p["phases"]) or "seen in the log", p["downtime"], 100 * frac, p["seconds"],
                         p["stopped_after"],
                         *[mib(v) for v in p["peak_kib"].values()], "met" if frac <= 0.10 else "MISSED"))
+                if p.get("final_pass"):
+                    say("| pre-copy's final pass (the source's log) | %d changed entries, %.1f MB of data | | |" % (
+                        p["final_pass"][0], p["final_pass"][1] / 1e6))
             else:
                 say("| downtime, pre-copy | not built (no `precopy` phase from the source; that run's downtime"
                     " was a classic one's: %.2f s) | <= 10%% | |" % p["downtime"])
