@@ -282,6 +282,11 @@ def describe(run, mbit):
         out.append("1%%-99%% of the bytes in %.2f s (%.0f%% of the link), %.2f s before, %.2f s after" % (
             during, 100 * 0.98 * run["lo_bytes"] * 8 / (mbit * 1e6) / during, before, after))
     out.append("CPU src %.2f s / dst %.2f s" % tuple(run["cpu"]))
+    packing, putting, finish = run.get("sender") or (None, None, None)
+    if packing is not None:
+        out.append("the source's log: %.2f s waiting for packed bytes, %.2f s in segment requests" % (packing, putting))
+    if finish is not None:
+        out.append("the finish %.2f s" % finish)
     return "; ".join(out)
 
 
@@ -294,6 +299,22 @@ def resent_from_log(node, since=0):
     transfer logged after character `since`, None if there is none."""
     found = RESENT.findall(node.log_text()[since:])
     return int(found[-1][2]) if found else None
+
+
+# The segmented source's own account of its time (when it logs one):
+# `…bytes sent twice; P s waiting for packed bytes, Q s in segment
+# requests` and `the finish took F s`.
+SEG_TIMES = re.compile(r"bytes sent twice; ([0-9.]+) s waiting for packed bytes, ([0-9.]+) s in segment requests")
+FINISH_TIME = re.compile(r"the finish took ([0-9.]+) s")
+
+
+def sender_times(node, since=0):
+    """(waiting for packed bytes, in segment requests, the finish) in
+    seconds from the source's log after `since`; None where not logged."""
+    text = node.log_text()[since:]
+    seg, fin = SEG_TIMES.findall(text), FINISH_TIME.findall(text)
+    return (float(seg[-1][0]) if seg else None, float(seg[-1][1]) if seg else None,
+            float(fin[-1]) if fin else None)
 
 
 def segment_from_log(node):
@@ -341,13 +362,14 @@ def link_benches(a, res):
                 src, uuid = srcs[kind], UUIDS[kind]
                 e2e.sync()
                 reset_peaks(src, dst)
+                since = len(src.log_text())
                 t = transfer(src, dst, uuid)
                 wall, rec, lo = t["seconds"], t["rec"], t["lo_bytes"]
                 wire = rec["progress"]["wire_bytes"]
                 floor = wire * 8 / (mbit * 1e6)
                 run = {"mbit": mbit, "kind": kind, "seconds": wall, "wire_bytes": wire, "lo_bytes": lo,
                        "floor": floor, "peak_kib": peaks(src, dst), "resent": resent_from_log(src),
-                       "cpu": t["cpu"], "streaming": t["streaming"]}
+                       "cpu": t["cpu"], "streaming": t["streaming"], "sender": sender_times(src, since)}
                 runs.append(run)
                 say("  %-9s %6.2f s, %.1f MB on the wire, floor %.2f s: %.0f%% of the link; lo carried %.1f MB;"
                     " peak RSS src %.1f / dst %.1f MiB" % (
