@@ -45,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -562,6 +563,51 @@ def wait_for(what, timeout, done):
         time.sleep(0.05)
 
 
+def one_downtime(k, src, dst, uuid, mbit):
+    """One Docker transfer of (b): the server started, its writer given a
+    few seconds, then moved with `start_on_completion`; returns the run."""
+    status, body = src.req("POST", "/api/servers/%s/power" % uuid, {"action": "start"})
+    if status != 202:
+        raise RuntimeError("power start answered %s: %s\n%s" % (status, body, src.tail()))
+    ready = os.path.join(src.data, uuid, "ready")
+    wait_for("the server's writer on %s" % src.name, 60, lambda: os.path.exists(ready))
+    time.sleep(3)  # a few rounds of writes before the transfer
+    e2e.sync()
+    reset_peaks(src, dst)
+    ev_a, ev_b = Events(ENGINE_A), Events(ENGINE_B)
+    try:
+        t = transfer(src, dst, uuid, start=True)
+        wall, rec, phases = t["seconds"], t["rec"], t["phases"]
+        wait_for("the container to start on the destination", 60,
+                 lambda: ev_b.first("start", uuid) is not None)
+    finally:
+        ev_a.close()
+        ev_b.close()
+    die, started = ev_a.last("die", uuid), ev_b.first("start", uuid)
+    if die is None:
+        raise RuntimeError("engine A reported no `die` of %s: %s" % (uuid, ev_a.lines))
+    final = PRECOPY_LOG.findall(src.log_text())
+    precopy_seen = "precopy" in phases or bool(final)
+    run = {"seconds": wall, "downtime": (started - die) / 1e9, "wire_bytes": rec["progress"]["wire_bytes"],
+           "phases": sorted(phases), "precopy_seen": precopy_seen, "peak_kib": peaks(src, dst),
+           "mbit": mbit, "stopped_after": die / 1e9 - t["posted"], "cpu": t["cpu"],
+           "final_pass": [int(x) for x in final[-1]] if final else None}
+    say("  %-8s transfer %.2f s; the source's container died %.2f s after the POST; source `die` ->"
+        " destination `start` %.2f s; phases seen %s; peak RSS src %.1f / dst %.1f MiB" % (
+            k, wall, run["stopped_after"], run["downtime"], ",".join(run["phases"]) or "-",
+            mib(run["peak_kib"][src.name]), mib(run["peak_kib"][dst.name])))
+    # The destination's copy idles (it found `.bench-started`), so
+    # it must equal the stopped source's tree.
+    expected, _ = listing(os.path.join(src.data, uuid))
+    verify(expected, os.path.join(dst.data, uuid), "%s: the destination against the stopped source" % k)
+    e2e.delete_on(dst, uuid)
+    # The panel would delete it on the source now; gone already is fine.
+    status, body = src.req("DELETE", "/api/servers/%s" % uuid)
+    if status not in (204, 404):
+        raise RuntimeError("%s: DELETE %s answered %s: %s" % (src.name, uuid, status, body))
+    return run
+
+
 def downtime_bench(a, res):
     mbit = 100 if 100 in a.rates else a.rates[-1]
     for sock in (ENGINE_A, ENGINE_B):
@@ -595,47 +641,12 @@ def downtime_bench(a, res):
             n.start()
         say("  nodes: " + ", ".join("%s pid %d on %s" % (n.name, n.proc.pid, n.addr) for n in nodes))
         for k, src in srcs.items():
-            uuid = UUIDS["docker-" + k]
-            status, body = src.req("POST", "/api/servers/%s/power" % uuid, {"action": "start"})
-            if status != 202:
-                raise RuntimeError("power start answered %s: %s\n%s" % (status, body, src.tail()))
-            ready = os.path.join(src.data, uuid, "ready")
-            wait_for("the server's writer on %s" % src.name, 60, lambda: os.path.exists(ready))
-            time.sleep(3)  # a few rounds of writes before the transfer
-            e2e.sync()
-            reset_peaks(src, dst)
-            ev_a, ev_b = Events(ENGINE_A), Events(ENGINE_B)
+            # One failed run does not lose the other's numbers.
             try:
-                t = transfer(src, dst, uuid, start=True)
-                wall, rec, phases = t["seconds"], t["rec"], t["phases"]
-                wait_for("the container to start on the destination", 60,
-                         lambda: ev_b.first("start", uuid) is not None)
-            finally:
-                ev_a.close()
-                ev_b.close()
-            die, started = ev_a.last("die", uuid), ev_b.first("start", uuid)
-            if die is None:
-                raise RuntimeError("engine A reported no `die` of %s: %s" % (uuid, ev_a.lines))
-            final = PRECOPY_LOG.findall(src.log_text())
-            precopy_seen = "precopy" in phases or bool(final)
-            run = {"seconds": wall, "downtime": (started - die) / 1e9, "wire_bytes": rec["progress"]["wire_bytes"],
-                   "phases": sorted(phases), "precopy_seen": precopy_seen, "peak_kib": peaks(src, dst),
-                   "mbit": mbit, "stopped_after": die / 1e9 - t["posted"], "cpu": t["cpu"],
-                   "final_pass": [int(x) for x in final[-1]] if final else None}
-            runs[k] = run
-            say("  %-8s transfer %.2f s; the source's container died %.2f s after the POST; source `die` ->"
-                " destination `start` %.2f s; phases seen %s; peak RSS src %.1f / dst %.1f MiB" % (
-                    k, wall, run["stopped_after"], run["downtime"], ",".join(run["phases"]) or "-",
-                    mib(run["peak_kib"][src.name]), mib(run["peak_kib"][dst.name])))
-            # The destination's copy idles (it found `.bench-started`), so
-            # it must equal the stopped source's tree.
-            expected, _ = listing(os.path.join(src.data, uuid))
-            verify(expected, os.path.join(dst.data, uuid), "%s: the destination against the stopped source" % k)
-            e2e.delete_on(dst, uuid)
-            # The panel would delete it on the source now; gone already is fine.
-            status, body = src.req("DELETE", "/api/servers/%s" % uuid)
-            if status not in (204, 404):
-                raise RuntimeError("%s: DELETE %s answered %s: %s" % (src.name, uuid, status, body))
+                runs[k] = one_downtime(k, src, dst, UUIDS["docker-" + k], mbit)
+            except Exception as e:  # reported in the table, and the bench fails
+                runs[k] = {"error": str(e).splitlines()[0][:300] if str(e) else repr(e)}
+                say("  %s FAILED: %s" % (k, e))
     finally:
         for n in nodes:
             n.stop()
@@ -685,8 +696,11 @@ def report(res):
     if dt.get("skipped"):
         say("| downtime (Docker events) | skipped: %s | | |" % dt["skipped"])
     elif dt:
-        c = dt.get("classic")
-        p = dt.get("precopy")
+        for k in ("classic", "precopy"):
+            if (dt.get(k) or {}).get("error"):
+                say("| downtime, %s | FAILED: %s | | |" % (k, dt[k]["error"].replace("|", "/")))
+        c = dt.get("classic") if "downtime" in (dt.get("classic") or {}) else None
+        p = dt.get("precopy") if "downtime" in (dt.get("precopy") or {}) else None
         if c:
             say("| downtime at %d Mbit/s, classic transfer (source `die` -> destination `start`) | %.2f s"
                 " (transfer %.2f s, stopped %.2f s after the POST; peak RSS src %.1f / dst %.1f MiB) | | |" % (
@@ -709,6 +723,8 @@ def report(res):
         for r in (c, p):
             for k, v in (r or {}).get("peak_kib", {}).items():
                 worst[k.split("-")[0]] = max(worst.get(k.split("-")[0], 0), v)
+    for e in res.get("errors", []):
+        say("| FAILED | %s | | |" % e.replace("|", "/"))
     if worst:
         top = max(worst.values())
         say("| peak RSS over these runs (sources / destinations) | %.1f / %.1f MiB | <= 48 MiB | %s |" % (
@@ -742,16 +758,27 @@ def main():
         shape(mbit)
         res["raw_tcp"][mbit] = raw_tcp_mbit(1.5)
         say("== the shaped link: tbf %s carries %.1f Mbit/s in one raw TCP stream" % (SHAPES[mbit], res["raw_tcp"][mbit]))
-    try:
-        if a.only != "downtime":
-            link_benches(a, res)
-        if a.only != "link" and not a.no_docker:
-            downtime_bench(a, res)
-    finally:
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f)
+    parts = []
+    if a.only != "downtime":
+        parts.append(link_benches)
+    if a.only != "link" and not a.no_docker:
+        parts.append(downtime_bench)
+    for part in parts:
+        # A part that fails does not lose the other's numbers: its error
+        # goes into the table and the bench exits non-zero after it.
+        try:
+            part(a, res)
+        except Exception as e:
+            traceback.print_exc()
+            res.setdefault("errors", []).append("%s: %s" % (part.__name__, str(e).splitlines()[0][:300] if str(e) else repr(e)))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f)
     report(res)
+    failed = res.get("errors") or any("error" in r for r in (res.get("downtime") or {}).values()
+                                      if isinstance(r, dict))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
