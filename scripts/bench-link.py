@@ -266,6 +266,7 @@ def transfer(src, dst, uuid, start=False, watch=None):
                         src.name, uuid, rec["status"], rec.get("error"), src.tail(), dst.tail()))
                 lo = sampler.samples[-1][1] - sampler.samples[0][1]
                 return {"seconds": wall, "rec": rec, "phases": phases, "lo_bytes": lo, "posted": posted,
+                        "t0": t0, "samples": sampler.samples,
                         "cpu": (src.cpu() - cpu0[0], dst.cpu() - cpu0[1]),
                         "streaming": sampler.streaming(t0, lo)}
         time.sleep(0.02)
@@ -327,7 +328,7 @@ def segment_from_log(node):
 # the record's progress during pass 1, and in its log (docs/transport.md,
 # "Pre-copy", "Progress"): `pre-copy: final pass sent N changed entries,
 # D bytes of data (tree T bytes); downtime so far S s`.
-PRECOPY_LOG = re.compile(r"pre-?copy: final pass sent (\d+) changed entries, (\d+) bytes of data", re.I)
+PRECOPY_LOG = re.compile(r"pre-?copy: final pass sent (\d+) changed (?:entries|files)[^,]*, (\d+) bytes of data", re.I)
 
 
 def peaks(*nodes):
@@ -586,16 +587,28 @@ def one_downtime(k, src, dst, uuid, mbit):
     die, started = ev_a.last("die", uuid), ev_b.first("start", uuid)
     if die is None:
         raise RuntimeError("engine A reported no `die` of %s: %s" % (uuid, ev_a.lines))
+    # What the downtime had to carry: the loopback's bytes from the
+    # source's `die` (engine clock -> this process's monotonic clock
+    # through the POST's two timestamps) to the end of the transfer, and
+    # when 99.9% of the transfer's bytes had crossed.
+    samples = t["samples"]
+    die_mono = t["t0"] + (die / 1e9 - t["posted"])
+    base, end_bytes = samples[0][1], samples[-1][1]
+    at_die = next((b for tm, b in samples if tm >= die_mono), end_bytes)
+    last_byte = next((tm for tm, b in samples if b - base >= 0.999 * (end_bytes - base)), samples[-1][0])
     final = PRECOPY_LOG.findall(src.log_text())
     precopy_seen = "precopy" in phases or bool(final)
     run = {"seconds": wall, "downtime": (started - die) / 1e9, "wire_bytes": rec["progress"]["wire_bytes"],
            "phases": sorted(phases), "precopy_seen": precopy_seen, "peak_kib": peaks(src, dst),
            "mbit": mbit, "stopped_after": die / 1e9 - t["posted"], "cpu": t["cpu"],
-           "final_pass": [int(x) for x in final[-1]] if final else None}
+           "final_pass": [int(x) for x in final[-1]] if final else None,
+           "bytes_after_stop": end_bytes - at_die, "stop_to_last_byte": max(0.0, last_byte - die_mono)}
     say("  %-8s transfer %.2f s; the source's container died %.2f s after the POST; source `die` ->"
         " destination `start` %.2f s; phases seen %s; peak RSS src %.1f / dst %.1f MiB" % (
             k, wall, run["stopped_after"], run["downtime"], ",".join(run["phases"]) or "-",
             mib(run["peak_kib"][src.name]), mib(run["peak_kib"][dst.name])))
+    say("           after the stop: %.1f MB crossed the link, the last of them %.2f s after the `die`" % (
+        run["bytes_after_stop"] / 1e6, run["stop_to_last_byte"]))
     # The destination's copy idles (it found `.bench-started`), so
     # it must equal the stopped source's tree.
     expected, _ = listing(os.path.join(src.data, uuid))
@@ -714,6 +727,11 @@ def report(res):
                         ",".join(p["phases"]) or "seen in the log", p["downtime"], 100 * frac, p["seconds"],
                         p["stopped_after"],
                         *[mib(v) for v in p["peak_kib"].values()], "met" if frac <= 0.10 else "MISSED"))
+                if "bytes_after_stop" in p:
+                    say("| pre-copy: what the downtime carried | %.1f MB over the link after the `die` (%.2f s at the"
+                        " rate), the last byte %.2f s after it | | |" % (
+                            p["bytes_after_stop"] / 1e6, p["bytes_after_stop"] * 8 / (p["mbit"] * 1e6),
+                            p["stop_to_last_byte"]))
                 if p.get("final_pass"):
                     say("| pre-copy's final pass (the source's log) | %d changed entries, %.1f MB of data | | |" % (
                         p["final_pass"][0], p["final_pass"][1] / 1e6))
