@@ -79,7 +79,9 @@ case "${BENCH_ONLY:-}" in
     *)
         fixture "$WORK/fixture-$SCALE" "$SCALE"
         fixture "$WORK/fixture-$SMALL_SCALE" "$SMALL_SCALE"
-        [ "${BENCH_LINK:-1}" = 0 ] || fixture "$WORK/fixture-$LINK_SCALE" "$LINK_SCALE" ;;
+        if [ "${BENCH_LINK:-1}" != 0 ] && [ "$LINK_SCALE" != "$SCALE" ]; then
+            fixture "$WORK/fixture-$LINK_SCALE" "$LINK_SCALE"
+        fi ;;
 esac
 
 RUN=$(mktemp -d "$WORK/run.XXXXXX")
