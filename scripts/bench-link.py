@@ -8,7 +8,8 @@ between them crosses the shaped loopback. Usable on its own, as root,
 inside such a namespace:
 
   bench-link.py --ferry target/release/ferry --fixture DIR --work DIR
-                [--out DIR] [--json FILE] [--no-docker]
+                [--out DIR] [--json FILE] [--rates 1000,100]
+                [--no-docker | --only link|downtime]
 
   (a) link: the fixture moved by the classic POST and by the segmented
       transport (`FERRY_TRANSPORT=classic|segmented` in the source node's
@@ -17,7 +18,8 @@ inside such a namespace:
       the wire / rate). A raw TCP stream first shows what the shaped link
       itself carries.
   (c) resume: the segmented transfer at 100 Mbit/s with its connections
-      to the destination cut once (`ss -K`, a RST to both ends) when half
+      to the destination cut once (`ss -K`: the source's socket aborted,
+      a RST to the destination) when half
       of the uncut run's bytes have crossed the link; bytes re-sent (the
       source's own count, and the loopback's byte counter against the
       uncut run) and time lost against the uncut run of (a).
