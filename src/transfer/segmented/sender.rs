@@ -99,6 +99,9 @@ pub struct Sender<'a> {
     /// How long the destination keeps a silent session: how long to keep
     /// trying after a cut.
     window: Duration,
+    /// Where the destination's acknowledged `held` is published (pre-copy
+    /// stops the server once the live pass is held, SPEC §10).
+    held_to: Option<std::sync::Arc<AtomicU64>>,
 }
 
 impl<'a> Sender<'a> {
@@ -158,6 +161,7 @@ impl<'a> Sender<'a> {
                         sid: sid.to_string(),
                         secret: secret.to_string(),
                         window,
+                        held_to: None,
                     };
                     return Ok((sender, size));
                 }
@@ -178,6 +182,11 @@ impl<'a> Sender<'a> {
                 }
             }
         }
+    }
+
+    /// Publishes every `held` the destination acknowledges to `to`.
+    pub fn report_held(&mut self, to: std::sync::Arc<AtomicU64>) {
+        self.held_to = Some(to);
     }
 
     fn auth(&self) -> String {
@@ -328,6 +337,9 @@ impl<'a> Sender<'a> {
                     };
                     if let Err(e) = plan.held_is(held) {
                         return Err(SourceEnd::NoAnswer(e.to_string()));
+                    }
+                    if let Some(to) = &self.held_to {
+                        to.store(held, Ordering::SeqCst);
                     }
                 }
             }
