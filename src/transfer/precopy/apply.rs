@@ -143,7 +143,7 @@ fn file_op<R: BufRead>(
     counters: &Counters,
 ) -> Result<(), ApplyError> {
     let display = String::from_utf8_lossy(path).into_owned();
-    if !(super::record::MIN_BLOCK..=super::record::MAX_BLOCK).contains(&block)
+    if !(super::record::MIN_ACCEPTED_BLOCK..=super::record::MAX_BLOCK).contains(&block)
         || !block.is_power_of_two()
     {
         return Err(ApplyError::Mismatch(format!(
