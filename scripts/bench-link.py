@@ -40,7 +40,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -69,8 +68,10 @@ ENGINE_B = os.environ.get("FERRY_DOCKER_SOCKET_B", "/run/ferry-docker-b.sock")
 UUIDS = {
     "classic": "1e000000-0000-4000-8000-000000000001",
     "segmented": "1e000000-0000-4000-8000-000000000002",
-    "docker-classic": "1e000000-0000-4000-8000-0000000000d1",
-    "docker-precopy": "1e000000-0000-4000-8000-0000000000d2",
+    # Containers are named after these on the two engines every run shares:
+    # the pid keeps two benches running at once apart.
+    "docker-classic": "1e000000-0000-4000-8d01-%012x" % os.getpid(),
+    "docker-precopy": "1e000000-0000-4000-8d02-%012x" % os.getpid(),
 }
 
 # The server's process in (b): the first start (no `.bench-started` yet)
