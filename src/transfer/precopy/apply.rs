@@ -186,7 +186,9 @@ fn file_op<R: BufRead>(
         }
     }
     let sent = wire::read_sha(input)?;
-    let have = patcher.close_file(file, size, mode, mtime)?;
+    let mut digest = wire::ContentDigest::new(block);
+    patcher.close_file(file, size, mode, mtime, &mut |b| digest.update(b))?;
+    let have = digest.finish();
     if have != sent {
         return Err(ApplyError::Mismatch(format!(
             "{display}: checksums don't match"
