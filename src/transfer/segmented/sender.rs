@@ -236,7 +236,16 @@ impl<'a> Sender<'a> {
             drop(free_tx);
             let whole = filler.join().unwrap_or_default();
             match sent {
-                Ok(length) => self.finish(length, &whole),
+                Ok(length) => {
+                    let began = Instant::now();
+                    let end = self.finish(length, &whole);
+                    log::info!(
+                        "transfer {}: the finish took {:.2} s",
+                        self.transfer.id,
+                        began.elapsed().as_secs_f64()
+                    );
+                    end
+                }
                 Err(end) => end,
             }
         })
@@ -258,6 +267,8 @@ impl<'a> Sender<'a> {
         let mut kept_start = 0u64;
         let mut mismatches = 0;
         let mut segments = 0u64;
+        // Where the time went (the summary line; scripts/bench-transport.py).
+        let (mut packing, mut putting) = (Duration::ZERO, Duration::ZERO);
         loop {
             if self.transfer.is_cancelled() {
                 return Err(cancelled());
@@ -268,7 +279,10 @@ impl<'a> Sender<'a> {
                     if let Some(done) = current.take() {
                         let _ = free.send(done);
                     }
-                    let (seg, n) = match full.recv() {
+                    let waited = Instant::now();
+                    let received = full.recv();
+                    packing += waited.elapsed();
+                    let (seg, n) = match received {
                         Ok(Ok(filled)) => filled,
                         Ok(Err(_)) | Err(_) if self.transfer.is_cancelled() => {
                             return Err(cancelled())
@@ -292,7 +306,10 @@ impl<'a> Sender<'a> {
                     };
                     plan.sending(offset, n);
                     segments += 1;
-                    let held = match self.put(kept, offset - kept_start, offset, n) {
+                    let began = Instant::now();
+                    let put = self.put(kept, offset - kept_start, offset, n);
+                    putting += began.elapsed();
+                    let held = match put {
                         Put::Held(h) => h,
                         Put::TooLarge => {
                             if let Err(e) = plan.too_large() {
@@ -327,10 +344,13 @@ impl<'a> Sender<'a> {
             }
         }
         log::info!(
-            "transfer {}: {length} bytes in {segments} segment requests over session {}, {} bytes sent twice",
+            "transfer {}: {length} bytes in {segments} segment requests over session {}, {} bytes sent twice; \
+             {:.2} s waiting for packed bytes, {:.2} s in segment requests",
             self.transfer.id,
             self.sid,
-            plan.resent
+            plan.resent,
+            packing.as_secs_f64(),
+            putting.as_secs_f64(),
         );
         self.node.transfer_log(
             self.transfer,

@@ -14,6 +14,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -88,6 +89,10 @@ pub struct Session {
     held: Arc<Held>,
     /// The source's `finish` claim: body length and SHA-256.
     claim: Mutex<Option<(u64, [u8; 32])>>,
+    /// When the claim came (the session's timing line).
+    claimed: Mutex<Option<Instant>>,
+    /// How long the extractor waited for acknowledged bytes.
+    extractor_waited: Mutex<Duration>,
     /// The connection of the segment being received, torn down on cancel.
     in_flight: Arc<Mutex<Option<ConnectionHandle>>>,
     /// Set when the session failed for a reason of its own (disk full):
@@ -136,6 +141,8 @@ impl Session {
             }),
             held: Arc::clone(&follow),
             claim: Mutex::new(None),
+            claimed: Mutex::new(None),
+            extractor_waited: Mutex::new(Duration::ZERO),
             in_flight: Arc::new(Mutex::new(None)),
             forced: Mutex::new(None),
         });
@@ -234,6 +241,7 @@ impl Session {
         };
         work.ledger.finish(length, now())?;
         *lock(&self.claim) = Some((length, sha256));
+        *lock(&self.claimed) = Some(Instant::now());
         lock(&self.view).state = State::Finishing;
         self.save_state(State::Finishing);
         self.held.finish();
@@ -277,7 +285,9 @@ impl Session {
         let transfer = Arc::clone(&self.transfer);
         let batch = crate::archive::sched::batch();
         let monitor = spawn_monitor(node, &transfer);
+        let started = Instant::now();
         let result = self.receive_tree(node, &record);
+        let extracted = Instant::now();
         drop(batch);
         drop(monitor);
         let answer = match result {
@@ -293,6 +303,7 @@ impl Session {
         };
         node.transfers
             .remember_token(&record.replay_key, record.replay_expires);
+        self.log_timing(started, extracted);
         self.end(answer.err());
     }
 
@@ -315,10 +326,29 @@ impl Session {
             sha: Sha256::new(),
             length: 0,
         };
+        let tree = self.read_body(node, record, &mut body);
+        *lock(&self.extractor_waited) = body.inner.waited;
+        tree
+    }
+
+    /// `receive_tree`'s reading of the body, to its end.
+    fn read_body(
+        &self,
+        node: &Arc<Node>,
+        record: &SessionRecord,
+        body: &mut Hashing<Follower>,
+    ) -> Result<
+        (
+            crate::archive::Staging,
+            crate::server::ServerConfig,
+            crate::transfer::extras::Received,
+        ),
+        ApiError,
+    > {
         let announced = record.disk_total.or(Some(record.bytes_total));
         let tree = destination::receive_body(
             node,
-            &mut body,
+            &mut *body,
             &self.transfer,
             &record.server,
             &record.boundary,
@@ -327,13 +357,13 @@ impl Session {
         .map_err(|e| self.forced_or(e))?;
         // Whatever follows the close delimiter, up to the end the source
         // names in its finish (the follower ends there).
-        let epilogue = io::copy(&mut (&mut body).take(MAX_EPILOGUE + 1), &mut io::sink())
+        let epilogue = io::copy(&mut (&mut *body).take(MAX_EPILOGUE + 1), &mut io::sink())
             .map_err(|e| self.forced_or(ApiError::new(400, format!("{ABORTED} ({e})"))))?;
         if epilogue > MAX_EPILOGUE {
             return Err(ApiError::new(400, "bytes after the multipart body"));
         }
         let claim = *lock(&self.claim);
-        let digest: [u8; 32] = body.sha.finalize().into();
+        let digest: [u8; 32] = std::mem::take(&mut body.sha).finalize().into();
         match claim {
             Some((length, sha)) if length == body.length && sha == digest => Ok(tree),
             _ => {
@@ -345,6 +375,26 @@ impl Session {
                 Err(ApiError::new(400, "checksums don't match"))
             }
         }
+    }
+
+    /// Where the session's time went (scripts/bench-transport.py reads it).
+    fn log_timing(&self, started: Instant, extracted: Instant) {
+        let spool = lock(&self.work).spool.as_ref().map(|s| s.timing);
+        let (writing, syncing) = spool.map_or((0.0, 0.0), |t| {
+            (t.writing.as_secs_f64(), t.syncing.as_secs_f64())
+        });
+        let tail = lock(&self.claimed).map_or(0.0, |at| {
+            extracted.saturating_duration_since(at).as_secs_f64()
+        });
+        log::info!(
+            "transfer {}: session timing: segments {writing:.2} s reading and writing, \
+             {syncing:.2} s syncing; extractor {:.2} s ({:.2} s waiting for held bytes, \
+             {tail:.2} s after the finish claim); install and report {:.2} s",
+            self.transfer.id,
+            (extracted - started).as_secs_f64(),
+            lock(&self.extractor_waited).as_secs_f64(),
+            extracted.elapsed().as_secs_f64(),
+        );
     }
 
     fn forced_or(&self, error: ApiError) -> ApiError {

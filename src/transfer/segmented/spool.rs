@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -80,6 +81,16 @@ pub struct Spool {
     dir: PathBuf,
     spool: File,
     acks: File,
+    /// Where the segments' time went (the session's summary line).
+    pub timing: Timing,
+}
+
+/// Time spent receiving segments: reading and writing their bytes, and
+/// waiting for them (and their ack lines) to be durable.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timing {
+    pub writing: Duration,
+    pub syncing: Duration,
 }
 
 impl Spool {
@@ -100,6 +111,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             spool,
             acks,
+            timing: Timing::default(),
         })
     }
 
@@ -134,6 +146,7 @@ impl Spool {
                 dir: dir.to_path_buf(),
                 spool,
                 acks,
+                timing: Timing::default(),
             },
             held,
         ))
@@ -157,11 +170,13 @@ impl Spool {
         let held = ledger.held();
         match self.append(ledger, header, body) {
             Ok(ack) => {
+                let began = Instant::now();
                 self.acks.seek(SeekFrom::End(0))?;
                 let written = self
                     .acks
                     .write_all(acks::line(&ack).as_bytes())
                     .and_then(|()| self.acks.sync_data());
+                self.timing.syncing += began.elapsed();
                 if let Err(e) = written {
                     ledger.abandon();
                     let _ = self.spool.set_len(held);
@@ -184,6 +199,7 @@ impl Spool {
         header: SegmentHeader,
         body: &mut impl Read,
     ) -> Result<acks::Ack, SpoolError> {
+        let began = Instant::now();
         self.spool.set_len(header.offset)?;
         self.spool.seek(SeekFrom::Start(header.offset))?;
         let mut hasher = Sha256::new();
@@ -207,7 +223,10 @@ impl Spool {
             got += n as u64;
         }
         let ack = ledger.check(hasher.finalize().into())?;
+        self.timing.writing += began.elapsed();
+        let began = Instant::now();
         self.spool.sync_data()?;
+        self.timing.syncing += began.elapsed();
         Ok(ack)
     }
 
