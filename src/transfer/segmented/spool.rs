@@ -22,6 +22,8 @@ use super::ledger::{Ledger, Refusal};
 use super::segment::SegmentHeader;
 
 pub const SPOOL: &str = "spool";
+/// Bytes of a segment written before their write-back is started.
+const WRITEBACK_STEP: u64 = 4 * 1024 * 1024;
 pub const ACKS: &str = "acks";
 
 #[derive(Debug)]
@@ -205,6 +207,10 @@ impl Spool {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0u64;
+        // Where write-back was last started: the disk writes the segment
+        // while the rest arrives, so the fsync before the ack waits for
+        // the last few MiB only, not the whole segment.
+        let mut kicked = 0u64;
         while got < header.length {
             let want = (header.length - got).min(buf.len() as u64) as usize;
             let n = match body.read(&mut buf[..want]) {
@@ -221,6 +227,12 @@ impl Spool {
             hasher.update(&buf[..n]);
             self.spool.write_all(&buf[..n])?;
             got += n as u64;
+            if got - kicked >= WRITEBACK_STEP {
+                // Best effort: the fsync below is what makes it durable.
+                let _ =
+                    crate::sys::start_writeback(&self.spool, header.offset + kicked, got - kicked);
+                kicked = got;
+            }
         }
         let ack = ledger.check(hasher.finalize().into())?;
         self.timing.writing += began.elapsed();
