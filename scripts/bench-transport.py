@@ -182,7 +182,10 @@ def main():
             n.stop()
         if dst_data:
             shutil.rmtree(dst_data, ignore_errors=True)
-        shutil.rmtree(run, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            e2e.say("== logs kept in %s" % run)
+        else:
+            shutil.rmtree(run, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -157,13 +157,23 @@ impl Setup {
             .unwrap_or_default()
     }
 
+    /// The session's directory goes right after its outcome is visible
+    /// (removing a large spool takes a while): give it a few seconds.
+    fn assert_no_session_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.sessions_left().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(self.sessions_left(), Vec::<String>::new(), "session left");
+    }
+
     fn assert_destination_clean(&self) {
         assert!(!self.dest.server_dir(SERVER).exists(), "server dir left");
         let staging: Vec<_> = std::fs::read_dir(self.dest.data.join(".ferry-staging"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(staging.is_empty(), "staging left: {staging:?}");
-        assert_eq!(self.sessions_left(), Vec::<String>::new(), "session left");
+        self.assert_no_session_left();
     }
 
     /// Bytes the source sent twice, from its log line.
@@ -260,7 +270,7 @@ fn through_a_100_mb_proxy_300_mb_pass_in_segments_and_the_classic_post_is_refuse
     assert!(s.proxy.forwarded() > 300 * MB);
     s.assert_identical();
     assert_eq!(s.resent(), 0);
-    assert_eq!(s.sessions_left(), Vec::<String>::new());
+    s.assert_no_session_left();
     // The RSS budget (48 MiB per node) holds: segments live in files.
     let (src_hwm, dst_hwm) = (s.source.status_kib("VmHWM"), s.dest.status_kib("VmHWM"));
     eprintln!("300 MB through the proxy in {took:?}; peak RSS source {src_hwm} KiB, destination {dst_hwm} KiB");
@@ -358,7 +368,7 @@ fn a_killed_destination_restarts_and_the_transfer_resumes() {
         s.resent()
     );
     assert!(held > 0);
-    assert_eq!(s.sessions_left(), Vec::<String>::new());
+    s.assert_no_session_left();
     // One success report, from the destination; never a failure.
     let reports = s.panel.transfer_reports(SERVER);
     assert_eq!(reports, vec![("success".to_string(), 204)], "{reports:?}");
@@ -526,32 +536,49 @@ mod raw {
                 .as_bytes(),
         );
         assert_eq!(code, 202, "{v}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (code, v) = call(
-                "GET",
-                &dest.url(&format!("/api/transfers/session/{sid}")),
-                &format!("Ferry-Session {secret}"),
-                &[],
-                b"",
-            );
-            assert_eq!(code, 200);
-            if !matches!(v["state"].as_str(), Some("receiving" | "finishing")) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{v}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // The status that waits answers once the finish decided, long
+        // before its 15 s (a small install takes milliseconds).
+        let asked = Instant::now();
+        let (code, v) = call(
+            "GET",
+            &dest.url(&format!("/api/transfers/session/{sid}?wait=15")),
+            &format!("Ferry-Session {secret}"),
+            &[],
+            b"",
+        );
+        assert_eq!(code, 200);
+        assert!(
+            !matches!(v["state"].as_str(), Some("receiving" | "finishing")),
+            "{v}"
+        );
+        assert!(asked.elapsed() < Duration::from_secs(10), "{v}");
+        v
     }
 
+    /// Nothing left (the session's directory goes right after its outcome
+    /// is visible: a few seconds for it).
     fn assert_clean(dest: &TestNode) {
         assert!(!dest.server_dir(SERVER).exists());
-        for dir in [".ferry-staging", ".ferry-sessions"] {
-            let left: Vec<_> = std::fs::read_dir(dest.data.join(dir))
+        let sessions = sessions_after_a_while(dest);
+        assert!(sessions.is_empty(), ".ferry-sessions left: {sessions:?}");
+        let staging: Vec<_> = std::fs::read_dir(dest.data.join(".ferry-staging"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(staging.is_empty(), ".ferry-staging left: {staging:?}");
+    }
+
+    /// What `.ferry-sessions` holds once it is empty, or after 10 s.
+    fn sessions_after_a_while(dest: &TestNode) -> Vec<std::ffi::OsString> {
+        let left = || -> Vec<_> {
+            std::fs::read_dir(dest.data.join(".ferry-sessions"))
                 .map(|d| d.flatten().map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            assert!(left.is_empty(), "{dir} left: {left:?}");
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !left().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
+        left()
     }
 
     #[test]
@@ -606,9 +633,7 @@ mod raw {
         let end = send_all(&dest, &sid, &secret2, &bytes, &sha(&bytes));
         assert_eq!(end["state"], "completed", "{end}\n{}", dest.log_text());
         assert!(dest.server_dir(SERVER).join("server.properties").exists());
-        let left: Vec<_> = std::fs::read_dir(dest.data.join(".ferry-sessions"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let left = sessions_after_a_while(&dest);
         assert!(left.is_empty(), "{left:?}");
         // Replay after the end: refused.
         let (code, _) = call(
@@ -687,13 +712,22 @@ mod raw {
         assert_eq!(code, 202, "{v}");
         let record = dest.wait_transfer_end(SERVER, Duration::from_secs(5));
         assert_eq!(record["status"], "cancelled");
-        let (code, v) = call(
-            "GET",
-            &dest.url(&format!("/api/transfers/session/{sid}")),
-            &format!("Ferry-Session {secret}"),
-            &[],
-            b"",
-        );
+        // The session's state follows its transfer's end (the extractor
+        // ends both, the record first).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (code, v) = loop {
+            let (code, v) = call(
+                "GET",
+                &dest.url(&format!("/api/transfers/session/{sid}")),
+                &format!("Ferry-Session {secret}"),
+                &[],
+                b"",
+            );
+            if v["state"] != "receiving" || Instant::now() > deadline {
+                break (code, v);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!((code, v["state"].as_str()), (200, Some("cancelled")), "{v}");
         assert_eq!(v["code"], 409);
         assert_clean(&dest);
