@@ -141,8 +141,8 @@ pub fn segment(
     }
 }
 
-/// `POST /api/transfers/session/:sid/finish` `{"length","sha256"}`: 202 at
-/// once; the outcome comes by polling status.
+/// `POST /api/transfers/session/:sid/finish` `{"length","acks_sha256"}`:
+/// 202 at once; the outcome comes by asking status.
 pub fn finish(
     node: &Arc<Node>,
     request: &mut Request,
@@ -153,11 +153,14 @@ pub fn finish(
     let length = body.get("length").and_then(|v| v.as_u64());
     let mut sha = [0u8; 32];
     let digest_ok = body
-        .get("sha256")
+        .get("acks_sha256")
         .and_then(|v| v.as_str())
         .is_some_and(|h| h.len() == 64 && hex::decode_to_slice(h, &mut sha).is_ok());
     let (Some(length), true) = (length, digest_ok) else {
-        return Err(ApiError::new(400, "finish needs `length` and `sha256`"));
+        return Err(ApiError::new(
+            400,
+            "finish needs `length` and `acks_sha256`",
+        ));
     };
     match session.finish(length, sha) {
         Ok(()) => Ok(reply::json(

@@ -503,16 +503,30 @@ mod raw {
         )
     }
 
-    /// Sends `bytes` in two segments and the finish claim; polls status
-    /// until the session ends.
+    /// The finish's claim over segments `[(offset, bytes)]`: the SHA-256
+    /// of the ack log the destination should hold (docs/transport.md).
+    fn acks_claim(segments: &[(usize, &[u8])]) -> String {
+        let log: String = segments
+            .iter()
+            .map(|(o, b)| format!("{o} {} {}\n", b.len(), sha(b)))
+            .collect();
+        sha(log.as_bytes())
+    }
+
+    /// Sends `bytes` in two segments and the finish claim (the right one
+    /// when None); asks status until the session ends.
     fn send_all(
         dest: &TestNode,
         sid: &str,
         secret: &str,
         bytes: &[u8],
-        claim: &str,
+        claim: Option<&str>,
     ) -> serde_json::Value {
         let half = bytes.len() / 2;
+        let claim = claim.map_or_else(
+            || acks_claim(&[(0, &bytes[..half]), (half, &bytes[half..])]),
+            str::to_string,
+        );
         assert_eq!(
             put(dest, sid, secret, 0, &bytes[..half], &sha(&bytes[..half])).0,
             200
@@ -531,7 +545,7 @@ mod raw {
             &dest.url(&format!("/api/transfers/session/{sid}/finish")),
             &format!("Ferry-Session {secret}"),
             &[],
-            json!({"length": bytes.len(), "sha256": claim})
+            json!({"length": bytes.len(), "acks_sha256": claim})
                 .to_string()
                 .as_bytes(),
         );
@@ -630,7 +644,7 @@ mod raw {
         assert_eq!(sid2, sid);
         assert_eq!(put(&dest, &sid, &secret, 0, b"x", &sha(b"x")).0, 401);
 
-        let end = send_all(&dest, &sid, &secret2, &bytes, &sha(&bytes));
+        let end = send_all(&dest, &sid, &secret2, &bytes, None);
         assert_eq!(end["state"], "completed", "{end}\n{}", dest.log_text());
         assert!(dest.server_dir(SERVER).join("server.properties").exists());
         let left = sessions_after_a_while(&dest);
@@ -652,20 +666,29 @@ mod raw {
         // The archive's checksum part is wrong: SPEC §4's row.
         let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
         let bytes = body("bnd", Some(&"0".repeat(64)));
-        let end = send_all(&dest, &sid, &secret, &bytes, &sha(&bytes));
+        let end = send_all(&dest, &sid, &secret, &bytes, None);
         assert_eq!(end["state"], "failed", "{end}");
         assert_eq!(
             (end["code"].as_u64(), end["error"].as_str()),
             (Some(400), Some("checksums don't match"))
         );
         assert_clean(&dest);
-        // Every segment checked out, but the finish names another body.
-        let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
-        let bytes = body("bnd", None);
-        let end = send_all(&dest, &sid, &secret, &bytes, &sha(b"another body"));
-        assert_eq!(end["state"], "failed", "{end}");
-        assert_eq!(end["error"], "checksums don't match");
-        assert_clean(&dest);
+        // Every segment checked out, but the finish names other segments:
+        // the whole body as one (a claim over another split), or another
+        // body.
+        for as_one in [true, false] {
+            let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
+            let bytes = body("bnd", None);
+            let other = if as_one {
+                acks_claim(&[(0, &bytes)])
+            } else {
+                acks_claim(&[(0, b"x")])
+            };
+            let end = send_all(&dest, &sid, &secret, &bytes, Some(&other));
+            assert_eq!(end["state"], "failed", "{end}");
+            assert_eq!(end["error"], "checksums don't match");
+            assert_clean(&dest);
+        }
     }
 
     #[test]

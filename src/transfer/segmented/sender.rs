@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::plan::{Next, Plan};
 use super::secret::SCHEME;
@@ -24,9 +23,11 @@ use crate::node::Node;
 use crate::transfer::finish::SourceEnd;
 use crate::transfer::Transfer;
 
+mod claim;
 mod kept;
 mod requests;
 
+use claim::HeldSegments;
 use kept::KeptSegment;
 use requests::{error_of, reply, Put, Reply};
 
@@ -214,31 +215,24 @@ impl<'a> Sender<'a> {
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let filler = scope.spawn(|| {
-                let mut whole = Sha256::new();
                 while let Ok(mut seg) = free_rx.recv() {
-                    let filled = seg.fill(
-                        &mut *body,
-                        fill_size.load(Ordering::SeqCst),
-                        &mut whole,
-                        &stop,
-                    );
+                    let filled = seg.fill(&mut *body, fill_size.load(Ordering::SeqCst), &stop);
                     let last = !matches!(filled, Ok(n) if n > 0);
                     if full_tx.send(filled.map(|n| (seg, n))).is_err() || last {
                         break;
                     }
                 }
-                hex::encode(whole.finalize())
             });
             let sent = self.send_filled(&full_rx, &free_tx, &fill_size, size);
             stop.store(true, Ordering::SeqCst);
             // Unblocks the filler wherever it waits.
             drop(full_rx);
             drop(free_tx);
-            let whole = filler.join().unwrap_or_default();
+            let _ = filler.join();
             match sent {
-                Ok(length) => {
+                Ok((length, claim)) => {
                     let began = Instant::now();
-                    let end = self.finish(length, &whole);
+                    let end = self.finish(length, &claim);
                     log::info!(
                         "transfer {}: the finish took {:.2} s",
                         self.transfer.id,
@@ -251,17 +245,18 @@ impl<'a> Sender<'a> {
         })
     }
 
-    /// Sends the filled segments in order until the body's end: its length,
-    /// or how the transfer ended.
+    /// Sends the filled segments in order until the body's end: its length
+    /// and the finish's claim, or how the transfer ended.
     fn send_filled(
         &self,
         full: &crossbeam_channel::Receiver<io::Result<(KeptSegment, u64)>>,
         free: &crossbeam_channel::Sender<KeptSegment>,
         fill_size: &AtomicU64,
         size: u64,
-    ) -> Result<u64, SourceEnd> {
+    ) -> Result<(u64, [u8; 32]), SourceEnd> {
         let cancelled = || SourceEnd::NoAnswer("cancelled".into());
         let mut plan = Plan::new(size, 0);
+        let mut held_segments = HeldSegments::default();
         let mut current: Option<KeptSegment> = None;
         let mut length = 0u64;
         let mut kept_start = 0u64;
@@ -304,10 +299,18 @@ impl<'a> Sender<'a> {
                     let Some(kept) = current.as_mut() else {
                         return Err(SourceEnd::Local("no segment kept to send".into()));
                     };
+                    let digest = match kept.digest(offset - kept_start, n) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            return Err(SourceEnd::Local(format!(
+                                "cannot read the kept segment: {e}"
+                            )))
+                        }
+                    };
                     plan.sending(offset, n);
                     segments += 1;
                     let began = Instant::now();
-                    let put = self.put(kept, offset - kept_start, offset, n);
+                    let put = self.put(kept, offset - kept_start, offset, n, &digest);
                     putting += began.elapsed();
                     let held = match put {
                         Put::Held(h) => h,
@@ -340,6 +343,9 @@ impl<'a> Sender<'a> {
                     if let Err(e) = plan.held_is(held) {
                         return Err(SourceEnd::NoAnswer(e.to_string()));
                     }
+                    if let Err(e) = held_segments.noted(offset, n, digest, held) {
+                        return Err(SourceEnd::NoAnswer(e.to_string()));
+                    }
                 }
             }
         }
@@ -360,7 +366,7 @@ impl<'a> Sender<'a> {
                 crate::transfer::progress::human_bytes(plan.resent)
             ),
         );
-        Ok(length)
+        Ok((length, held_segments.claim()))
     }
 }
 

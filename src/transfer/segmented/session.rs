@@ -17,7 +17,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::follow::{Follower, Held};
 use super::ledger::{Ledger, Refusal, State};
@@ -89,7 +88,8 @@ pub struct Session {
     /// Notified when `view`'s state changes (a status request that waits).
     view_changed: Condvar,
     held: Arc<Held>,
-    /// The source's `finish` claim: body length and SHA-256.
+    /// The source's `finish` claim: body length and the digest of the ack
+    /// log it expects (`acks::digest`).
     claim: Mutex<Option<(u64, [u8; 32])>>,
     /// When the claim came (the session's timing line).
     claimed: Mutex<Option<Instant>>,
@@ -254,16 +254,17 @@ impl Session {
         }
     }
 
-    /// `POST …/finish`: the body is `length` bytes hashing to `sha256`.
-    /// From here the extractor ends the transfer; status tells the outcome.
-    pub fn finish(&self, length: u64, sha256: [u8; 32]) -> Result<(), Refusal> {
+    /// `POST …/finish`: the body is `length` bytes, held as the segments
+    /// whose ack log digests to `acks_sha256`. From here the extractor ends
+    /// the transfer; status tells the outcome.
+    pub fn finish(&self, length: u64, acks_sha256: [u8; 32]) -> Result<(), Refusal> {
         let Ok(mut work) = self.work.try_lock() else {
             return Err(Refusal::Busy {
                 held: lock(&self.view).held,
             });
         };
         work.ledger.finish(length, now())?;
-        *lock(&self.claim) = Some((length, sha256));
+        *lock(&self.claim) = Some((length, acks_sha256));
         *lock(&self.claimed) = Some(Instant::now());
         lock(&self.view).state = State::Finishing;
         self.view_changed.notify_all();
@@ -345,9 +346,8 @@ impl Session {
     > {
         let file = std::fs::File::open(self.dir.join(super::spool::SPOOL))
             .map_err(|e| ApiError::new(500, format!("cannot read the session spool: {e}")))?;
-        let mut body = Hashing {
+        let mut body = Counting {
             inner: Follower::new(file, Arc::clone(&self.held)),
-            sha: Sha256::new(),
             length: 0,
         };
         let tree = self.read_body(node, record, &mut body);
@@ -360,7 +360,7 @@ impl Session {
         &self,
         node: &Arc<Node>,
         record: &SessionRecord,
-        body: &mut Hashing<Follower>,
+        body: &mut Counting<Follower>,
     ) -> Result<
         (
             crate::archive::Staging,
@@ -386,19 +386,36 @@ impl Session {
         if epilogue > MAX_EPILOGUE {
             return Err(ApiError::new(400, "bytes after the multipart body"));
         }
+        // Every segment's digest was checked as it arrived; the claim says
+        // they are the source's own, in order, and all of them.
         let claim = *lock(&self.claim);
-        let digest: [u8; 32] = std::mem::take(&mut body.sha).finalize().into();
-        match claim {
-            Some((length, sha)) if length == body.length && sha == digest => Ok(tree),
+        let log = self.ack_log();
+        match (claim, &log) {
+            (Some((length, claimed)), Ok((held, digest)))
+                if length == body.length && length == *held && claimed == *digest =>
+            {
+                Ok(tree)
+            }
             _ => {
                 log::warn!(
-                    "transfer {}: the session body ({} bytes) is not what the source's finish names",
+                    "transfer {}: the session body ({} bytes, ack log {}) is not what the source's finish names",
                     self.transfer.id,
-                    body.length
+                    body.length,
+                    match &log {
+                        Ok((held, _)) => format!("of {held} bytes"),
+                        Err(e) => e.to_string(),
+                    }
                 );
                 Err(ApiError::new(400, "checksums don't match"))
             }
         }
+    }
+
+    /// What the ack log holds and its digest (the finish's claim).
+    fn ack_log(&self) -> Result<(u64, [u8; 32]), SpoolError> {
+        let text = std::fs::read(self.dir.join(super::spool::ACKS))?;
+        let (acks, held) = super::acks::parse(&text).map_err(SpoolError::Corrupt)?;
+        Ok((held, super::acks::digest(&acks)))
     }
 
     /// Where the session's time went (scripts/bench-transport.py reads it).
@@ -471,17 +488,15 @@ impl Session {
     }
 }
 
-/// Hashes and counts what the extractor reads of the spool.
-struct Hashing<R> {
+/// Counts what the extractor reads of the spool.
+struct Counting<R> {
     inner: R,
-    sha: Sha256,
     length: u64,
 }
 
-impl<R: Read> Read for Hashing<R> {
+impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
         self.length += n as u64;
         Ok(n)
     }

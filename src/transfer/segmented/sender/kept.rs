@@ -33,13 +33,11 @@ impl KeptSegment {
     }
 
     /// Replaces the kept segment with up to `size` next bytes of `body`
-    /// (fewer only at its end), hashing them into `whole` and on their own
-    /// (the segment's digest).
+    /// (fewer only at its end), hashing them (the segment's digest).
     pub(super) fn fill(
         &mut self,
         body: &mut impl Read,
         size: u64,
-        whole: &mut Sha256,
         stop: &AtomicBool,
     ) -> io::Result<u64> {
         self.filled = None;
@@ -59,7 +57,6 @@ impl KeptSegment {
                 // Not retried: the upload pipe says "cancelled" this way.
                 Err(e) => return Err(e),
             };
-            whole.update(&buf[..n]);
             segment.update(&buf[..n]);
             self.file.write_all(&buf[..n])?;
             got += n as u64;
@@ -71,15 +68,15 @@ impl KeptSegment {
     /// SHA-256 of `[at, at + n)` of the kept segment: the one `fill`
     /// computed when that is the whole segment, else read back (a piece
     /// after a proxy's 413).
-    pub(super) fn digest(&mut self, at: u64, n: u64) -> io::Result<String> {
+    pub(super) fn digest(&mut self, at: u64, n: u64) -> io::Result<[u8; 32]> {
         if let Some((length, sha)) = self.filled {
             if at == 0 && n == length {
-                return Ok(hex::encode(sha));
+                return Ok(sha);
             }
         }
         let mut sha = Sha256::new();
         io::copy(&mut self.range(at, n)?, &mut sha)?;
-        Ok(hex::encode(sha.finalize()))
+        Ok(sha.finalize().into())
     }
 
     pub(super) fn range(&mut self, at: u64, n: u64) -> io::Result<io::Take<&File>> {

@@ -82,16 +82,17 @@ impl Status {
 }
 
 impl Sender<'_> {
-    /// One PUT of `[offset, offset + n)`, read from the kept segment at `at`.
-    pub(super) fn put(&self, kept: &mut KeptSegment, at: u64, offset: u64, n: u64) -> Put {
-        let digest = match kept.digest(at, n) {
-            Ok(d) => d,
-            Err(e) => {
-                return Put::End(SourceEnd::Local(format!(
-                    "cannot read the kept segment: {e}"
-                )))
-            }
-        };
+    /// One PUT of `[offset, offset + n)` whose SHA-256 is `digest`, read
+    /// from the kept segment at `at`.
+    pub(super) fn put(
+        &self,
+        kept: &mut KeptSegment,
+        at: u64,
+        offset: u64,
+        n: u64,
+        digest: &[u8; 32],
+    ) -> Put {
+        let digest = hex::encode(digest);
         let mut reader = match kept.range(at, n) {
             Ok(r) => r,
             Err(e) => {
@@ -211,10 +212,10 @@ impl Sender<'_> {
         }
     }
 
-    /// Names the body's end and digest, then polls until the destination's
-    /// shared finish decided.
-    pub(super) fn finish(&self, length: u64, sha256: &str) -> SourceEnd {
-        let body = json!({ "length": length, "sha256": sha256 }).to_string();
+    /// Names the body's end and the digest of the ack log the destination
+    /// should hold (`claim`), then asks until its shared finish decided.
+    pub(super) fn finish(&self, length: u64, claim: &[u8; 32]) -> SourceEnd {
+        let body = json!({ "length": length, "acks_sha256": hex::encode(claim) }).to_string();
         let deadline = Instant::now() + self.window;
         let mut pause = Backoff::default();
         loop {
