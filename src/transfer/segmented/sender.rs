@@ -35,6 +35,10 @@ use requests::{error_of, reply, Put, Reply};
 /// the source lets the panel decide (a classic POST learns it at once).
 const FINISH_PATIENCE: Duration = Duration::from_secs(10);
 
+/// The size of the first segment; each next one doubles, up to the
+/// segment size.
+const FIRST_SEGMENT: u64 = 4 * 1024 * 1024;
+
 /// The header naming a segment's SHA-256 (docs/transport.md).
 pub const SEGMENT_SHA256: &str = "X-Ferry-Segment-Sha256";
 
@@ -215,8 +219,14 @@ impl<'a> Sender<'a> {
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let filler = scope.spawn(|| {
+                // The first segments are small and double up to the
+                // segment size: the destination starts receiving (and
+                // extracting) after 4 MiB are packed, not 64.
+                let mut ramp = FIRST_SEGMENT;
                 while let Ok(mut seg) = free_rx.recv() {
-                    let filled = seg.fill(&mut *body, fill_size.load(Ordering::SeqCst), &stop);
+                    let want = ramp.min(fill_size.load(Ordering::SeqCst));
+                    ramp = ramp.saturating_mul(2);
+                    let filled = seg.fill(&mut *body, want, &stop);
                     let last = !matches!(filled, Ok(n) if n > 0);
                     if full_tx.send(filled.map(|n| (seg, n))).is_err() || last {
                         break;
