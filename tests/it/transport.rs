@@ -413,8 +413,9 @@ fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
 }
 
 /// A standalone destination and a source played by the test: the
-/// session's own refusals and the checksum rows of SPEC §4.
-mod raw {
+/// session's own refusals and the checksum rows of SPEC §4. Its request
+/// helpers serve `transport_session` too.
+pub(crate) mod raw {
     use super::*;
     use crate::support::archive_support::pack_vec;
     use crate::support::multipart_body;
@@ -423,7 +424,7 @@ mod raw {
         fake_panel::mint_transfer_jwt(&dest.token, SERVER)
     }
 
-    fn call(
+    pub(crate) fn call(
         method: &str,
         url: &str,
         auth: &str,
@@ -464,7 +465,7 @@ mod raw {
         )
     }
 
-    fn put(
+    pub(crate) fn put(
         dest: &TestNode,
         sid: &str,
         secret: &str,
@@ -483,7 +484,7 @@ mod raw {
         )
     }
 
-    fn sha(b: &[u8]) -> String {
+    pub(crate) fn sha(b: &[u8]) -> String {
         hex::encode(Sha256::digest(b))
     }
 

@@ -55,6 +55,8 @@ pub struct Announce<'a> {
     pub bytes_total: u64,
     pub files_total: u64,
     pub disk_total: u64,
+    /// Bytes of the backups the body carries (the destination's spool cap).
+    pub backups_total: u64,
     pub start_on_completion: bool,
 }
 
@@ -124,6 +126,7 @@ impl<'a> Sender<'a> {
             "bytes_total": announce.bytes_total,
             "files_total": announce.files_total,
             "disk_total": announce.disk_total,
+            "backups_total": announce.backups_total,
             "start_on_completion": announce.start_on_completion,
         });
         let deadline = Instant::now() + window;

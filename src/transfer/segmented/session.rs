@@ -37,6 +37,10 @@ use crate::transfer::Transfer;
 pub const SESSIONS_DIR: &str = ".ferry-sessions";
 pub const RECORD: &str = "session.json";
 
+/// How often, at most, a receiving session's `last_activity` is saved in
+/// its record (an atomic write: the window is minutes, not seconds).
+pub const ACTIVITY_SAVE_EVERY: u64 = 60;
+
 /// Bytes after the multipart body's close delimiter a source may send
 /// (an epilogue); more is refused.
 const MAX_EPILOGUE: u64 = 64 * 1024;
@@ -58,7 +62,17 @@ pub struct SessionRecord {
     #[serde(default)]
     pub disk_total: Option<u64>,
     pub start_on_completion: bool,
+    /// The most the spool may hold (`spool::cap`), when the server has a
+    /// disk limit.
+    #[serde(default)]
+    pub spool_cap: Option<u64>,
     pub created: u64,
+    /// The last segment acknowledged (or the open), saved at most once a
+    /// minute (`ACTIVITY_SAVE_EVERY`): a restarted node keeps what is left
+    /// of the window from it. 0 in a record of an older node: the window
+    /// starts again at the take-up.
+    #[serde(default)]
+    pub last_activity: u64,
     /// `receiving` or `finishing`; terminal sessions have no directory.
     pub state: String,
 }
@@ -127,6 +141,12 @@ impl Session {
         transfer: Arc<Transfer>,
     ) -> Arc<Session> {
         let follow = Held::new(held);
+        // A taken-up session goes on from its saved activity, so a restart
+        // does not give it a fresh window.
+        let since = match record.last_activity {
+            0 => now(),
+            saved => saved,
+        };
         let session = Arc::new(Session {
             sid: record.sid.clone(),
             transfer: Arc::clone(&transfer),
@@ -134,7 +154,7 @@ impl Session {
             dir,
             work: Mutex::new(Work {
                 spool: Some(spool),
-                ledger: Ledger::new(held, window, now()),
+                ledger: Ledger::new(held, window, since),
             }),
             view: Mutex::new(View {
                 state: State::Receiving,
@@ -203,6 +223,22 @@ impl Session {
         crate::statefile::write_json(&self.dir.join(RECORD), &*record)
     }
 
+    /// A segment was acknowledged at `at`: saved in the record when the
+    /// saved activity is a minute old or more.
+    fn note_activity(&self, at: u64) {
+        let mut record = lock(&self.record);
+        if at < record.last_activity.saturating_add(ACTIVITY_SAVE_EVERY) {
+            return;
+        }
+        record.last_activity = at;
+        if let Err(e) = crate::statefile::write_json(&self.dir.join(RECORD), &*record) {
+            log::warn!(
+                "transfer session {}: cannot save its last activity: {e}",
+                self.sid
+            );
+        }
+    }
+
     fn save_state(&self, state: State) {
         let mut record = lock(&self.record);
         record.state = state.as_str().to_string();
@@ -228,8 +264,21 @@ impl Session {
             let state = lock(&self.view).state;
             return Err((409, Refusal::NotReceiving(state).to_string(), held_now()));
         }
-        // The disk check of SPEC §4, per segment: a full disk fails the
-        // transfer as a classic one would, not just this request.
+        // The disk checks of SPEC §4, per segment: a spool past what the
+        // server's disk limit allows, or a full disk, fails the transfer
+        // as a classic one would, not just this request.
+        let cap = lock(&self.record).spool_cap;
+        if cap.is_some_and(|cap| held_now().saturating_add(header.length) > cap) {
+            log::warn!(
+                "transfer {}: a segment at {} of {} bytes would take the spool past its cap of {} bytes (the server's disk limit)",
+                self.transfer.id,
+                header.offset,
+                header.length,
+                cap.unwrap_or_default()
+            );
+            self.force_end(ApiError::new(400, NO_SPACE));
+            return Err((400, NO_SPACE.to_string(), held_now()));
+        }
         if destination::free_bytes(&self.dir).is_some_and(|free| free < header.length) {
             self.force_end(ApiError::new(400, NO_SPACE));
             return Err((400, NO_SPACE.to_string(), held_now()));
@@ -246,6 +295,7 @@ impl Session {
             Ok(held) => {
                 self.held.advance(held);
                 lock(&self.view).held = held;
+                self.note_activity(now());
                 Ok(held)
             }
             Err(SpoolError::Refused(r)) => Err((r.status(), r.to_string(), held)),

@@ -79,6 +79,23 @@ impl From<Refusal> for SpoolError {
     }
 }
 
+/// What the body may hold besides the archive and the announced backups:
+/// the installation log's bound (64 MiB), the configuration's (1 MiB) and
+/// the parts' framing.
+pub const BODY_SLACK: u64 = 66 * 1024 * 1024;
+
+/// The most a session's spool may hold for a server limited to `disk`
+/// bytes (its `disk_space`) whose source announced `backups` bytes of
+/// backups: the archive of a tree within the limit is at most about its
+/// size (a tenth more covers tar's headers and an incompressible tree),
+/// plus the backups and the other parts. A spool past it is a source
+/// filling this node's disk, refused as SPEC §4's space row.
+pub fn cap(disk: u64, backups: u64) -> u64 {
+    disk.saturating_add(disk / 10)
+        .saturating_add(backups)
+        .saturating_add(BODY_SLACK)
+}
+
 pub struct Spool {
     dir: PathBuf,
     spool: File,
@@ -374,6 +391,14 @@ mod tests {
             matches!(err, SpoolError::Truncated { spool: 3, held: 6 }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_cap_is_the_limit_a_tenth_more_the_backups_and_the_slack() {
+        let gib = 1024 * 1024 * 1024;
+        assert_eq!(cap(10 * gib, 0), 11 * gib + BODY_SLACK);
+        assert_eq!(cap(10 * gib, gib), 12 * gib + BODY_SLACK);
+        assert_eq!(cap(u64::MAX, 1), u64::MAX);
     }
 
     #[test]
