@@ -66,6 +66,9 @@ pub struct SessionRecord {
     /// disk limit.
     #[serde(default)]
     pub spool_cap: Option<u64>,
+    /// The body carries pre-copy's parts (accepted only then).
+    #[serde(default)]
+    pub precopy: bool,
     pub created: u64,
     /// The last segment acknowledged (or the open), saved at most once a
     /// minute (`ACTIVITY_SAVE_EVERY`): a restarted node keeps what is left
@@ -427,6 +430,7 @@ impl Session {
             &record.server,
             &record.boundary,
             announced,
+            record.precopy,
         )
         .map_err(|e| self.forced_or(e))?;
         // Whatever follows the close delimiter, up to the end the source

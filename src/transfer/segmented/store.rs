@@ -55,6 +55,9 @@ pub struct OpenRequest {
     /// Bytes of the backups the body carries besides the archive.
     #[serde(default)]
     pub backups_total: u64,
+    /// The body ends with pre-copy's delta and manifest (SPEC §10).
+    #[serde(default)]
+    pub precopy: bool,
 }
 
 /// What `open` answers.
@@ -152,6 +155,7 @@ impl Sessions {
             disk_total: wanted.disk_total,
             start_on_completion: wanted.start_on_completion,
             spool_cap: limit.map(|disk| super::spool::cap(disk, wanted.backups_total)),
+            precopy: wanted.precopy,
             created,
             last_activity: created,
             state: State::Receiving.as_str().to_string(),
