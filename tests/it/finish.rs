@@ -47,7 +47,7 @@ impl Transport {
     /// `FERRY_TRANSPORT` on the source; on the destination a resume window
     /// short enough that a session whose source died expires within the
     /// settle deadline (a restarted source does not resume, SPEC §10).
-    fn env(self) -> Vec<(String, String)> {
+    pub fn env(self) -> Vec<(String, String)> {
         match self {
             Transport::Classic => env(&[("FERRY_TRANSPORT", "classic")]),
             Transport::Segmented => env(&[
@@ -655,6 +655,35 @@ fn a_source_cancel_mid_stream_shows_on_the_destination_as_aborted_over(transport
     assert_eq!(record["cancel_reason"], "wrong destination", "{record}");
 }
 
+// --- the segmented transport's own phases -----------------------------------
+
+/// A destination killed after a cancel ended its session's transfer, while
+/// the failure report is still being retried (the panel answers 503): the
+/// session's files must be gone before the record ends, or the restarted
+/// node takes the session up again as a live one and revives a transfer
+/// that already ended (a second terminal status, a second report).
+#[test]
+fn a_destination_killed_after_a_cancel_does_not_take_the_session_up_again_segmented() {
+    let mut w = World::streaming_slowly(Transport::Segmented);
+    w.panel.set_failure_503(true);
+    let (code, body) = w.cancel_dest("maintenance");
+    assert_eq!(code, 202, "{body}");
+    let record = w.dest.wait_transfer_end(&w.uuid, Duration::from_secs(10));
+    assert_eq!(record["status"], "cancelled", "{record}");
+    // The record is terminal; the failure report is being retried.
+    assert!(w
+        .panel
+        .wait_arrival(&w.failure_path(), Duration::from_secs(10)));
+    w.restart_dest(Vec::new());
+    w.panel.set_failure_503(false);
+    assert!(
+        !w.dest.log_text().contains("it resumes"),
+        "an ended transfer's session was taken up: {}",
+        w.context()
+    );
+    assert_eq!(w.assert_settled(), A);
+}
+
 // --- SIGKILL at each phase of the finish ------------------------------------
 
 fn failpoint(point: &str) -> Vec<(String, String)> {
@@ -819,7 +848,12 @@ fn destination_killed_with_its_report_in_the_panels_hands_keeps_the_install_over
                 .wait_arrival(&w.success_path(), Duration::from_secs(30)));
             w.dest.kill9();
             let deadline = Instant::now() + Duration::from_secs(30);
-            while !w.panel.notes().iter().any(|n| n.starts_with("failure from")) {
+            while !w
+                .panel
+                .notes()
+                .iter()
+                .any(|n| n.starts_with("failure from"))
+            {
                 assert!(Instant::now() < deadline, "{}", w.context());
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -1089,7 +1123,11 @@ fn random_rounds(transport: Transport, rounds: u32) {
             small: true,
             transport,
             noise: if slow { 2_500_000 } else { 0 },
-            source_yaml: if slow { "upload_limit: 1".into() } else { String::new() },
+            source_yaml: if slow {
+                "upload_limit: 1".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         });
         w.panel.set_hold_row(hold_row);

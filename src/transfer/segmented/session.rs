@@ -280,6 +280,11 @@ impl Session {
         let result = self.receive_tree(node, &record);
         drop(batch);
         drop(monitor);
+        // The spool is read (or never will be): its files go before the
+        // transfer's record ends, or a node killed in between (a failure
+        // report retrying) takes the session up again and revives an
+        // ended transfer (docs/reliability.md).
+        self.remove_files();
         let answer = match result {
             Ok((staging, config, extras)) => finish::install_and_report(
                 node,
@@ -368,15 +373,7 @@ impl Session {
         }
         work.ledger.ended(completed, now());
         work.spool = None;
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            if e.kind() != io::ErrorKind::NotFound {
-                log::error!(
-                    "transfer session {}: cannot remove {}: {e}",
-                    self.sid,
-                    self.dir.display()
-                );
-            }
-        }
+        self.remove_files();
         let mut view = lock(&self.view);
         view.state = state;
         view.error = error.map(|e| (e.status, e.message));
@@ -386,6 +383,21 @@ impl Session {
             self.transfer.server,
             state.as_str()
         );
+    }
+}
+
+impl Session {
+    /// The session's directory (spool, acks, record); gone already is fine.
+    fn remove_files(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::error!(
+                    "transfer session {}: cannot remove {}: {e}",
+                    self.sid,
+                    self.dir.display()
+                );
+            }
+        }
     }
 }
 

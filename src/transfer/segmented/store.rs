@@ -246,6 +246,9 @@ impl Sessions {
         let Ok(entries) = std::fs::read_dir(&root) else {
             return Vec::new();
         };
+        // Only a session whose transfer was in flight goes on: one whose
+        // transfer ended (its files outlived it) must not revive it.
+        let in_flight: Vec<String> = node.transfers.orphans().into_iter().map(|s| s.id).collect();
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let dir = entry.path();
@@ -254,7 +257,11 @@ impl Sessions {
                 let _ = std::fs::remove_file(&dir);
                 continue;
             }
-            match take_up(&dir) {
+            let taken = take_up(&dir).and_then(|t| match in_flight.contains(&t.0.transfer_id) {
+                true => Ok(t),
+                false => Err(format!("its transfer {} is not in flight", t.0.transfer_id)),
+            });
+            match taken {
                 Ok((record, spool, held)) => {
                     log::warn!(
                         "recovery: transfer session {} of {} holds {held} bytes; it resumes",
