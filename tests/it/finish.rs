@@ -221,9 +221,12 @@ impl World {
         self.start_dest_again(env);
     }
 
-    /// Starts the (killed) destination again on its state.
+    /// Starts the (killed) destination again on its state and its port (a
+    /// source keeps the URL it was given: the segmented one comes back to
+    /// it).
     pub fn start_dest_again(&mut self, env: Vec<(String, String)>) {
         let mut options = self.dest_options.clone();
+        options.port = Some(self.dest.addr.port());
         options.env = env;
         options.env.extend(settle_env());
         options.env.extend(self.transport_env.clone());
@@ -686,6 +689,35 @@ fn a_destination_killed_after_a_cancel_does_not_take_the_session_up_again_segmen
         w.context()
     );
     assert_eq!(w.assert_settled(), A);
+}
+
+/// The destination killed mid-stream and started again at once. Classic:
+/// the body is gone, both sides fail, the server stays. Segmented: the
+/// restarted node takes the session up (same transfer), the source resumes
+/// from what it holds, and the server moves.
+#[test]
+fn a_destination_killed_mid_stream() {
+    a_destination_killed_mid_stream_over(Transport::Classic);
+}
+
+#[test]
+fn a_destination_killed_mid_stream_segmented() {
+    a_destination_killed_mid_stream_over(Transport::Segmented);
+}
+
+fn a_destination_killed_mid_stream_over(transport: Transport) {
+    let mut w = World::streaming_slowly(transport);
+    w.restart_dest(Vec::new());
+    let owner = w.assert_settled();
+    match transport {
+        Transport::Classic => assert_eq!(owner, A),
+        Transport::Segmented => {
+            assert_eq!(owner, B, "{}", w.context());
+            assert!(w.dest.log_text().contains("it resumes"), "{}", w.context());
+            let reports = w.panel.transfer_reports(&w.uuid);
+            assert_eq!(reports, vec![("success".to_string(), 204)], "{reports:?}");
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
