@@ -384,9 +384,7 @@ impl Session {
             state.as_str()
         );
     }
-}
 
-impl Session {
     /// The session's directory (spool, acks, record); gone already is fine.
     fn remove_files(&self) {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {

@@ -257,9 +257,12 @@ impl Sessions {
                 let _ = std::fs::remove_file(&dir);
                 continue;
             }
-            let taken = take_up(&dir).and_then(|t| match in_flight.contains(&t.0.transfer_id) {
-                true => Ok(t),
-                false => Err(format!("its transfer {} is not in flight", t.0.transfer_id)),
+            let taken = take_up(&dir).and_then(|t| {
+                if in_flight.contains(&t.0.transfer_id) {
+                    Ok(t)
+                } else {
+                    Err(format!("its transfer {} is not in flight", t.0.transfer_id))
+                }
             });
             match taken {
                 Ok((record, spool, held)) => {
