@@ -1167,6 +1167,38 @@ enum Event {
     KillDest,
 }
 
+impl Event {
+    fn draw(rng: &mut Rng) -> Event {
+        match rng.below(5) {
+            0 => Event::Nothing,
+            1 => Event::CancelSource,
+            2 => Event::CancelDest,
+            3 => Event::KillSource,
+            _ => Event::KillDest,
+        }
+    }
+}
+
+impl World {
+    fn act(&mut self, event: Event, what: &str) {
+        match event {
+            Event::Nothing => {}
+            Event::CancelSource => {
+                let (code, body) = self.cancel_source("random");
+                // 404: the server already moved away and was removed.
+                assert!(matches!(code, 202 | 404 | 409), "{what}: {code} {body}");
+            }
+            Event::CancelDest => {
+                let (code, body) = self.cancel_dest("random");
+                // 404: the server already moved away and was removed.
+                assert!(matches!(code, 202 | 404 | 409), "{what}: {code} {body}");
+            }
+            Event::KillSource => self.restart_source(Vec::new()),
+            Event::KillDest => self.restart_dest(Vec::new()),
+        }
+    }
+}
+
 /// Cancels on either side, kills of either node and slow panel answers at
 /// random moments of 32 short transfers; after each, the invariant.
 /// `FERRY_FINISH_SEED` replays a run (`FERRY_FINISH_ROUND` from a given
@@ -1214,16 +1246,15 @@ fn random_rounds(transport: Transport, rounds: u32) {
         let answer_after_commit = rng.millis(600);
         let success_delay = rng.millis(600);
         let transaction = rng.below(10) != 0;
-        let event = match rng.below(5) {
-            0 => Event::Nothing,
-            1 => Event::CancelSource,
-            2 => Event::CancelDest,
-            3 => Event::KillSource,
-            _ => Event::KillDest,
-        };
+        let event = Event::draw(&mut rng);
         let at = rng.millis(1200);
-        // Drawn after the others, so a classic seed replays as before.
-        let slow = transport == Transport::Segmented && rng.below(3) == 0;
+        // Drawn after the others, so a classic seed replays as before:
+        // over segments, a slow body in a third of the rounds, and in half
+        // a second event (a kill, then a cancel to the restarted node...).
+        let segmented = transport == Transport::Segmented;
+        let slow = segmented && rng.below(3) == 0;
+        let then =
+            (segmented && rng.below(2) == 0).then(|| (Event::draw(&mut rng), rng.millis(1500)));
         if round < first_round {
             continue;
         }
@@ -1245,24 +1276,14 @@ fn random_rounds(transport: Transport, rounds: u32) {
         let what = format!(
             "{transport:?} seed {seed} round {round}: {event:?} at {at:?} (hold row {hold_row:?}, \
              answer after commit {answer_after_commit:?}, success delay {success_delay:?}, \
-             transaction {transaction}, slow {slow})"
+             transaction {transaction}, slow {slow}, then {then:?})"
         );
         w.begin();
         std::thread::sleep(at);
-        match event {
-            Event::Nothing => {}
-            Event::CancelSource => {
-                let (code, body) = w.cancel_source("random");
-                // 404: the server already moved away and was removed.
-                assert!(matches!(code, 202 | 404 | 409), "{what}: {code} {body}");
-            }
-            Event::CancelDest => {
-                let (code, body) = w.cancel_dest("random");
-                // 404: the server already moved away and was removed.
-                assert!(matches!(code, 202 | 404 | 409), "{what}: {code} {body}");
-            }
-            Event::KillSource => w.restart_source(Vec::new()),
-            Event::KillDest => w.restart_dest(Vec::new()),
+        w.act(event, &what);
+        if let Some((event, after)) = then {
+            std::thread::sleep(after);
+            w.act(event, &what);
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.assert_settled()));
         if let Err(e) = outcome {
