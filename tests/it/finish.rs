@@ -720,6 +720,48 @@ fn a_destination_killed_mid_stream_over(transport: Transport) {
     }
 }
 
+/// Sends `signal` (`STOP`, `CONT`) to a node's process.
+fn signal(node: &TestNode, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(node.child.id().to_string())
+        .status()
+        .expect("kill(1)");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// The destination goes silent (stopped, not dead) while it finishes,
+/// before its success report: the source polls status in vain, then ends
+/// as a classic POST whose connection died after the last byte (SPEC
+/// §5.1): it reports the failure, the panel accepts it, the server stays.
+/// The destination, woken, installs and reports; the panel refuses (409):
+/// it removes its install.
+#[test]
+fn a_destination_silent_while_finishing_lets_the_panel_decide_segmented() {
+    let w = World::new(Setup {
+        transport: Transport::Segmented,
+        dest_env: env(&[("FERRY_FAILPOINT", "installing:delay=1000")]),
+        ..Default::default()
+    });
+    w.begin();
+    wait_log(&w.dest, "failpoint: delaying at installing");
+    signal(&w.dest, "STOP");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w.panel.notes().iter().any(|n| n.starts_with("failure from")) {
+        if Instant::now() > deadline {
+            signal(&w.dest, "CONT");
+            panic!("the source never reported: {}", w.context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&w.dest, "CONT");
+    assert_eq!(w.assert_settled(), A, "{}", w.context());
+    let dest = World::record(&w.dest, &w.uuid);
+    assert_eq!(dest["status"], "failed", "{dest}");
+    let source = World::record(&w.source, &w.uuid);
+    assert_eq!(source["status"], "failed", "{source}");
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Side {
     Source,
