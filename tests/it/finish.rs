@@ -292,6 +292,13 @@ impl World {
     /// Waits for everything to settle, then checks the invariant. Returns
     /// the owner's name.
     pub fn assert_settled(&self) -> String {
+        self.assert_settled_with(1)
+    }
+
+    /// `assert_settled`, with up to `successes` accepted success reports
+    /// from the destination (at-least-once delivery after a crash, against
+    /// a panel without a transaction; see the one test that uses it).
+    pub fn assert_settled_with(&self, successes: usize) -> String {
         assert!(self.source_options.remote.is_some(), "panel worlds only");
         let deadline = Instant::now() + Duration::from_secs(60);
         let settled = || {
@@ -361,10 +368,10 @@ impl World {
             assert_no_sessions(node);
         }
         let accepted = self.panel.accepted_reports(&self.uuid);
-        for side in [A, B] {
+        for (side, most) in [(A, 1), (B, successes)] {
             assert!(
-                accepted.iter().filter(|(c, _)| c == side).count() <= 1,
-                "more than one accepted report from {side}: {accepted:?}"
+                accepted.iter().filter(|(c, _)| c == side).count() <= most,
+                "more than {most} accepted report(s) from {side}: {accepted:?}"
             );
         }
         owner
@@ -720,6 +727,40 @@ fn a_destination_killed_mid_stream_over(transport: Transport) {
     }
 }
 
+/// Known, not fixed (docs/reliability.md): the destination killed while its
+/// success report is in the hands of a panel without a transaction, and
+/// started again at once. Its start-up re-sends the success (it cannot know
+/// whether the first arrived), and the segmented source learns of the death
+/// only by polling the restarted node, so its failure comes after that
+/// re-send: both successes pass the panel's "being transferred?" check and
+/// both commit, to the same node. The data is on exactly that node; the
+/// panel saw two accepted successes from it, which the other tests refuse.
+/// (Over the classic POST the source's failure comes first, on the reset
+/// connection, and the re-send gets 409.)
+#[test]
+fn a_resent_success_may_be_accepted_twice_by_a_panel_without_a_transaction_segmented() {
+    let mut w = World::new(Setup {
+        transport: Transport::Segmented,
+        small: true,
+        ..Default::default()
+    });
+    w.panel.set_transaction(false);
+    w.panel.set_hold_row(Duration::from_millis(600));
+    w.begin();
+    assert!(w
+        .panel
+        .wait_arrival(&w.success_path(), Duration::from_secs(30)));
+    w.restart_dest(Vec::new());
+    assert_eq!(w.assert_settled_with(2), B, "{}", w.context());
+    let successes = w
+        .panel
+        .accepted_reports(&w.uuid)
+        .iter()
+        .filter(|(c, kind)| c == B && kind == "success")
+        .count();
+    eprintln!("accepted successes from the destination: {successes}");
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to a node's process.
 fn signal(node: &TestNode, signal: &str) {
     let status = std::process::Command::new("kill")
@@ -747,7 +788,12 @@ fn a_destination_silent_while_finishing_lets_the_panel_decide_segmented() {
     wait_log(&w.dest, "failpoint: delaying at installing");
     signal(&w.dest, "STOP");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !w.panel.notes().iter().any(|n| n.starts_with("failure from")) {
+    while !w
+        .panel
+        .notes()
+        .iter()
+        .any(|n| n.starts_with("failure from"))
+    {
         if Instant::now() > deadline {
             signal(&w.dest, "CONT");
             panic!("the source never reported: {}", w.context());
