@@ -7,6 +7,7 @@
 //! one terminal status per transfer on each side; at most one accepted
 //! report per side; no staging left.
 
+use crate::support::archive_support::noise;
 use crate::support::fake_panel::FakePanel;
 use crate::support::node::{make_server_tree, tree_listing, NodeOptions, TestNode, TOKEN};
 
@@ -96,21 +97,6 @@ fn small_tree(dir: &Path) {
     std::fs::write(dir.join("world/r.0.0.mca"), data).unwrap();
 }
 
-/// `len` bytes no compressor shrinks (xorshift).
-fn noise_file(path: &Path, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(len);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
 impl World {
     pub fn new(setup: Setup) -> World {
         let panel = FakePanel::start("testtokenid", TOKEN);
@@ -129,7 +115,8 @@ impl World {
             make_server_tree(&dir);
         }
         if setup.noise > 0 {
-            noise_file(&dir.join("world/noise.dat"), setup.noise, uuid.len() as u64);
+            std::fs::create_dir_all(dir.join("world")).unwrap();
+            std::fs::write(dir.join("world/noise.dat"), noise(setup.noise, 7)).unwrap();
         }
         let before = tree_listing(&dir);
         let transport_env = setup.transport.env();
