@@ -685,6 +685,39 @@ fn a_destination_killed_after_a_cancel_does_not_take_the_session_up_again_segmen
     assert_eq!(w.assert_settled(), A);
 }
 
+/// A cancel accepted on the destination (202, `cancelling` on disk) and the
+/// node killed before the transfer ended: the restarted node must not take
+/// the session up as a live one (the source would resume, the transfer
+/// complete, the accepted cancel be lost). Recovery ends it; the server
+/// stays on the source. The kill cannot be timed into that window (the
+/// extractor ends a cancelled transfer within milliseconds), so the test
+/// leaves on disk what a cancel persisted just before the kill leaves.
+#[test]
+fn a_destination_killed_with_a_cancel_under_way_does_not_resume_it_segmented() {
+    let mut w = World::streaming_slowly(Transport::Segmented);
+    w.dest.kill9();
+    let state = w.dest.root.join("root/ferry/transfers");
+    let mut edited = 0;
+    for entry in std::fs::read_dir(&state).unwrap().flatten() {
+        let mut saved: Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        if saved["server"] == w.uuid.as_str() {
+            saved["status"] = json!("cancelling");
+            saved["cancel_reason"] = json!("maintenance");
+            std::fs::write(entry.path(), saved.to_string()).unwrap();
+            edited += 1;
+        }
+    }
+    assert_eq!(edited, 1, "no saved transfer in {}", state.display());
+    w.start_dest_again(Vec::new());
+    assert!(
+        !w.dest.log_text().contains("it resumes"),
+        "a cancelled transfer's session was taken up: {}",
+        w.context()
+    );
+    assert_eq!(w.assert_settled(), A, "{}", w.context());
+}
+
 /// The destination killed mid-stream and started again at once. Classic:
 /// the body is gone, both sides fail, the server stays. Segmented: the
 /// restarted node takes the session up (same transfer), the source resumes

@@ -246,9 +246,17 @@ impl Sessions {
         let Ok(entries) = std::fs::read_dir(&root) else {
             return Vec::new();
         };
-        // Only a session whose transfer was in flight goes on: one whose
-        // transfer ended (its files outlived it) must not revive it.
-        let in_flight: Vec<String> = node.transfers.orphans().into_iter().map(|s| s.id).collect();
+        // Only a session whose transfer was receiving goes on: one whose
+        // transfer ended (its files outlived it) must not revive it, nor one
+        // whose cancel was accepted (`cancelling` on disk) undo the cancel;
+        // recovery ends those.
+        let in_flight: Vec<String> = node
+            .transfers
+            .orphans()
+            .into_iter()
+            .filter(|s| s.status == Status::Processing)
+            .map(|s| s.id)
+            .collect();
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let dir = entry.path();
