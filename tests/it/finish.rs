@@ -126,7 +126,7 @@ impl World {
         // Segments of 1 MiB (the floor): a transfer of the usual tree is
         // several segment requests, so a cancel or kill can land between.
         let mut source_yaml = setup.source_yaml.clone();
-        if setup.transport == Transport::Segmented {
+        if setup.transport == Transport::Segmented && !source_yaml.contains("segment_size") {
             if !source_yaml.is_empty() {
                 source_yaml.push('\n');
             }
@@ -294,6 +294,11 @@ impl World {
                 && Self::all_ended(&self.dest, &self.uuid)
                 && self.data_where_owner_says()
                 && session_files(&self.dest).is_empty()
+                // A copy being removed is moved into staging first; the
+                // removal of a large tree takes a while on a loaded machine.
+                && [&self.source, &self.dest]
+                    .iter()
+                    .all(|n| staging_entries(&n.data).is_empty())
         };
         while !settled() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -392,10 +397,14 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-fn assert_no_staging(data: &Path) {
-    let left: Vec<_> = std::fs::read_dir(data.join(".ferry-staging"))
+fn staging_entries(data: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(data.join(".ferry-staging"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn assert_no_staging(data: &Path) {
+    let left = staging_entries(data);
     assert!(
         left.is_empty(),
         "staging left in {}: {left:?}",
@@ -716,6 +725,47 @@ fn a_destination_killed_with_a_cancel_under_way_does_not_resume_it_segmented() {
         w.context()
     );
     assert_eq!(w.assert_settled(), A, "{}", w.context());
+}
+
+/// A destination cancel that lands as a segment's request begins (held
+/// there 1.5 s by a failpoint): that request is torn down with the rest
+/// and never acknowledged, so nothing is appended to a cancelled session
+/// and the source hears of the cancel at once, not after sending the whole
+/// segment. The request was once registered for the cancel only after its
+/// cancel check; a cancel between the two let it read the whole segment
+/// and answer 200 (looked for after `cli_transfer`'s cancel test, whose
+/// source went on for over 30 s after the destination's cancel, failed
+/// once under load).
+#[test]
+fn a_destination_cancel_as_a_segment_begins_tears_it_down_segmented() {
+    let w = World::new(Setup {
+        transport: Transport::Segmented,
+        // 1 MiB segments: a whole one fits in the sockets' buffers while
+        // the failpoint holds the request (see the report: a destination
+        // that stops reading a larger one without a reset leaves the
+        // source's write blocked).
+        noise: 3_000_000,
+        dest_env: env(&[("FERRY_FAILPOINT", "segment-receiving:delay=1500")]),
+        ..Default::default()
+    });
+    w.begin();
+    wait_log(&w.dest, "failpoint: delaying at segment-receiving");
+    let (code, body) = w.cancel_dest("maintenance");
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(w.assert_settled(), A);
+    let acknowledged: Vec<String> = w
+        .dest
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("method=PUT") && l.contains("status=200"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        acknowledged.is_empty(),
+        "a segment was acknowledged after the cancel: {acknowledged:?}"
+    );
+    let record = World::record(&w.source, &w.uuid);
+    assert_eq!(record["status"], "failed", "{record}");
 }
 
 /// The destination killed mid-stream and started again at once. Classic:

@@ -194,17 +194,24 @@ impl Session {
             let busy = Refusal::Busy { held: held_now() };
             return Err((409, busy.to_string(), held_now()));
         };
+        // Registered for the cancel hook before the cancel check: a cancel
+        // after the check then finds this request and tears it down (the
+        // flag is set before the hooks run), instead of it reading and
+        // acknowledging a whole segment of a cancelled session.
+        *lock(&self.in_flight) = Some(connection);
+        finish::failpoint::point("segment-receiving");
         if self.transfer.is_cancelled() {
+            lock(&self.in_flight).take();
             let state = lock(&self.view).state;
             return Err((409, Refusal::NotReceiving(state).to_string(), held_now()));
         }
         // The disk check of SPEC §4, per segment: a full disk fails the
         // transfer as a classic one would, not just this request.
         if destination::free_bytes(&self.dir).is_some_and(|free| free < header.length) {
+            lock(&self.in_flight).take();
             self.force_end(ApiError::new(400, NO_SPACE));
             return Err((400, NO_SPACE.to_string(), held_now()));
         }
-        *lock(&self.in_flight) = Some(connection);
         let Work { spool, ledger } = &mut *work;
         let result = match spool.as_mut() {
             Some(spool) => spool.receive(ledger, header, body, now()),
