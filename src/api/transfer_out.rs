@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use super::{read_json, read_reason, server_param};
-use crate::environment::PowerState;
 use crate::http::reply::{self, ApiError, FieldError};
 use crate::http::router::Params;
 use crate::http::{Request, Response};
@@ -14,7 +13,7 @@ use crate::transfer::source::{self, OutgoingPlan};
 use crate::transfer::Direction;
 
 pub const ALREADY: &str = "A transfer is already in progress for this server.";
-pub const STOP_FAILED: &str = "Failed to stop the server before initiating transfer.";
+pub use crate::transfer::precopy::stop::STOP_FAILED;
 pub const NOT_TRANSFERRING: &str = "Server is not currently being transferred.";
 
 /// Validates the panel's body: `url` (http/https) and `token` required.
@@ -61,6 +60,7 @@ pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
         token: token.to_string(),
         start_on_completion,
         backups,
+        live: false,
     })
 }
 
@@ -70,7 +70,7 @@ pub fn start(
     params: &Params,
 ) -> Result<Response, ApiError> {
     let server = server_param(node, params)?;
-    let plan = parse_plan(&read_json(request, 64 * 1024)?)?;
+    let mut plan = parse_plan(&read_json(request, 64 * 1024)?)?;
     // Marked under the life-cycle lock that power actions hold while they
     // check the mark and act, so no start can slip in after the stop step
     // below has found the server offline (or stopped it).
@@ -80,39 +80,27 @@ pub fn start(
     }
     .ok_or_else(|| ApiError::new(409, ALREADY))?;
     let spec = server.spec(&node.config.system.data);
-    let env = &node.environment;
-    let state = env.state(&spec).map_err(|e| {
-        log::error!(
-            "{}: cannot read its state before the transfer: {e}",
-            server.uuid
-        );
-        ApiError::new(500, STOP_FAILED)
-    })?;
-    if state != PowerState::Offline {
+    let running = node
+        .environment
+        .state(&spec)
+        .map(|state| state != crate::environment::PowerState::Offline)
+        .map_err(|e| {
+            log::error!(
+                "{}: cannot read its state before the transfer: {e}",
+                server.uuid
+            );
+            ApiError::new(500, STOP_FAILED)
+        })?;
+    if running && precopy_possible(node) {
+        // Pre-copy (SPEC §10): answered at once; the source thread stops
+        // the server after the live pass (or first, for a peer that is
+        // not ferry).
+        plan.live = true;
+    } else if running {
         // Waiting for the stop can take minutes: not on a pool worker's time.
         request.leave_worker_pool();
-        let timeout = node.config.system.transfers.stop_timeout;
-        log::info!(
-            "{}: stopping before the transfer (up to {timeout:?})",
-            server.uuid
-        );
-        let stopped = env
-            .stop(&spec)
-            .and_then(|()| env.wait_for_stop(&spec, timeout));
-        match stopped {
-            Ok(true) => {}
-            Ok(false) => {
-                log::warn!(
-                    "{}: did not stop within {timeout:?}; transfer refused, server left running",
-                    server.uuid
-                );
-                return Err(ApiError::new(500, STOP_FAILED));
-            }
-            Err(e) => {
-                log::error!("{}: stop failed: {e}", server.uuid);
-                return Err(ApiError::new(500, STOP_FAILED));
-            }
-        }
+        crate::transfer::precopy::stop::stop_for_transfer(node, &server)
+            .map_err(|message| ApiError::new(500, message))?;
     }
     let transfer = node
         .transfers
@@ -130,6 +118,15 @@ pub fn start(
         "Location",
         &format!("/api/servers/{}/transfer", server.uuid),
     ))
+}
+
+/// Whether a running server's transfer may start without stopping it:
+/// pre-copy on (`precopy`, `FERRY_PRECOPY`) and the segmented transport
+/// wanted (`transport`, `FERRY_TRANSPORT`), since pre-copy travels in it.
+fn precopy_possible(node: &Node) -> bool {
+    let transfers = &node.config.system.transfers;
+    crate::transfer::precopy::enabled(transfers.segmented.precopy)
+        && crate::transfer::source::segmented_wanted(node)
 }
 
 /// Cancels the active transfer of `server` in `direction` (SPEC §5).

@@ -31,12 +31,13 @@ mod staging;
 mod sys;
 mod tarfmt;
 mod unpack;
-mod walk;
+pub(crate) mod walk;
 
 pub use extract::{MAX_ENTRIES, MAX_TRAILING};
-pub use pack::BLOCK_SIZE;
+pub use pack::{EntryKind, PackObserver, BLOCK_SIZE};
 pub use staging::STAGING_DIR;
 pub use tarfmt::{MAX_NAME, MAX_PAX};
+pub use unpack::patch::{count_entries, Expected, PatchFile, Patcher};
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -251,8 +252,21 @@ pub fn pack<W: Write>(
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<PackSummary, PackError> {
+    pack_observed(root, out, options, cancel, counters, None)
+}
+
+/// `pack` with an observer of every entry and content byte sent
+/// (pre-copy's record of its live pass).
+pub fn pack_observed<W: Write>(
+    root: &Path,
+    out: W,
+    options: &PackOptions,
+    cancel: &AtomicBool,
+    counters: &Counters,
+    observer: Option<&mut (dyn PackObserver + 'static)>,
+) -> Result<PackSummary, PackError> {
     sys::map_large_buffers();
-    pack::pack(root, out, options, cancel, counters)
+    pack::pack(root, out, options, cancel, counters, observer)
 }
 
 #[derive(Debug, Clone, Default)]

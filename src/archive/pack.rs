@@ -23,6 +23,7 @@ mod producer;
 
 use producer::produce;
 pub(crate) use producer::{check_name_length, HardLinks};
+pub use producer::{EntryKind, PackObserver};
 
 /// Uncompressed bytes per compression job.
 pub const BLOCK_SIZE: usize = 1 << 20;
@@ -79,6 +80,7 @@ pub fn pack<W: Write>(
     options: &PackOptions,
     cancel: &AtomicBool,
     counters: &Counters,
+    observer: Option<&mut (dyn PackObserver + 'static)>,
 ) -> Result<PackSummary, PackError> {
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -95,7 +97,7 @@ pub fn pack<W: Write>(
     let (done_tx, done_rx) = bounded::<Job>(slots);
 
     let (walked, worked, written) = std::thread::scope(|s| {
-        let walker = s.spawn(move || produce(root, pool_rx, job_tx, cancel, counters));
+        let walker = s.spawn(move || produce(root, pool_rx, job_tx, cancel, counters, observer));
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let rx = job_rx.clone();

@@ -11,6 +11,8 @@
 //! links are accepted when they name a regular file already extracted
 //! beneath the root; they cost no space.
 
+pub mod patch;
+
 use super::extract::{Blocks, Fail};
 use super::pipe;
 use super::sys;

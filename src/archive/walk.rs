@@ -102,6 +102,33 @@ pub fn walk<V: Visitor>(
     Ok(())
 }
 
+/// Opens the regular file at `rel` (a path the walk gave, relative to
+/// `root`) for reading, one component at a time with `O_NOFOLLOW`, as the
+/// walk itself would: pre-copy's final pass walks without opening files
+/// and opens only those that changed. Returns it with its stat.
+pub fn open_regular_beneath(root: &Path, rel: &[u8]) -> io::Result<(File, libc::stat)> {
+    let mut dir = sys::open_path(root, sys::DIR_FLAGS)?;
+    let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+    let Some((last, parents)) = comps.split_last() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+    };
+    for c in parents {
+        let n = sys::cstring(c)?;
+        dir = sys::open_at(dir.as_raw_fd(), &n, sys::DIR_FLAGS, 0)?;
+    }
+    let n = sys::cstring(last)?;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let fd = sys::open_at(dir.as_raw_fd(), &n, flags, 0)?;
+    let st = sys::fstat(fd.as_raw_fd())?;
+    if sys::file_type(&st) != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok((File::from(fd), st))
+}
+
 /// Visits one directory entry; returns the opened fd of a directory to
 /// descend into. Retries when the entry changes type under us.
 fn entry<V: Visitor>(

@@ -20,6 +20,7 @@ use crate::server::{is_uuid, ServerConfig};
 use crate::transfer::extras::{ExtrasError, Received};
 use crate::transfer::finish::destination::{check_environment, refuse_running_container};
 use crate::transfer::finish::{self, Phase};
+use crate::transfer::precopy;
 use crate::transfer::source::spawn_monitor;
 use crate::transfer::throttle::ThrottledReader;
 use crate::transfer::wire::{self, Part};
@@ -30,6 +31,12 @@ pub const EXISTS: &str = "A server with this identifier already exists on this i
 pub const IN_PROGRESS: &str = "A transfer is already in progress for this server.";
 pub const NO_SPACE: &str = "There is not enough disk space available to perform that action.";
 pub const ABORTED: &str = "Request aborted by client.";
+
+/// A classic POST (or a session opened without pre-copy) carrying one of
+/// pre-copy's parts.
+pub const PRECOPY_REFUSED: &str = "pre-copy parts are only accepted in a pre-copy session";
+/// A pre-copy session whose body ended without its delta and manifest.
+pub const PRECOPY_MISSING: &str = "the pre-copy delta or manifest is missing";
 
 pub const CHECKSUMS_DIFFER: &str = "checksum and checksum_archive differ";
 pub const NO_MULTIPLEX: &str = "multiplexed transfers are not supported by this node: \
@@ -178,13 +185,23 @@ fn receive_tree(
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
     let announced = needed("x-ferry-disk-total").or_else(|| needed("x-ferry-bytes-total"));
-    receive_body(node, request.body(), transfer, uuid, boundary, announced)
+    receive_body(
+        node,
+        request.body(),
+        transfer,
+        uuid,
+        boundary,
+        announced,
+        false,
+    )
 }
 
 /// The body half of `receive_tree`, from any reader of the multipart body:
 /// the classic request's body, or the segmented transport's spool
 /// (`segmented::session`). `announced` is the disk the source said the
-/// tree needs, checked before a byte is written.
+/// tree needs, checked before a byte is written. `precopy`: the session
+/// was opened for pre-copy, so the body ends with its delta and manifest
+/// (refused otherwise).
 pub(crate) fn receive_body(
     node: &Arc<Node>,
     body: impl Read,
@@ -192,6 +209,7 @@ pub(crate) fn receive_body(
     uuid: &str,
     boundary: &str,
     announced: Option<u64>,
+    precopy: bool,
 ) -> Result<(Staging, ServerConfig, Received), ApiError> {
     let mut config = match &node.panel {
         Some(panel) => {
@@ -228,6 +246,10 @@ pub(crate) fn receive_body(
     let mut digest: Option<String> = None;
     let mut checksum: Option<String> = None;
     let mut extras = Received::new(&node.config.system, uuid, &transfer.id);
+    // Pre-copy: content bytes the archive wrote, whether the delta was
+    // applied, whether the manifest was checked.
+    let mut extracted: u64 = 0;
+    let (mut delta_applied, mut manifest_checked) = (false, false);
     while let Some(part) = parts.next_part().map_err(multipart_error)? {
         match wire::classify(&part.name, part.filename.as_deref()) {
             Part::Configuration if digest.is_none() => {
@@ -257,6 +279,7 @@ pub(crate) fn receive_body(
                     &transfer.counters,
                 )
                 .map_err(extract_error)?;
+                extracted = summary.bytes;
                 digest = Some(summary.sha256_hex);
             }
             Part::Checksum => {
@@ -302,6 +325,63 @@ pub(crate) fn receive_body(
                     format!("invalid backup part name: {name}"),
                 ))
             }
+            Part::PrecopyDelta | Part::PrecopyManifest if !precopy => {
+                return Err(ApiError::new(400, PRECOPY_REFUSED));
+            }
+            Part::PrecopyDelta => {
+                if checksum.is_none() || delta_applied {
+                    return Err(ApiError::new(
+                        400,
+                        "the pre-copy delta must follow the archive and its checksum, once",
+                    ));
+                }
+                transfer.set_copy_phase(crate::transfer::manager::CopyPhase::Final);
+                node.transfer_log(
+                    transfer,
+                    "Applying the changes made after the server stopped...",
+                );
+                let limits = precopy_limits(node, config.as_ref(), extracted);
+                let ops = precopy::apply::apply_delta(
+                    parts.part_body(),
+                    &staging,
+                    &limits,
+                    &cancel,
+                    &transfer.counters,
+                )
+                .map_err(precopy_error)?;
+                log::info!(
+                    "transfer {}: pre-copy delta applied ({ops} ops)",
+                    transfer.id
+                );
+                delta_applied = true;
+            }
+            Part::PrecopyManifest => {
+                if !delta_applied || manifest_checked {
+                    return Err(ApiError::new(
+                        400,
+                        "the pre-copy manifest must follow the delta, once",
+                    ));
+                }
+                transfer.set_copy_phase(crate::transfer::manager::CopyPhase::Verify);
+                node.transfer_log(
+                    transfer,
+                    "Verifying the tree against the source's manifest...",
+                );
+                let limits = precopy_limits(node, config.as_ref(), extracted);
+                let entries = precopy::apply::check_manifest(
+                    parts.part_body(),
+                    &staging,
+                    &limits,
+                    &cancel,
+                    &transfer.counters,
+                )
+                .map_err(precopy_error)?;
+                log::info!(
+                    "transfer {}: pre-copy verified {entries} entries against the manifest",
+                    transfer.id
+                );
+                manifest_checked = true;
+            }
             Part::Configuration | Part::Unknown => {
                 log::debug!("transfer {}: skipping part `{}`", transfer.id, part.name);
                 skip_bounded(&mut parts.part_body(), &part.name)?;
@@ -311,6 +391,9 @@ pub(crate) fn receive_body(
     let (Some(digest), Some(checksum)) = (digest, checksum) else {
         return Err(ApiError::new(400, "missing archive or checksum"));
     };
+    if precopy && !manifest_checked {
+        return Err(ApiError::new(400, PRECOPY_MISSING));
+    }
     if node
         .transfers
         .enter_phase(transfer, Phase::Verifying)
@@ -458,6 +541,29 @@ fn multipart_error(e: MultipartError) -> ApiError {
             ApiError::new(400, format!("malformed multipart body: {m}"))
         }
         MultipartError::Io(e) => input_error(&e),
+    }
+}
+
+/// The extraction limits for pre-copy's writes: what the archive already
+/// wrote counts against the server's disk space.
+fn precopy_limits(node: &Node, config: Option<&ServerConfig>, extracted: u64) -> ExtractLimits {
+    ExtractLimits {
+        max_bytes: config
+            .and_then(ServerConfig::disk_space_bytes)
+            .map(|limit| limit.saturating_sub(extracted)),
+        owner: node.config.system.user,
+    }
+}
+
+/// The HTTP face of a pre-copy failure (docs/transport.md): a mismatch
+/// fails like SPEC §4's checksum row.
+fn precopy_error(e: precopy::apply::ApplyError) -> ApiError {
+    use precopy::apply::ApplyError;
+    match e {
+        ApplyError::NoSpace => ApiError::new(400, NO_SPACE),
+        ApplyError::Input(e) => input_error(&e),
+        ApplyError::Io(m) => ApiError::new(500, format!("pre-copy: {m}")),
+        e @ (ApplyError::Mismatch(_) | ApplyError::Unsafe(_)) => ApiError::new(400, e.to_string()),
     }
 }
 

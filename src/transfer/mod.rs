@@ -11,6 +11,7 @@ pub mod finish;
 pub mod manager;
 pub mod persist;
 pub mod pipe;
+pub mod precopy;
 pub mod progress;
 pub mod record;
 pub mod replay;

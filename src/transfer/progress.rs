@@ -43,6 +43,15 @@ pub fn upload_line(done: u64, total: u64) -> String {
     )
 }
 
+/// The upload line with pre-copy's phase after it, when there is one:
+/// `Uploading [==   ] 1.0 MiB / 4.0 MiB (precopy)`.
+pub fn upload_line_in(done: u64, total: u64, phase: Option<&str>) -> String {
+    match phase {
+        Some(phase) => format!("{} ({phase})", upload_line(done, total)),
+        None => upload_line(done, total),
+    }
+}
+
 /// Average rate since start and the time left at that rate.
 pub fn rate_and_eta(done: u64, total: u64, elapsed: Duration) -> (u64, Option<u64>) {
     let secs = elapsed.as_secs_f64();
@@ -78,6 +87,11 @@ mod tests {
             upload_line(1288490189, 4 * 1024 * 1024 * 1024),
             "Uploading [=======                  ] 1.2 GiB / 4.0 GiB"
         );
+        assert_eq!(
+            upload_line_in(0, 1024, Some("precopy")),
+            format!("Uploading [{}] 0 B / 1.0 KiB (precopy)", " ".repeat(25))
+        );
+        assert_eq!(upload_line_in(0, 1024, None), upload_line(0, 1024));
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct Progress {
     pub wire_bytes: u64,
     pub rate_bytes_per_sec: u64,
     pub eta_seconds: Option<u64>,
+    /// Pre-copy's phase (`precopy`, `final`, `verify`), when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
 }
 
 /// A transfer as the API shows it.

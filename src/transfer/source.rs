@@ -18,7 +18,7 @@ use crate::server::{Server, TransferMark};
 use crate::transfer::early_answer;
 use crate::transfer::finish::{self, SourceEnd};
 use crate::transfer::pipe::pipe;
-use crate::transfer::progress::upload_line;
+use crate::transfer::progress::upload_line_in;
 use crate::transfer::segmented;
 use crate::transfer::throttle::ThrottledReader;
 use crate::transfer::wire;
@@ -37,6 +37,21 @@ pub struct OutgoingPlan {
     pub start_on_completion: bool,
     /// Local backups to send along (Pelican panels list them).
     pub backups: Vec<String>,
+    /// The server is still running (pre-copy was possible at the start):
+    /// it is stopped after the live pass, or first for a peer that is not
+    /// ferry (SPEC §10).
+    pub live: bool,
+}
+
+/// Whether the segmented transport is wanted: `transport: auto`, or
+/// `FERRY_TRANSPORT=classic|segmented` overriding the key (tests,
+/// benches comparing the two).
+pub fn segmented_wanted(node: &Node) -> bool {
+    match std::env::var("FERRY_TRANSPORT").as_deref() {
+        Ok("classic") => false,
+        Ok("segmented") => true,
+        _ => node.config.system.transfers.segmented.transport == crate::config::Transport::Auto,
+    }
 }
 
 /// Blocks in flight between packing and the socket (256 KiB each).
@@ -127,12 +142,7 @@ fn send(
     // transport (SPEC §10); anything else the classic POST below,
     // unchanged. `FERRY_TRANSPORT=classic|segmented` overrides the key
     // (tests, benches comparing the two).
-    let segmented_wanted = match std::env::var("FERRY_TRANSPORT").as_deref() {
-        Ok("classic") => false,
-        Ok("segmented") => true,
-        _ => node.config.system.transfers.segmented.transport == crate::config::Transport::Auto,
-    };
-    let ferry = if segmented_wanted {
+    let ferry = if segmented_wanted(node) {
         segmented::sender::probe(&agent, &plan.url, &plan.token)
     } else {
         None
@@ -145,6 +155,31 @@ fn send(
         );
     }
 
+    // Pre-copy needs a ferry peer; any other peer gets the server stopped
+    // first and the classic transfer (SPEC §10).
+    let small = totals.files <= crate::transfer::precopy::record::MAX_ENTRIES;
+    if plan.live && ferry.is_some() && !small {
+        log::info!(
+            "transfer {}: {} entries are more than pre-copy records ({}); stopping first",
+            transfer.id,
+            totals.files,
+            crate::transfer::precopy::record::MAX_ENTRIES
+        );
+    }
+    let live = match (plan.live, ferry.is_some() && small) {
+        (true, true) => Some(body::Live {
+            server: Arc::clone(server),
+            block: crate::transfer::precopy::record::block_size(totals.bytes),
+        }),
+        (true, false) => {
+            node.transfer_log(transfer, "Stopping the server before the transfer...");
+            crate::transfer::precopy::stop::stop_for_transfer(node, server)
+                .map_err(str::to_string)?;
+            None
+        }
+        _ => None,
+    };
+    let precopy = live.is_some();
     let boundary = multipart::random_boundary();
     let cancel = Arc::clone(transfer.cancel_flag());
     let outgoing = node
@@ -192,6 +227,7 @@ fn send(
                     &transfer,
                     &extras,
                     &node,
+                    live,
                 );
                 // Set before the writer is dropped, which ends the body.
                 whole.store(result.is_ok(), Ordering::SeqCst);
@@ -223,6 +259,13 @@ fn send(
             files_total: totals.files,
             disk_total: totals.disk_bytes,
             start_on_completion: plan.start_on_completion,
+            precopy,
+        };
+        // A body cut short by a failed packing thread must not be
+        // finished as if whole: its end is an error here.
+        let body = WholeOrError {
+            inner: body,
+            whole: &whole,
         };
         let end = send_segmented(node, transfer, &agent, plan, ferry, &announce, body);
         drop(send_clock);
@@ -230,10 +273,18 @@ fn send(
             .join()
             .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
         drop(monitor);
-        if matches!(end, SourceEnd::Local(_)) {
+        match produced {
             // The body stopped here: packing's own error says why. A
-            // destination's answer (a refusal at open) is its own reason.
-            produced?;
+            // destination's answer (a refusal at open) is its own reason,
+            // except when the server would not stop for pre-copy's final
+            // pass: that is why, whatever the destination made of it.
+            Err(e)
+                if matches!(end, SourceEnd::Local(_))
+                    || e == crate::transfer::precopy::stop::STOP_FAILED =>
+            {
+                return Err(e)
+            }
+            _ => {}
         }
         return Ok(end);
     }
@@ -351,6 +402,23 @@ struct LastByte<'a, R> {
     closing: ClosingWatch,
 }
 
+/// The segmented body: its end is an error unless the packing thread
+/// wrote the whole body (the sender would otherwise finish a short one).
+struct WholeOrError<'a, R> {
+    inner: R,
+    whole: &'a AtomicBool,
+}
+
+impl<R: Read> Read for WholeOrError<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.whole.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the packing stopped"));
+        }
+        Ok(n)
+    }
+}
+
 /// Watches a multipart body go by for its closing delimiter.
 struct ClosingWatch {
     /// `--<boundary>--\r\n`, what ends the body.
@@ -457,7 +525,11 @@ pub fn spawn_monitor(node: &Arc<Node>, transfer: &Arc<Transfer>) -> Monitor {
                         last_line = Instant::now();
                         node.transfer_log(
                             &transfer,
-                            &upload_line(progress.bytes_done, progress.bytes_total),
+                            &upload_line_in(
+                                progress.bytes_done,
+                                progress.bytes_total,
+                                progress.phase,
+                            ),
                         );
                     }
                 }

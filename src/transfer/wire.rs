@@ -69,6 +69,10 @@ pub enum Part {
     InstallLog,
     /// A backup part whose name holds no backup UUID (never used as a path).
     BadBackupName(String),
+    /// Pre-copy's changes after the stop (SPEC §10; ferry sessions only).
+    PrecopyDelta,
+    /// Pre-copy's manifest of the stopped tree.
+    PrecopyManifest,
     /// Anything else: drained and skipped.
     Unknown,
 }
@@ -80,6 +84,8 @@ pub fn classify(name: &str, filename: Option<&str>) -> Part {
         ARCHIVE => return Part::Archive(codec_for(filename)),
         CHECKSUM | CHECKSUM_ARCHIVE => return Part::Checksum,
         INSTALL_LOGS | CALAGOPUS_INSTALL_LOGS => return Part::InstallLog,
+        crate::transfer::precopy::wire::DELTA => return Part::PrecopyDelta,
+        crate::transfer::precopy::wire::MANIFEST => return Part::PrecopyManifest,
         _ => {}
     }
     // Longest prefixes first: `backup-checksum-` starts with `backup-`.
@@ -185,6 +191,8 @@ mod tests {
         assert_eq!(classify("install-logs", None), Part::InstallLog);
         assert_eq!(classify("diff-db", None), Part::Unknown);
         assert_eq!(classify("configuration", None), Part::Configuration);
+        assert_eq!(classify("ferry_delta", None), Part::PrecopyDelta);
+        assert_eq!(classify("ferry_manifest", None), Part::PrecopyManifest);
     }
 
     #[test]

@@ -38,15 +38,15 @@ const IMAGE: &str = "ferry-test/busybox:latest";
 
 /// The two Engines: the default one (or `DOCKER_HOST`) and the second one
 /// `docker-up.sh --second b` starts.
-struct Engines {
-    a: PathBuf,
-    b: PathBuf,
+pub(crate) struct Engines {
+    pub(crate) a: PathBuf,
+    pub(crate) b: PathBuf,
 }
 
 impl Engines {
     /// Both Engines with the test image, or None (test skipped) when one is
     /// missing and Docker is not required.
-    fn get() -> Option<Engines> {
+    pub(crate) fn get() -> Option<Engines> {
         let a = socket_from_env(Path::new("/var/run/docker.sock"))
             .expect("DOCKER_HOST must be unix://");
         let b = std::env::var("FERRY_DOCKER_SOCKET_B")
@@ -64,7 +64,7 @@ impl Engines {
         [&self.a, &self.b]
     }
 
-    fn node_options(&self, socket: &Path, remote: &FakePanel) -> NodeOptions {
+    pub(crate) fn node_options(&self, socket: &Path, remote: &FakePanel) -> NodeOptions {
         NodeOptions {
             environment: Some("docker".into()),
             docker_socket: Some(socket.display().to_string()),
@@ -134,7 +134,7 @@ fn engine_with(
 }
 
 /// The Engine's inspect document of the container named `uuid`, None if absent.
-fn inspect(socket: &Path, uuid: &str) -> Option<Value> {
+pub(crate) fn inspect(socket: &Path, uuid: &str) -> Option<Value> {
     match engine(socket, "GET", &format!("/containers/{uuid}/json")) {
         Some((200, doc)) => Some(doc),
         Some((404, _)) => None,
@@ -144,7 +144,7 @@ fn inspect(socket: &Path, uuid: &str) -> Option<Value> {
 
 /// Removes the test's containers from both Engines and its node roots,
 /// pass or fail. Declared before the nodes so it drops after them.
-struct Cleanup {
+pub(crate) struct Cleanup {
     sockets: Vec<PathBuf>,
     uuids: Vec<String>,
     dirs: Vec<PathBuf>,
@@ -160,7 +160,7 @@ impl Cleanup {
     }
 
     /// A node root that outlives its first node (restarts, pairs).
-    fn root(&mut self) -> PathBuf {
+    pub(crate) fn root(&mut self) -> PathBuf {
         let root = tempfile::tempdir().unwrap().keep();
         self.dirs.push(root.clone());
         root
@@ -185,7 +185,7 @@ impl Drop for Cleanup {
 
 use ferry::transfer::manager::new_uuid as random_uuid;
 
-fn settings(uuid: &str, invocation: &str) -> Value {
+pub(crate) fn settings(uuid: &str, invocation: &str) -> Value {
     json!({
         "uuid": uuid,
         "meta": {"name": "docker transfer test"},
@@ -197,7 +197,7 @@ fn settings(uuid: &str, invocation: &str) -> Value {
     })
 }
 
-fn stop_with(kind: &str, value: Value) -> Value {
+pub(crate) fn stop_with(kind: &str, value: Value) -> Value {
     json!({"stop": {"type": kind, "value": value}})
 }
 
@@ -205,14 +205,14 @@ fn stop_with(kind: &str, value: Value) -> Value {
 /// ignores SIGTERM. It writes `ready` once the traps are set, so nothing
 /// signals it before it can handle the signal; only when `ready` is absent,
 /// so a copy started elsewhere leaves the tree as it found it.
-const INT_LOOP: &str = "trap '' TERM; trap 'echo INT > got-int; exit 0' INT; \
+pub(crate) const INT_LOOP: &str = "trap '' TERM; trap 'echo INT > got-int; exit 0' INT; \
                         [ -f ready ] || echo ready > ready; while :; do sleep 1 & wait $!; done";
 
 /// A server that ignores both SIGTERM and SIGINT: only a kill stops it.
-const STUBBORN_LOOP: &str =
+pub(crate) const STUBBORN_LOOP: &str =
     "trap '' TERM INT; echo ready > ready; while :; do sleep 1 & wait $!; done";
 
-fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(
@@ -223,13 +223,13 @@ fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn state(node: &TestNode, uuid: &str) -> String {
+pub(crate) fn state(node: &TestNode, uuid: &str) -> String {
     let (code, view) = node.get(&format!("/api/servers/{uuid}"));
     assert_eq!(code, 200, "{view}");
     view["state"].as_str().unwrap_or("").to_string()
 }
 
-fn power(node: &TestNode, uuid: &str, action: &str) -> (u16, Value) {
+pub(crate) fn power(node: &TestNode, uuid: &str, action: &str) -> (u16, Value) {
     node.request(
         "POST",
         &format!("/api/servers/{uuid}/power"),
@@ -239,7 +239,7 @@ fn power(node: &TestNode, uuid: &str, action: &str) -> (u16, Value) {
 
 /// Starts the server through the node and waits until it runs and has set
 /// up its traps.
-fn start_server(node: &TestNode, uuid: &str) {
+pub(crate) fn start_server(node: &TestNode, uuid: &str) {
     let (code, body) = power(node, uuid, "start");
     assert_eq!(code, 202, "{body}");
     wait_for(Duration::from_secs(20), "the server to run", || {
@@ -252,7 +252,7 @@ fn start_server(node: &TestNode, uuid: &str) {
 }
 
 /// What the panel does to move `uuid` from `source` to `dest`.
-fn start_transfer(
+pub(crate) fn start_transfer(
     panel: &FakePanel,
     source: &TestNode,
     dest: &TestNode,
@@ -274,20 +274,20 @@ fn start_transfer(
 }
 
 /// A test's server and how its source node is set up.
-struct Plan<'a> {
-    uuid: &'a str,
-    settings: Value,
-    process_configuration: Value,
+pub(crate) struct Plan<'a> {
+    pub(crate) uuid: &'a str,
+    pub(crate) settings: Value,
+    pub(crate) process_configuration: Value,
     /// `system.transfers` keys for the source node.
-    source_transfers: &'a str,
+    pub(crate) source_transfers: &'a str,
     /// Incompressible MiB added to the tree, so a throttled transfer lasts.
-    noise_mib: usize,
+    pub(crate) noise_mib: usize,
 }
 
 impl<'a> Plan<'a> {
     /// The usual server: a shell loop stopped by SIGINT, no throttle, no
     /// extra data. Tests change what they need with `..Plan::new(uuid)`.
-    fn new(uuid: &'a str) -> Plan<'a> {
+    pub(crate) fn new(uuid: &'a str) -> Plan<'a> {
         Plan {
             uuid,
             settings: settings(uuid, INT_LOOP),
@@ -301,7 +301,7 @@ impl<'a> Plan<'a> {
 /// What every test here starts from: both Engines, a fresh server uuid,
 /// a guard that removes its containers from both, and a fake panel. None
 /// (the test skips) without Docker, unless Docker is required.
-fn world() -> Option<(Engines, String, Cleanup, FakePanel)> {
+pub(crate) fn world() -> Option<(Engines, String, Cleanup, FakePanel)> {
     let engines = Engines::get()?;
     let uuid = random_uuid();
     let cleanup = Cleanup::new(&engines, &[&uuid]);
@@ -312,7 +312,7 @@ fn world() -> Option<(Engines, String, Cleanup, FakePanel)> {
 /// A source node on engine A holding the server with a game-server-like
 /// tree, and a destination on engine B that booted first, so the panel
 /// does not list the server to it.
-fn pair(
+pub(crate) fn pair(
     engines: &Engines,
     cleanup: &mut Cleanup,
     panel: &FakePanel,
@@ -338,7 +338,7 @@ fn pair(
 
 /// Nothing of `uuid` on the destination: no data, no staging, not
 /// registered, no container on its Engine.
-fn assert_destination_clean(dest: &TestNode, socket: &Path, uuid: &str) {
+pub(crate) fn assert_destination_clean(dest: &TestNode, socket: &Path, uuid: &str) {
     assert!(
         !dest.server_dir(uuid).exists(),
         "server directory left on the destination"

@@ -40,6 +40,7 @@ mod ops_install;
 mod ops_metrics;
 mod ops_signals;
 mod panel_client;
+mod precopy;
 mod transfer_dialects;
 mod transfer_dialects_go;
 mod transfer_dialects_undo;

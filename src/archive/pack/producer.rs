@@ -2,7 +2,9 @@
 //! packed into slots, each handed to the deflate workers with the previous
 //! block's tail as its dictionary. Hard links travel once; sparse files
 //! skip their holes (`SEEK_DATA`); every length is checked against the tar
-//! format's limits before a header is written.
+//! format's limits before a header is written. An optional observer
+//! (`PackObserver`, pre-copy's record) sees every entry and the content
+//! bytes as sent; without one nothing extra is done.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +18,26 @@ use crate::archive::sys;
 use crate::archive::tarfmt::{self, EntryHeader};
 use crate::archive::walk::{self, Node, Visitor, WalkStop};
 use crate::archive::{Counters, Stage};
+
+/// What kind of entry the packer wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// A later path of a multiply-linked file; `link` names the first.
+    HardLink,
+}
+
+/// Sees what the packer sends (pre-copy's record of pass 1). `entry` comes
+/// before the entry's content, with the stat taken from the opened fd
+/// before any byte was read; `data` and `zeros` are the content bytes as
+/// they went into the archive (holes and a shrunk file's padding as zeros).
+pub trait PackObserver: Send {
+    fn entry(&mut self, path: &[u8], st: &libc::stat, kind: EntryKind, link: &[u8]);
+    fn data(&mut self, bytes: &[u8]);
+    fn zeros(&mut self, n: u64);
+}
 
 /// Turns the walk into tar bytes packed into slots.
 struct Producer<'a> {
@@ -36,6 +58,7 @@ struct Producer<'a> {
     links: HardLinks,
     cancel: &'a AtomicBool,
     counters: &'a Counters,
+    observer: Option<&'a mut (dyn PackObserver + 'static)>,
 }
 
 /// The first archived path of every multiply-linked file, by (dev, ino).
@@ -191,6 +214,9 @@ impl Producer<'_> {
                 let k = space.min(data_at.min(size) - pos) as usize;
                 slot.raw[slot.len..slot.len + k].fill(0);
                 slot.len += k;
+                if let Some(o) = &mut self.observer {
+                    o.zeros(k as u64);
+                }
                 self.advance(k as u64);
                 pos += k as u64;
                 continue;
@@ -216,11 +242,18 @@ impl Producer<'_> {
                 );
                 let left = size - pos;
                 self.write_zeros(left)?;
+                if let Some(o) = self.observer.as_mut() {
+                    o.zeros(left);
+                }
                 self.bytes += left;
                 self.counters.bytes_done.fetch_add(left, Ordering::Relaxed);
                 break;
             }
+            let start = slot.len;
             slot.len += n;
+            if let (Some(o), Some(s)) = (&mut self.observer, &self.slot) {
+                o.data(&s.raw[start..start + n]);
+            }
             self.advance(n as u64);
             pos += n as u64;
         }
@@ -261,6 +294,15 @@ impl Visitor for Producer<'_> {
                 link = first.to_vec();
             }
         }
+        if let Some(o) = self.observer.as_mut() {
+            let seen = match kind {
+                tarfmt::DIRECTORY => EntryKind::Dir,
+                tarfmt::SYMLINK => EntryKind::Symlink,
+                tarfmt::HARDLINK => EntryKind::HardLink,
+                _ => EntryKind::File,
+            };
+            o.entry(path, st, seen, &link);
+        }
         self.header(&EntryHeader {
             path,
             kind,
@@ -285,12 +327,13 @@ impl Visitor for Producer<'_> {
     }
 }
 
-pub(super) fn produce(
+pub(super) fn produce<'a>(
     root: &Path,
     pool: Receiver<Slot>,
     jobs: Sender<Job>,
-    cancel: &AtomicBool,
-    counters: &Counters,
+    cancel: &'a AtomicBool,
+    counters: &'a Counters,
+    observer: Option<&'a mut (dyn PackObserver + 'static)>,
 ) -> Result<(u64, u64), Fail> {
     let _clock = counters.stage_clock(Stage::Walk);
     let mut p = Producer {
@@ -307,6 +350,7 @@ pub(super) fn produce(
         links: HardLinks::default(),
         cancel,
         counters,
+        observer,
     };
     walk::walk(root, true, &mut p).map_err(|e| match e {
         WalkStop::Cancelled => Fail::Halt(Halt::Cancelled),

@@ -34,7 +34,7 @@ mod transfer;
 pub use cancel::{CancelFilter, CancelRefused};
 pub use start::{new_uuid, AlreadyActive};
 pub use status::PhaseRefused;
-pub use transfer::Transfer;
+pub use transfer::{CopyPhase, Transfer};
 
 pub struct Manager {
     transfers: Mutex<Vec<Arc<Transfer>>>,

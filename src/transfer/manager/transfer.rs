@@ -3,7 +3,7 @@
 //! the wait for the pipeline's end. Changes to the status go through the
 //! `Manager` (`status.rs`), which holds `changing` while it writes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,6 +50,37 @@ pub struct Transfer {
     bytes_total: AtomicU64,
     cancel_hooks: Mutex<Vec<Hook>>,
     ended: Condvar,
+    /// Pre-copy's phase (`CopyPhase as u8`), shown in progress.
+    copy_phase: AtomicU8,
+}
+
+/// Where a pre-copy transfer stands (SPEC §10), shown in `transfer progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyPhase {
+    None = 0,
+    Precopy = 1,
+    Final = 2,
+    Verify = 3,
+}
+
+impl CopyPhase {
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            CopyPhase::None => None,
+            CopyPhase::Precopy => Some("precopy"),
+            CopyPhase::Final => Some("final"),
+            CopyPhase::Verify => Some("verify"),
+        }
+    }
+
+    fn from_u8(v: u8) -> CopyPhase {
+        match v {
+            1 => CopyPhase::Precopy,
+            2 => CopyPhase::Final,
+            3 => CopyPhase::Verify,
+            _ => CopyPhase::None,
+        }
+    }
 }
 
 impl Transfer {
@@ -78,6 +109,7 @@ impl Transfer {
                 config: None,
             }),
             changing: Mutex::new(()),
+            copy_phase: AtomicU8::new(0),
             cancel: Arc::new(AtomicBool::new(false)),
             counters: Counters::default(),
             files_total: AtomicU64::new(0),
@@ -153,6 +185,15 @@ impl Transfer {
         }
     }
 
+    /// Enters a pre-copy phase (shown in progress from now on).
+    pub fn set_copy_phase(&self, phase: CopyPhase) {
+        self.copy_phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    pub fn copy_phase(&self) -> CopyPhase {
+        CopyPhase::from_u8(self.copy_phase.load(Ordering::Relaxed))
+    }
+
     pub fn progress(&self) -> Progress {
         let bytes_done = self.counters.bytes_done.load(Ordering::Relaxed);
         let bytes_total = self.bytes_total.load(Ordering::Relaxed).max(bytes_done);
@@ -166,6 +207,7 @@ impl Transfer {
             wire_bytes: self.counters.wire_bytes.load(Ordering::Relaxed),
             rate_bytes_per_sec: if finished { 0 } else { rate },
             eta_seconds: if finished { None } else { eta },
+            phase: self.copy_phase().name(),
         }
     }
 

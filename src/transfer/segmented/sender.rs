@@ -51,6 +51,8 @@ pub struct Announce<'a> {
     pub files_total: u64,
     pub disk_total: u64,
     pub start_on_completion: bool,
+    /// The body ends with pre-copy's parts (SPEC §10).
+    pub precopy: bool,
 }
 
 /// The session URL under the destination's transfer URL.
@@ -120,6 +122,7 @@ impl<'a> Sender<'a> {
             "files_total": announce.files_total,
             "disk_total": announce.disk_total,
             "start_on_completion": announce.start_on_completion,
+            "precopy": announce.precopy,
         });
         let deadline = Instant::now() + window;
         let mut pause = Backoff::default();
@@ -185,7 +188,10 @@ impl<'a> Sender<'a> {
     /// `size` is the segment size both sides accept.
     pub fn run(&self, body: &mut (impl Read + Send), size: u64) -> SourceEnd {
         let end = self.send_all(body, size);
-        if self.transfer.is_cancelled() {
+        // A failure here (the body stopped: packing failed, the server
+        // would not stop for pre-copy's final pass) ends the transfer:
+        // the destination need not keep the session for its window.
+        if self.transfer.is_cancelled() || matches!(end, SourceEnd::Local(_)) {
             self.cancel_remote();
         }
         end

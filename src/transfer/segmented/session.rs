@@ -58,6 +58,9 @@ pub struct SessionRecord {
     #[serde(default)]
     pub disk_total: Option<u64>,
     pub start_on_completion: bool,
+    /// The body carries pre-copy's parts (accepted only then).
+    #[serde(default)]
+    pub precopy: bool,
     pub created: u64,
     /// `receiving` or `finishing`; terminal sessions have no directory.
     pub state: String,
@@ -335,6 +338,7 @@ impl Session {
             &record.server,
             &record.boundary,
             announced,
+            record.precopy,
         )
         .map_err(|e| self.forced_or(e))?;
         // Whatever follows the close delimiter, up to the end the source

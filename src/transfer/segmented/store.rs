@@ -52,6 +52,9 @@ pub struct OpenRequest {
     pub disk_total: Option<u64>,
     #[serde(default)]
     pub start_on_completion: bool,
+    /// The body ends with pre-copy's delta and manifest (SPEC §10).
+    #[serde(default)]
+    pub precopy: bool,
 }
 
 /// What `open` answers.
@@ -143,6 +146,7 @@ impl Sessions {
             files_total: wanted.files_total,
             disk_total: wanted.disk_total,
             start_on_completion: wanted.start_on_completion,
+            precopy: wanted.precopy,
             created: session::now(),
             state: State::Receiving.as_str().to_string(),
         };

@@ -1,7 +1,9 @@
 //! What the source sends (SPEC §3): the multipart body, written in the
 //! order of `wire` by the packing thread: configuration, archive, its
 //! checksum under both names, each backup with its checksum, the
-//! installation log.
+//! installation log; with pre-copy (SPEC §10) the archive is the live
+//! pass, and after the log the server is stopped and the final pass's
+//! delta and manifest follow.
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,9 +11,20 @@ use std::time::Instant;
 use crate::archive::{self, PackError, PackOptions};
 use crate::multipart::{MultipartWriter, PartInfo};
 use crate::node::Node;
+use crate::transfer::manager::CopyPhase;
+use crate::transfer::precopy::delta;
+use crate::transfer::precopy::record::Record;
+use crate::transfer::precopy::wire as precopy_wire;
 use crate::transfer::wire;
 use crate::transfer::Transfer;
 use sha2::{Digest, Sha256};
+
+/// Pre-copy: the server still runs while the archive is packed.
+pub(super) struct Live {
+    pub server: std::sync::Arc<crate::server::Server>,
+    /// Block size of the record's hashes (`precopy::record::block_size`).
+    pub block: u64,
+}
 
 /// What travels besides the data: backups and the installation log.
 pub(super) struct Extras {
@@ -33,8 +46,17 @@ pub(super) fn produce(
     transfer: &Transfer,
     extras: &Extras,
     node: &Node,
+    live: Option<Live>,
 ) -> Result<(), String> {
     let io = |e: std::io::Error| format!("the upload stopped: {e}");
+    let mut record = live.as_ref().map(|l| Box::new(Record::new(l.block)));
+    if record.is_some() {
+        transfer.set_copy_phase(CopyPhase::Precopy);
+        node.transfer_log(
+            transfer,
+            "Pre-copy: sending the data while the server keeps running...",
+        );
+    }
     let mut mp = MultipartWriter::new(writer, boundary);
     mp.begin_part(&PartInfo {
         name: wire::CONFIGURATION.into(),
@@ -50,12 +72,16 @@ pub(super) fn produce(
         content_type: Some("application/octet-stream".into()),
     })
     .map_err(io)?;
-    let summary = archive::pack(
+    let observer = record
+        .as_deref_mut()
+        .map(|r| r as &mut (dyn archive::PackObserver + 'static));
+    let summary = archive::pack_observed(
         root,
         &mut mp,
         options,
         transfer.cancel_flag(),
         &transfer.counters,
+        observer,
     )
     .map_err(|e| match e {
         PackError::Cancelled => "cancelled".to_string(),
@@ -68,6 +94,9 @@ pub(super) fn produce(
     }
     send_backups(&mut mp, extras, transfer, node)?;
     send_install_log(&mut mp, extras, transfer).map_err(io)?;
+    if let (Some(live), Some(mut record)) = (live, record) {
+        final_pass(&mut mp, root, &live, &mut record, transfer, node)?;
+    }
     let mut inner = mp.finish().map_err(io)?;
     inner.flush().map_err(io)?;
     log::info!(
@@ -78,6 +107,59 @@ pub(super) fn produce(
         summary.wire_bytes,
         summary.sha256_hex
     );
+    Ok(())
+}
+
+/// Pre-copy's end of the body: stop the server, then the delta against
+/// the live pass's record and the stopped tree's manifest.
+fn final_pass<W: Write>(
+    mp: &mut MultipartWriter<W>,
+    root: &std::path::Path,
+    live: &Live,
+    record: &mut Record,
+    transfer: &Transfer,
+    node: &Node,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("the upload stopped: {e}");
+    if transfer.is_cancelled() {
+        return Err("cancelled".into());
+    }
+    crate::transfer::finish::failpoint::point("precopy-before-stop");
+    node.transfer_log(
+        transfer,
+        "Pre-copy: stopping the server for the final pass...",
+    );
+    crate::transfer::precopy::stop::stop_for_transfer(node, &live.server)
+        .map_err(str::to_string)?;
+    let stopped = Instant::now();
+    transfer.set_copy_phase(CopyPhase::Final);
+    crate::transfer::finish::failpoint::point("precopy-stopped");
+    record.seal();
+    mp.begin_part(&PartInfo {
+        name: precopy_wire::DELTA.into(),
+        filename: None,
+        content_type: Some("application/octet-stream".into()),
+    })
+    .map_err(io)?;
+    let delta = delta::write_delta(root, record, mp, transfer.cancel_flag())?;
+    mp.begin_part(&PartInfo {
+        name: precopy_wire::MANIFEST.into(),
+        filename: None,
+        content_type: Some("application/x-ndjson".into()),
+    })
+    .map_err(io)?;
+    let entries = delta::write_manifest(root, mp, transfer.cancel_flag())?;
+    let line = format!(
+        "pre-copy: final pass sent {} changed files and {} other ops, {} bytes of data (live pass {} bytes), {} deletions, manifest of {entries} entries in {:.3} s",
+        delta.files,
+        delta.ops - delta.files,
+        delta.bytes,
+        record.bytes,
+        delta.deleted,
+        stopped.elapsed().as_secs_f64()
+    );
+    log::info!("transfer {}: {line}", transfer.id);
+    node.transfer_log(transfer, &line);
     Ok(())
 }
 
