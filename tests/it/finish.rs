@@ -1443,7 +1443,22 @@ fn random_rounds(transport: Transport, rounds: u32) {
             std::thread::sleep(after);
             w.act(event, &what);
         }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.assert_settled()));
+        // The one known exception to "one accepted report per side"
+        // (docs/decisions.md): over segments, a destination killed while its
+        // success is in the hands of a panel without a transaction re-sends
+        // it at start-up before the source's failure comes, and such a
+        // panel commits both, to the same node. Everything else stays
+        // strict (the data on one node, one terminal status, one failure).
+        let killed_dest =
+            matches!(event, Event::KillDest) || matches!(then, Some((Event::KillDest, _)));
+        let successes = if segmented && !transaction && killed_dest {
+            2
+        } else {
+            1
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            w.assert_settled_with(successes)
+        }));
         if let Err(e) = outcome {
             let msg = e
                 .downcast_ref::<String>()
