@@ -1,7 +1,8 @@
 //! The crate's libc calls outside `archive/` and `http/` (which keep their
 //! own `sys` modules, as they import nothing else of ferry): process
 //! limits and usage, the daemon's signal mask, Ctrl-C for the CLI, the
-//! terminal's width and the daemon's own ids.
+//! terminal's width, the daemon's own ids and early write-back of a file
+//! range (the transfer session's spool).
 //!
 //! This is the one place in those modules that may hold `unsafe` code
 //! (`lib.rs` denies it everywhere else); every block says why it is sound.
@@ -137,6 +138,32 @@ impl SignalSet {
     }
 }
 
+/// Starts writing back the dirty pages of `file` in `[offset, offset +
+/// len)` without waiting for them (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`): a later `fdatasync` then finds most of the
+/// range already on disk. It promises no durability by itself (no
+/// metadata, no cache flush); only the `fdatasync` does. Linux only; a
+/// filesystem that does not support it answers an error the caller may
+/// ignore (the `fdatasync` still does the whole job).
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: the descriptor is open for the borrow of `file`; the call
+    // reads no memory of ours.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes a FIFO at `path` (tests use one as a file whose writer blocks).
 #[cfg(test)]
 pub fn mkfifo(path: &std::path::Path) -> io::Result<()> {
@@ -189,6 +216,16 @@ mod tests {
         let file = dir.path().join("mine");
         std::fs::write(&file, b"").unwrap();
         assert_eq!(own_ids().0, std::fs::metadata(&file).unwrap().uid());
+    }
+
+    #[test]
+    fn start_writeback_takes_a_written_range() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = std::fs::File::create(dir.path().join("f")).unwrap();
+        file.write_all(&[7u8; 64 * 1024]).unwrap();
+        start_writeback(&file, 0, 64 * 1024).unwrap();
+        assert!(start_writeback(&file, u64::MAX, 1).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `transfer::segmented`'s; this file maps requests and answers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -16,6 +17,7 @@ use crate::node::Node;
 use crate::transfer::destination::verify_token;
 use crate::transfer::finish;
 use crate::transfer::manager::CancelRefused;
+use crate::transfer::segmented::ledger::State;
 use crate::transfer::segmented::session::Session;
 use crate::transfer::segmented::store::OpenRequest;
 use crate::transfer::segmented::{secret, segment};
@@ -68,14 +70,40 @@ fn session(node: &Node, request: &Request, params: &Params) -> Result<Arc<Sessio
     Ok(found)
 }
 
-/// `GET /api/transfers/session/:sid`.
+/// The longest `?wait=` a status request may ask for: well under the ~100 s
+/// after which proxies cut a silent read.
+pub const MAX_STATUS_WAIT: Duration = Duration::from_secs(20);
+
+/// `?wait=S`: how long a status request of a finishing session may wait
+/// for its outcome (seconds, capped at `MAX_STATUS_WAIT`; none: answer now).
+fn status_wait(query: &str) -> Duration {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(Duration::ZERO, |s| {
+            Duration::from_secs(s).min(MAX_STATUS_WAIT)
+        })
+}
+
+/// `GET /api/transfers/session/:sid[?wait=S]`: what the session holds and
+/// its state; with `wait`, a finishing session answers when the shared
+/// finish decided (or after S seconds, still `finishing`).
 pub fn status(
     node: &Arc<Node>,
     request: &mut Request,
     params: &Params,
 ) -> Result<Response, ApiError> {
     let session = session(node, request, params)?;
+    let wait = status_wait(&request.query);
     let view = session.view();
+    let view = if wait.is_zero() || view.state != State::Finishing {
+        view
+    } else {
+        // Waits for the install: keep the pool's seats for short requests.
+        request.leave_worker_pool();
+        session.view_when_settled(wait)
+    };
     let mut body = json!({"held": view.held, "state": view.state.as_str()});
     if let Some((code, message)) = view.error {
         body["error"] = json!(message);
@@ -113,8 +141,8 @@ pub fn segment(
     }
 }
 
-/// `POST /api/transfers/session/:sid/finish` `{"length","sha256"}`: 202 at
-/// once; the outcome comes by polling status.
+/// `POST /api/transfers/session/:sid/finish` `{"length","acks_sha256"}`:
+/// 202 at once; the outcome comes by asking status.
 pub fn finish(
     node: &Arc<Node>,
     request: &mut Request,
@@ -125,11 +153,14 @@ pub fn finish(
     let length = body.get("length").and_then(|v| v.as_u64());
     let mut sha = [0u8; 32];
     let digest_ok = body
-        .get("sha256")
+        .get("acks_sha256")
         .and_then(|v| v.as_str())
         .is_some_and(|h| h.len() == 64 && hex::decode_to_slice(h, &mut sha).is_ok());
     let (Some(length), true) = (length, digest_ok) else {
-        return Err(ApiError::new(400, "finish needs `length` and `sha256`"));
+        return Err(ApiError::new(
+            400,
+            "finish needs `length` and `acks_sha256`",
+        ));
     };
     match session.finish(length, sha) {
         Ok(()) => Ok(reply::json(
@@ -189,4 +220,19 @@ pub fn list(node: &Arc<Node>, _: &mut Request, _: &Params) -> Result<Response, A
         .collect();
     out.sort_by_key(|v| std::cmp::Reverse(v["created"].as_u64()));
     Ok(reply::json(200, &out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_wait_is_seconds_capped_well_under_a_proxy_timeout() {
+        assert_eq!(status_wait(""), Duration::ZERO);
+        assert_eq!(status_wait("wait=3"), Duration::from_secs(3));
+        assert_eq!(status_wait("x=1&wait=7"), Duration::from_secs(7));
+        assert_eq!(status_wait("wait=3600"), MAX_STATUS_WAIT);
+        assert_eq!(status_wait("wait=-1"), Duration::ZERO);
+        assert_eq!(status_wait("wait=soon"), Duration::ZERO);
+    }
 }

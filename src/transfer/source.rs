@@ -258,6 +258,16 @@ fn send(
             bytes_total: totals.bytes,
             files_total: totals.files,
             disk_total: totals.disk_bytes,
+            // What the listed backups this node holds weigh (the
+            // destination's spool cap counts them).
+            backups_total: plan
+                .backups
+                .iter()
+                .filter_map(|b| {
+                    let path = node.config.system.keep.backup_file(&transfer.server, b);
+                    std::fs::metadata(path).ok().map(|m| m.len())
+                })
+                .sum(),
             start_on_completion: plan.start_on_completion,
             precopy,
         };

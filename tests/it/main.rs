@@ -48,4 +48,5 @@ mod transfer_e2e;
 mod transfer_errors;
 mod transfer_tls;
 mod transport;
+mod transport_session;
 mod ws_events;

@@ -137,9 +137,11 @@ mod raw {
             &dest.url(&format!("/api/transfers/session/{sid}/finish")),
             &auth,
             &[],
-            json!({"length": bytes.len(), "sha256": sha(bytes)})
-                .to_string()
-                .as_bytes(),
+            // The claim: the digest of the one-line ack log it holds.
+            json!({"length": bytes.len(),
+                   "acks_sha256": sha(format!("0 {} {}\n", bytes.len(), sha(bytes)).as_bytes())})
+            .to_string()
+            .as_bytes(),
         );
         assert_eq!(code, 202, "{v}");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -162,6 +164,14 @@ mod raw {
 
     fn assert_clean(dest: &TestNode) {
         assert!(!dest.server_dir(SERVER).exists(), "server directory left");
+        // The session's directory goes right after its outcome is visible.
+        let sessions = dest.data.join(".ferry-sessions");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(&sessions).is_ok_and(|mut d| d.next().is_some())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for dir in [".ferry-staging", ".ferry-sessions"] {
             let left: Vec<_> = std::fs::read_dir(dest.data.join(dir))
                 .map(|d| d.flatten().map(|e| e.file_name()).collect())

@@ -157,13 +157,23 @@ impl Setup {
             .unwrap_or_default()
     }
 
+    /// The session's directory goes right after its outcome is visible
+    /// (removing a large spool takes a while): give it a few seconds.
+    fn assert_no_session_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.sessions_left().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(self.sessions_left(), Vec::<String>::new(), "session left");
+    }
+
     fn assert_destination_clean(&self) {
         assert!(!self.dest.server_dir(SERVER).exists(), "server dir left");
         let staging: Vec<_> = std::fs::read_dir(self.dest.data.join(".ferry-staging"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(staging.is_empty(), "staging left: {staging:?}");
-        assert_eq!(self.sessions_left(), Vec::<String>::new(), "session left");
+        self.assert_no_session_left();
     }
 
     /// Bytes the source sent twice, from its log line.
@@ -260,7 +270,7 @@ fn through_a_100_mb_proxy_300_mb_pass_in_segments_and_the_classic_post_is_refuse
     assert!(s.proxy.forwarded() > 300 * MB);
     s.assert_identical();
     assert_eq!(s.resent(), 0);
-    assert_eq!(s.sessions_left(), Vec::<String>::new());
+    s.assert_no_session_left();
     // The RSS budget (48 MiB per node) holds: segments live in files.
     let (src_hwm, dst_hwm) = (s.source.status_kib("VmHWM"), s.dest.status_kib("VmHWM"));
     eprintln!("300 MB through the proxy in {took:?}; peak RSS source {src_hwm} KiB, destination {dst_hwm} KiB");
@@ -358,7 +368,7 @@ fn a_killed_destination_restarts_and_the_transfer_resumes() {
         s.resent()
     );
     assert!(held > 0);
-    assert_eq!(s.sessions_left(), Vec::<String>::new());
+    s.assert_no_session_left();
     // One success report, from the destination; never a failure.
     let reports = s.panel.transfer_reports(SERVER);
     assert_eq!(reports, vec![("success".to_string(), 204)], "{reports:?}");
@@ -403,8 +413,9 @@ fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
 }
 
 /// A standalone destination and a source played by the test: the
-/// session's own refusals and the checksum rows of SPEC §4.
-mod raw {
+/// session's own refusals and the checksum rows of SPEC §4. Its request
+/// helpers serve `transport_session` too.
+pub(crate) mod raw {
     use super::*;
     use crate::support::archive_support::pack_vec;
     use crate::support::multipart_body;
@@ -413,7 +424,7 @@ mod raw {
         fake_panel::mint_transfer_jwt(&dest.token, SERVER)
     }
 
-    fn call(
+    pub(crate) fn call(
         method: &str,
         url: &str,
         auth: &str,
@@ -454,7 +465,7 @@ mod raw {
         )
     }
 
-    fn put(
+    pub(crate) fn put(
         dest: &TestNode,
         sid: &str,
         secret: &str,
@@ -473,7 +484,7 @@ mod raw {
         )
     }
 
-    fn sha(b: &[u8]) -> String {
+    pub(crate) fn sha(b: &[u8]) -> String {
         hex::encode(Sha256::digest(b))
     }
 
@@ -493,16 +504,30 @@ mod raw {
         )
     }
 
-    /// Sends `bytes` in two segments and the finish claim; polls status
-    /// until the session ends.
+    /// The finish's claim over segments `[(offset, bytes)]`: the SHA-256
+    /// of the ack log the destination should hold (docs/transport.md).
+    fn acks_claim(segments: &[(usize, &[u8])]) -> String {
+        let log: String = segments
+            .iter()
+            .map(|(o, b)| format!("{o} {} {}\n", b.len(), sha(b)))
+            .collect();
+        sha(log.as_bytes())
+    }
+
+    /// Sends `bytes` in two segments and the finish claim (the right one
+    /// when None); asks status until the session ends.
     fn send_all(
         dest: &TestNode,
         sid: &str,
         secret: &str,
         bytes: &[u8],
-        claim: &str,
+        claim: Option<&str>,
     ) -> serde_json::Value {
         let half = bytes.len() / 2;
+        let claim = claim.map_or_else(
+            || acks_claim(&[(0, &bytes[..half]), (half, &bytes[half..])]),
+            str::to_string,
+        );
         assert_eq!(
             put(dest, sid, secret, 0, &bytes[..half], &sha(&bytes[..half])).0,
             200
@@ -521,37 +546,54 @@ mod raw {
             &dest.url(&format!("/api/transfers/session/{sid}/finish")),
             &format!("Ferry-Session {secret}"),
             &[],
-            json!({"length": bytes.len(), "sha256": claim})
+            json!({"length": bytes.len(), "acks_sha256": claim})
                 .to_string()
                 .as_bytes(),
         );
         assert_eq!(code, 202, "{v}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (code, v) = call(
-                "GET",
-                &dest.url(&format!("/api/transfers/session/{sid}")),
-                &format!("Ferry-Session {secret}"),
-                &[],
-                b"",
-            );
-            assert_eq!(code, 200);
-            if !matches!(v["state"].as_str(), Some("receiving" | "finishing")) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{v}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // The status that waits answers once the finish decided, long
+        // before its 15 s (a small install takes milliseconds).
+        let asked = Instant::now();
+        let (code, v) = call(
+            "GET",
+            &dest.url(&format!("/api/transfers/session/{sid}?wait=15")),
+            &format!("Ferry-Session {secret}"),
+            &[],
+            b"",
+        );
+        assert_eq!(code, 200);
+        assert!(
+            !matches!(v["state"].as_str(), Some("receiving" | "finishing")),
+            "{v}"
+        );
+        assert!(asked.elapsed() < Duration::from_secs(10), "{v}");
+        v
     }
 
+    /// Nothing left (the session's directory goes right after its outcome
+    /// is visible: a few seconds for it).
     fn assert_clean(dest: &TestNode) {
         assert!(!dest.server_dir(SERVER).exists());
-        for dir in [".ferry-staging", ".ferry-sessions"] {
-            let left: Vec<_> = std::fs::read_dir(dest.data.join(dir))
+        let sessions = sessions_after_a_while(dest);
+        assert!(sessions.is_empty(), ".ferry-sessions left: {sessions:?}");
+        let staging: Vec<_> = std::fs::read_dir(dest.data.join(".ferry-staging"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(staging.is_empty(), ".ferry-staging left: {staging:?}");
+    }
+
+    /// What `.ferry-sessions` holds once it is empty, or after 10 s.
+    fn sessions_after_a_while(dest: &TestNode) -> Vec<std::ffi::OsString> {
+        let left = || -> Vec<_> {
+            std::fs::read_dir(dest.data.join(".ferry-sessions"))
                 .map(|d| d.flatten().map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            assert!(left.is_empty(), "{dir} left: {left:?}");
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !left().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
+        left()
     }
 
     #[test]
@@ -603,12 +645,10 @@ mod raw {
         assert_eq!(sid2, sid);
         assert_eq!(put(&dest, &sid, &secret, 0, b"x", &sha(b"x")).0, 401);
 
-        let end = send_all(&dest, &sid, &secret2, &bytes, &sha(&bytes));
+        let end = send_all(&dest, &sid, &secret2, &bytes, None);
         assert_eq!(end["state"], "completed", "{end}\n{}", dest.log_text());
         assert!(dest.server_dir(SERVER).join("server.properties").exists());
-        let left: Vec<_> = std::fs::read_dir(dest.data.join(".ferry-sessions"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let left = sessions_after_a_while(&dest);
         assert!(left.is_empty(), "{left:?}");
         // Replay after the end: refused.
         let (code, _) = call(
@@ -627,20 +667,29 @@ mod raw {
         // The archive's checksum part is wrong: SPEC §4's row.
         let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
         let bytes = body("bnd", Some(&"0".repeat(64)));
-        let end = send_all(&dest, &sid, &secret, &bytes, &sha(&bytes));
+        let end = send_all(&dest, &sid, &secret, &bytes, None);
         assert_eq!(end["state"], "failed", "{end}");
         assert_eq!(
             (end["code"].as_u64(), end["error"].as_str()),
             (Some(400), Some("checksums don't match"))
         );
         assert_clean(&dest);
-        // Every segment checked out, but the finish names another body.
-        let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
-        let bytes = body("bnd", None);
-        let end = send_all(&dest, &sid, &secret, &bytes, &sha(b"another body"));
-        assert_eq!(end["state"], "failed", "{end}");
-        assert_eq!(end["error"], "checksums don't match");
-        assert_clean(&dest);
+        // Every segment checked out, but the finish names other segments:
+        // the whole body as one (a claim over another split), or another
+        // body.
+        for as_one in [true, false] {
+            let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
+            let bytes = body("bnd", None);
+            let other = if as_one {
+                acks_claim(&[(0, &bytes)])
+            } else {
+                acks_claim(&[(0, b"x")])
+            };
+            let end = send_all(&dest, &sid, &secret, &bytes, Some(&other));
+            assert_eq!(end["state"], "failed", "{end}");
+            assert_eq!(end["error"], "checksums don't match");
+            assert_clean(&dest);
+        }
     }
 
     #[test]
@@ -687,13 +736,22 @@ mod raw {
         assert_eq!(code, 202, "{v}");
         let record = dest.wait_transfer_end(SERVER, Duration::from_secs(5));
         assert_eq!(record["status"], "cancelled");
-        let (code, v) = call(
-            "GET",
-            &dest.url(&format!("/api/transfers/session/{sid}")),
-            &format!("Ferry-Session {secret}"),
-            &[],
-            b"",
-        );
+        // The session's state follows its transfer's end (the extractor
+        // ends both, the record first).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (code, v) = loop {
+            let (code, v) = call(
+                "GET",
+                &dest.url(&format!("/api/transfers/session/{sid}")),
+                &format!("Ferry-Session {secret}"),
+                &[],
+                b"",
+            );
+            if v["state"] != "receiving" || Instant::now() > deadline {
+                break (code, v);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!((code, v["state"].as_str()), (200, Some("cancelled")), "{v}");
         assert_eq!(v["code"], 409);
         assert_clean(&dest);

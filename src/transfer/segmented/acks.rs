@@ -4,8 +4,11 @@
 //! of the last complete line that continues the previous one; a torn last
 //! line (the crash came mid-append) is ignored, and the spool is cut back
 //! to that length, because unacknowledged bytes may not be what was sent.
+//! The finish's claim is the digest of this log (`digest`).
 
 use std::fmt;
+
+use sha2::{Digest, Sha256};
 
 /// One acknowledged segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,19 @@ pub fn line(ack: &Ack) -> String {
         ack.length,
         hex::encode(ack.sha256)
     )
+}
+
+/// The finish's claim over `acks` (docs/transport.md): SHA-256 of their
+/// ack lines, in order. The source computes it over the segments it was
+/// told are held (each digest taken from the body as it was packed), the
+/// destination over its ack log: equal, the destination holds exactly the
+/// source's body.
+pub fn digest(acks: &[Ack]) -> [u8; 32] {
+    let mut sha = Sha256::new();
+    for ack in acks {
+        sha.update(line(ack).as_bytes());
+    }
+    sha.finalize().into()
 }
 
 /// The acknowledged segments in `log`, in order, and the held length.
@@ -104,6 +120,14 @@ mod tests {
         let (acks, held) = parse(log.as_bytes()).unwrap();
         assert_eq!(acks, vec![ack(0, 10, 1), ack(10, 5, 2)]);
         assert_eq!(held, 15);
+    }
+
+    #[test]
+    fn the_claim_is_the_digest_of_the_log_text() {
+        let acks = [ack(0, 10, 1), ack(10, 5, 2)];
+        let text = line(&acks[0]) + &line(&acks[1]);
+        assert_eq!(digest(&acks), <[u8; 32]>::from(Sha256::digest(text)));
+        assert_ne!(digest(&acks), digest(&acks[..1]));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -75,11 +75,18 @@ pub struct Follower {
     file: File,
     pos: u64,
     held: Arc<Held>,
+    /// Time spent waiting for bytes to be held (the session's summary).
+    pub waited: Duration,
 }
 
 impl Follower {
     pub fn new(file: File, held: Arc<Held>) -> Follower {
-        Follower { file, pos: 0, held }
+        Follower {
+            file,
+            pos: 0,
+            held,
+            waited: Duration::ZERO,
+        }
     }
 }
 
@@ -88,7 +95,9 @@ impl Read for Follower {
         if buf.is_empty() {
             return Ok(0);
         }
+        let began = Instant::now();
         let (held, end) = self.held.wait_past(self.pos);
+        self.waited += began.elapsed();
         if held <= self.pos {
             return match end {
                 End::Finished => Ok(0),

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::plan::{Next, Plan};
 use super::secret::SCHEME;
@@ -24,15 +23,21 @@ use crate::node::Node;
 use crate::transfer::finish::SourceEnd;
 use crate::transfer::Transfer;
 
+mod claim;
 mod kept;
 mod requests;
 
+use claim::HeldSegments;
 use kept::KeptSegment;
 use requests::{error_of, reply, Put, Reply};
 
 /// While the destination finishes, how long it may stay silent before
 /// the source lets the panel decide (a classic POST learns it at once).
 const FINISH_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The size of the first segment; each next one doubles, up to the
+/// segment size.
+const FIRST_SEGMENT: u64 = 4 * 1024 * 1024;
 
 /// The header naming a segment's SHA-256 (docs/transport.md).
 pub const SEGMENT_SHA256: &str = "X-Ferry-Segment-Sha256";
@@ -50,6 +55,8 @@ pub struct Announce<'a> {
     pub bytes_total: u64,
     pub files_total: u64,
     pub disk_total: u64,
+    /// Bytes of the backups the body carries (the destination's spool cap).
+    pub backups_total: u64,
     pub start_on_completion: bool,
     /// The body ends with pre-copy's parts (SPEC §10).
     pub precopy: bool,
@@ -121,6 +128,7 @@ impl<'a> Sender<'a> {
             "bytes_total": announce.bytes_total,
             "files_total": announce.files_total,
             "disk_total": announce.disk_total,
+            "backups_total": announce.backups_total,
             "start_on_completion": announce.start_on_completion,
             "precopy": announce.precopy,
         });
@@ -220,50 +228,61 @@ impl<'a> Sender<'a> {
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let filler = scope.spawn(|| {
-                let mut whole = Sha256::new();
+                // The first segments are small and double up to the
+                // segment size: the destination starts receiving (and
+                // extracting) after 4 MiB are packed, not 64.
+                let mut ramp = FIRST_SEGMENT;
                 while let Ok(mut seg) = free_rx.recv() {
-                    let filled = seg.fill(
-                        &mut *body,
-                        fill_size.load(Ordering::SeqCst),
-                        &mut whole,
-                        &stop,
-                    );
+                    let want = ramp.min(fill_size.load(Ordering::SeqCst));
+                    ramp = ramp.saturating_mul(2);
+                    let filled = seg.fill(&mut *body, want, &stop);
                     let last = !matches!(filled, Ok(n) if n > 0);
                     if full_tx.send(filled.map(|n| (seg, n))).is_err() || last {
                         break;
                     }
                 }
-                hex::encode(whole.finalize())
             });
             let sent = self.send_filled(&full_rx, &free_tx, &fill_size, size);
             stop.store(true, Ordering::SeqCst);
             // Unblocks the filler wherever it waits.
             drop(full_rx);
             drop(free_tx);
-            let whole = filler.join().unwrap_or_default();
+            let _ = filler.join();
             match sent {
-                Ok(length) => self.finish(length, &whole),
+                Ok((length, claim)) => {
+                    let began = Instant::now();
+                    let end = self.finish(length, &claim);
+                    log::info!(
+                        "transfer {}: the finish took {:.2} s",
+                        self.transfer.id,
+                        began.elapsed().as_secs_f64()
+                    );
+                    end
+                }
                 Err(end) => end,
             }
         })
     }
 
-    /// Sends the filled segments in order until the body's end: its length,
-    /// or how the transfer ended.
+    /// Sends the filled segments in order until the body's end: its length
+    /// and the finish's claim, or how the transfer ended.
     fn send_filled(
         &self,
         full: &crossbeam_channel::Receiver<io::Result<(KeptSegment, u64)>>,
         free: &crossbeam_channel::Sender<KeptSegment>,
         fill_size: &AtomicU64,
         size: u64,
-    ) -> Result<u64, SourceEnd> {
+    ) -> Result<(u64, [u8; 32]), SourceEnd> {
         let cancelled = || SourceEnd::NoAnswer("cancelled".into());
         let mut plan = Plan::new(size, 0);
+        let mut held_segments = HeldSegments::default();
         let mut current: Option<KeptSegment> = None;
         let mut length = 0u64;
         let mut kept_start = 0u64;
         let mut mismatches = 0;
         let mut segments = 0u64;
+        // Where the time went (the summary line; scripts/bench-transport.py).
+        let (mut packing, mut putting) = (Duration::ZERO, Duration::ZERO);
         loop {
             if self.transfer.is_cancelled() {
                 return Err(cancelled());
@@ -274,7 +293,10 @@ impl<'a> Sender<'a> {
                     if let Some(done) = current.take() {
                         let _ = free.send(done);
                     }
-                    let (seg, n) = match full.recv() {
+                    let waited = Instant::now();
+                    let received = full.recv();
+                    packing += waited.elapsed();
+                    let (seg, n) = match received {
                         Ok(Ok(filled)) => filled,
                         Ok(Err(_)) | Err(_) if self.transfer.is_cancelled() => {
                             return Err(cancelled())
@@ -296,9 +318,20 @@ impl<'a> Sender<'a> {
                     let Some(kept) = current.as_mut() else {
                         return Err(SourceEnd::Local("no segment kept to send".into()));
                     };
+                    let digest = match kept.digest(offset - kept_start, n) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            return Err(SourceEnd::Local(format!(
+                                "cannot read the kept segment: {e}"
+                            )))
+                        }
+                    };
                     plan.sending(offset, n);
                     segments += 1;
-                    let held = match self.put(kept, offset - kept_start, offset, n) {
+                    let began = Instant::now();
+                    let put = self.put(kept, offset - kept_start, offset, n, &digest);
+                    putting += began.elapsed();
+                    let held = match put {
                         Put::Held(h) => h,
                         Put::TooLarge => {
                             if let Err(e) = plan.too_large() {
@@ -329,14 +362,20 @@ impl<'a> Sender<'a> {
                     if let Err(e) = plan.held_is(held) {
                         return Err(SourceEnd::NoAnswer(e.to_string()));
                     }
+                    if let Err(e) = held_segments.noted(offset, n, digest, held) {
+                        return Err(SourceEnd::NoAnswer(e.to_string()));
+                    }
                 }
             }
         }
         log::info!(
-            "transfer {}: {length} bytes in {segments} segment requests over session {}, {} bytes sent twice",
+            "transfer {}: {length} bytes in {segments} segment requests over session {}, {} bytes sent twice; \
+             {:.2} s waiting for packed bytes, {:.2} s in segment requests",
             self.transfer.id,
             self.sid,
-            plan.resent
+            plan.resent,
+            packing.as_secs_f64(),
+            putting.as_secs_f64(),
         );
         self.node.transfer_log(
             self.transfer,
@@ -346,7 +385,7 @@ impl<'a> Sender<'a> {
                 crate::transfer::progress::human_bytes(plan.resent)
             ),
         );
-        Ok(length)
+        Ok((length, held_segments.claim()))
     }
 }
 

@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -21,6 +22,8 @@ use super::ledger::{Ledger, Refusal};
 use super::segment::SegmentHeader;
 
 pub const SPOOL: &str = "spool";
+/// Bytes of a segment written before their write-back is started.
+const WRITEBACK_STEP: u64 = 4 * 1024 * 1024;
 pub const ACKS: &str = "acks";
 
 #[derive(Debug)]
@@ -76,10 +79,37 @@ impl From<Refusal> for SpoolError {
     }
 }
 
+/// What the body may hold besides the archive and the announced backups:
+/// the installation log's bound (64 MiB), the configuration's (1 MiB) and
+/// the parts' framing.
+pub const BODY_SLACK: u64 = 66 * 1024 * 1024;
+
+/// The most a session's spool may hold for a server limited to `disk`
+/// bytes (its `disk_space`) whose source announced `backups` bytes of
+/// backups: the archive of a tree within the limit is at most about its
+/// size (a tenth more covers tar's headers and an incompressible tree),
+/// plus the backups and the other parts. A spool past it is a source
+/// filling this node's disk, refused as SPEC §4's space row.
+pub fn cap(disk: u64, backups: u64) -> u64 {
+    disk.saturating_add(disk / 10)
+        .saturating_add(backups)
+        .saturating_add(BODY_SLACK)
+}
+
 pub struct Spool {
     dir: PathBuf,
     spool: File,
     acks: File,
+    /// Where the segments' time went (the session's summary line).
+    pub timing: Timing,
+}
+
+/// Time spent receiving segments: reading and writing their bytes, and
+/// waiting for them (and their ack lines) to be durable.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timing {
+    pub writing: Duration,
+    pub syncing: Duration,
 }
 
 impl Spool {
@@ -100,6 +130,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             spool,
             acks,
+            timing: Timing::default(),
         })
     }
 
@@ -134,6 +165,7 @@ impl Spool {
                 dir: dir.to_path_buf(),
                 spool,
                 acks,
+                timing: Timing::default(),
             },
             held,
         ))
@@ -157,11 +189,13 @@ impl Spool {
         let held = ledger.held();
         match self.append(ledger, header, body) {
             Ok(ack) => {
+                let began = Instant::now();
                 self.acks.seek(SeekFrom::End(0))?;
                 let written = self
                     .acks
                     .write_all(acks::line(&ack).as_bytes())
                     .and_then(|()| self.acks.sync_data());
+                self.timing.syncing += began.elapsed();
                 if let Err(e) = written {
                     ledger.abandon();
                     let _ = self.spool.set_len(held);
@@ -184,11 +218,16 @@ impl Spool {
         header: SegmentHeader,
         body: &mut impl Read,
     ) -> Result<acks::Ack, SpoolError> {
+        let began = Instant::now();
         self.spool.set_len(header.offset)?;
         self.spool.seek(SeekFrom::Start(header.offset))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0u64;
+        // Where write-back was last started: the disk writes the segment
+        // while the rest arrives, so the fsync before the ack waits for
+        // the last few MiB only, not the whole segment.
+        let mut kicked = 0u64;
         while got < header.length {
             let want = (header.length - got).min(buf.len() as u64) as usize;
             let n = match body.read(&mut buf[..want]) {
@@ -205,9 +244,18 @@ impl Spool {
             hasher.update(&buf[..n]);
             self.spool.write_all(&buf[..n])?;
             got += n as u64;
+            if got - kicked >= WRITEBACK_STEP {
+                // Best effort: the fsync below is what makes it durable.
+                let _ =
+                    crate::sys::start_writeback(&self.spool, header.offset + kicked, got - kicked);
+                kicked = got;
+            }
         }
         let ack = ledger.check(hasher.finalize().into())?;
+        self.timing.writing += began.elapsed();
+        let began = Instant::now();
         self.spool.sync_data()?;
+        self.timing.syncing += began.elapsed();
         Ok(ack)
     }
 
@@ -343,6 +391,14 @@ mod tests {
             matches!(err, SpoolError::Truncated { spool: 3, held: 6 }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_cap_is_the_limit_a_tenth_more_the_backups_and_the_slack() {
+        let gib = 1024 * 1024 * 1024;
+        assert_eq!(cap(10 * gib, 0), 11 * gib + BODY_SLACK);
+        assert_eq!(cap(10 * gib, gib), 12 * gib + BODY_SLACK);
+        assert_eq!(cap(u64::MAX, 1), u64::MAX);
     }
 
     #[test]

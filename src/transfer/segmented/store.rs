@@ -52,6 +52,9 @@ pub struct OpenRequest {
     pub disk_total: Option<u64>,
     #[serde(default)]
     pub start_on_completion: bool,
+    /// Bytes of the backups the body carries besides the archive.
+    #[serde(default)]
+    pub backups_total: u64,
     /// The body ends with pre-copy's delta and manifest (SPEC §10).
     #[serde(default)]
     pub precopy: bool,
@@ -124,8 +127,12 @@ impl Sessions {
         if node.registry.contains(&uuid) {
             return Err(ApiError::new(409, EXISTS));
         }
+        // The server's disk limit, as the panel says now: the announced
+        // tree must fit (SPEC §4's space row, before a byte is sent), and
+        // it caps the spool.
+        let limit = panel_disk_limit(node, &uuid);
         let total = wanted.disk_total.unwrap_or(wanted.bytes_total);
-        crate::transfer::destination::preflight_space(node, None, total)?;
+        crate::transfer::destination::preflight_space(node, limit, total)?;
         let transfer = node
             .transfers
             .begin(&uuid, Direction::Incoming, peer)
@@ -133,6 +140,7 @@ impl Sessions {
         node.transfers
             .transition(&transfer, Status::Processing, None);
         transfer.set_totals(wanted.files_total, wanted.bytes_total);
+        let created = session::now();
         let record = SessionRecord {
             sid: sid.clone(),
             secret_sha256: stored,
@@ -146,8 +154,10 @@ impl Sessions {
             files_total: wanted.files_total,
             disk_total: wanted.disk_total,
             start_on_completion: wanted.start_on_completion,
+            spool_cap: limit.map(|disk| super::spool::cap(disk, wanted.backups_total)),
             precopy: wanted.precopy,
-            created: session::now(),
+            created,
+            last_activity: created,
             state: State::Receiving.as_str().to_string(),
         };
         let dir = sessions_root(&node.config.system.data).join(&sid);
@@ -278,11 +288,19 @@ impl Sessions {
             });
             match taken {
                 Ok((record, spool, held)) => {
-                    log::warn!(
-                        "recovery: transfer session {} of {} holds {held} bytes; it resumes",
-                        record.sid,
-                        record.server
-                    );
+                    match silent_past_window(node, &record) {
+                        None => log::warn!(
+                            "recovery: transfer session {} of {} holds {held} bytes; it resumes",
+                            record.sid,
+                            record.server
+                        ),
+                        Some(silent) => log::warn!(
+                            "recovery: transfer session {} of {} holds {held} bytes but was silent for {silent} s, \
+                             past the resume window, while this node was down; it ends as expired",
+                            record.sid,
+                            record.server
+                        ),
+                    }
                     node.transfers.forget_orphan(&record.transfer_id);
                     out.push((record, spool, held));
                 }
@@ -318,6 +336,11 @@ impl Sessions {
             let transfer = node.transfers.resume(&saved);
             transfer.set_totals(record.files_total, record.bytes_total);
             let dir = sessions_root(&node.config.system.data).join(&record.sid);
+            if silent_past_window(node, &record).is_some() {
+                drop(spool);
+                expire_at_start(node, &transfer, &record, &dir);
+                continue;
+            }
             let sid = record.sid.clone();
             let session = Session::new(
                 record,
@@ -336,6 +359,42 @@ impl Sessions {
     }
 }
 
+/// How long a taken-up session was silent, when that is past the window
+/// (its saved activity, at most a minute behind the last segment).
+fn silent_past_window(node: &Node, record: &SessionRecord) -> Option<u64> {
+    let silent = session::now().saturating_sub(record.last_activity);
+    (record.last_activity > 0 && silent > window(&node.config)).then_some(silent)
+}
+
+/// A session whose window passed while this node was down ends as the
+/// sweeper would have ended it (SPEC §10): its transfer cancelled as
+/// expired, one failure report, its directory removed, its JWT into the
+/// replay guard. No extractor runs for it.
+fn expire_at_start(
+    node: &Arc<Node>,
+    transfer: &Arc<crate::transfer::Transfer>,
+    record: &SessionRecord,
+    dir: &std::path::Path,
+) {
+    node.transfer_log(transfer, EXPIRED);
+    if node
+        .transfers
+        .cancel(transfer, Some(EXPIRED.to_string()))
+        .is_err()
+    {
+        log::warn!(
+            "transfer {}: the expired session could not be cancelled",
+            transfer.id
+        );
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        log::error!("recovery: cannot remove {}: {e}", dir.display());
+    }
+    let _ = finish::destination::fail(node, transfer, ApiError::new(409, EXPIRED));
+    node.transfers
+        .remember_token(&record.replay_key, record.replay_expires);
+}
+
 /// A session directory that can go on, or why not.
 fn take_up(dir: &std::path::Path) -> Result<(SessionRecord, Spool, u64), String> {
     let bytes = std::fs::read(dir.join(RECORD)).map_err(|e| format!("no record: {e}"))?;
@@ -351,6 +410,27 @@ fn take_up(dir: &std::path::Path) -> Result<(SessionRecord, Spool, u64), String>
     }
     let (spool, held) = Spool::reopen(dir).map_err(|e| e.to_string())?;
     Ok((record, spool, held))
+}
+
+/// The server's `disk_space` in bytes from the panel, when it has one. A
+/// panel that does not answer here gives none: the extractor asks it again
+/// and fails the transfer if it still does not answer.
+fn panel_disk_limit(node: &Node, uuid: &str) -> Option<u64> {
+    let remote = match node.panel.as_ref()?.server(uuid) {
+        Ok(remote) => remote,
+        Err(e) => {
+            log::warn!(
+                "transfer session for {uuid}: no server configuration from the panel at open: {e}"
+            );
+            return None;
+        }
+    };
+    crate::server::ServerConfig {
+        uuid: uuid.to_string(),
+        settings: remote.settings,
+        process_configuration: remote.process_configuration,
+    }
+    .disk_space_bytes()
 }
 
 /// A failure after the transfer began but before its extractor runs.

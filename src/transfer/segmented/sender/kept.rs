@@ -1,5 +1,6 @@
 //! The segment a sender keeps for resend: an unlinked file on the data
-//! filesystem, never memory (the RSS budget).
+//! filesystem, never memory (the RSS budget), and its digest, computed
+//! while it is written.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -10,6 +11,9 @@ use sha2::{Digest, Sha256};
 /// The segment kept for resend: an unlinked file on the data filesystem.
 pub(super) struct KeptSegment {
     file: File,
+    /// Length and SHA-256 of what `fill` wrote: a PUT of the whole kept
+    /// segment (the usual case) needs no second pass over the file.
+    filled: Option<(u64, [u8; 32])>,
 }
 
 impl KeptSegment {
@@ -25,22 +29,23 @@ impl KeptSegment {
             .open(&path)?;
         // Nothing to clean up after a crash: the name goes at once.
         std::fs::remove_file(&path)?;
-        Ok(KeptSegment { file })
+        Ok(KeptSegment { file, filled: None })
     }
 
     /// Replaces the kept segment with up to `size` next bytes of `body`
-    /// (fewer only at its end), hashing them into `whole`.
+    /// (fewer only at its end), hashing them (the segment's digest).
     pub(super) fn fill(
         &mut self,
         body: &mut impl Read,
         size: u64,
-        whole: &mut Sha256,
         stop: &AtomicBool,
     ) -> io::Result<u64> {
+        self.filled = None;
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0u64;
+        let mut segment = Sha256::new();
         while got < size {
             if stop.load(Ordering::SeqCst) {
                 return Err(io::Error::other("the sender stopped"));
@@ -52,17 +57,26 @@ impl KeptSegment {
                 // Not retried: the upload pipe says "cancelled" this way.
                 Err(e) => return Err(e),
             };
-            whole.update(&buf[..n]);
+            segment.update(&buf[..n]);
             self.file.write_all(&buf[..n])?;
             got += n as u64;
         }
+        self.filled = Some((got, segment.finalize().into()));
         Ok(got)
     }
 
-    pub(super) fn digest(&mut self, at: u64, n: u64) -> io::Result<String> {
+    /// SHA-256 of `[at, at + n)` of the kept segment: the one `fill`
+    /// computed when that is the whole segment, else read back (a piece
+    /// after a proxy's 413).
+    pub(super) fn digest(&mut self, at: u64, n: u64) -> io::Result<[u8; 32]> {
+        if let Some((length, sha)) = self.filled {
+            if at == 0 && n == length {
+                return Ok(sha);
+            }
+        }
         let mut sha = Sha256::new();
         io::copy(&mut self.range(at, n)?, &mut sha)?;
-        Ok(hex::encode(sha.finalize()))
+        Ok(sha.finalize().into())
     }
 
     pub(super) fn range(&mut self, at: u64, n: u64) -> io::Result<io::Take<&File>> {

@@ -8,6 +8,10 @@ use serde_json::json;
 
 use super::kept::KeptSegment;
 use super::{nap, Backoff, Sender, FINISH_PATIENCE, SEGMENT_SHA256};
+
+/// How long one status request asks the destination to wait for the
+/// finish (its cap, `api::transfer_session::MAX_STATUS_WAIT`, is 20 s).
+const STATUS_WAIT: Duration = Duration::from_secs(20);
 use crate::transfer::finish::SourceEnd;
 
 /// One answer of the destination, or why there was none.
@@ -78,16 +82,17 @@ impl Status {
 }
 
 impl Sender<'_> {
-    /// One PUT of `[offset, offset + n)`, read from the kept segment at `at`.
-    pub(super) fn put(&self, kept: &mut KeptSegment, at: u64, offset: u64, n: u64) -> Put {
-        let digest = match kept.digest(at, n) {
-            Ok(d) => d,
-            Err(e) => {
-                return Put::End(SourceEnd::Local(format!(
-                    "cannot read the kept segment: {e}"
-                )))
-            }
-        };
+    /// One PUT of `[offset, offset + n)` whose SHA-256 is `digest`, read
+    /// from the kept segment at `at`.
+    pub(super) fn put(
+        &self,
+        kept: &mut KeptSegment,
+        at: u64,
+        offset: u64,
+        n: u64,
+        digest: &[u8; 32],
+    ) -> Put {
+        let digest = hex::encode(digest);
         let mut reader = match kept.range(at, n) {
             Ok(r) => r,
             Err(e) => {
@@ -153,17 +158,37 @@ impl Sender<'_> {
 
     /// Status, asked until answered or `patience` passed without an answer.
     pub(super) fn status_within(&self, patience: Duration) -> Result<Status, SourceEnd> {
-        let deadline = Instant::now() + patience;
+        let mut no_wait = Duration::ZERO;
+        self.status_waiting(patience, &mut no_wait)
+    }
+
+    /// Status as `status_within`; a finishing session answers when its
+    /// finish decided or after `wait` (`?wait=`, docs/transport.md). An
+    /// attempt that gets no answer halves `wait` (a proxy may cut a silent
+    /// read sooner than the destination answers) and does not count
+    /// against `patience` while it waited.
+    pub(super) fn status_waiting(
+        &self,
+        patience: Duration,
+        wait: &mut Duration,
+    ) -> Result<Status, SourceEnd> {
+        let mut deadline = Instant::now() + patience;
         let mut pause = Backoff::default();
         loop {
             if self.transfer.is_cancelled() {
                 return Err(SourceEnd::NoAnswer("cancelled".into()));
             }
+            let url = if wait.is_zero() {
+                self.base.clone()
+            } else {
+                format!("{}?wait={}", self.base, wait.as_secs())
+            };
+            let asked = Instant::now();
             let got = self
                 .agent
-                .get(&self.base)
+                .get(&url)
                 .config()
-                .timeout_global(Some(Duration::from_secs(15)))
+                .timeout_global(Some(Duration::from_secs(15) + *wait))
                 .build()
                 .header("Authorization", &self.auth())
                 .call();
@@ -172,6 +197,10 @@ impl Sender<'_> {
                 Reply::Answer(status, v) => return Err(SourceEnd::Refused(status, error_of(&v))),
                 Reply::Transient(why) if Instant::now() < deadline => {
                     log::debug!("transfer {}: status: {why}", self.transfer.id);
+                    if !wait.is_zero() {
+                        deadline += asked.elapsed().min(*wait);
+                        *wait = Duration::from_secs(wait.as_secs() / 2);
+                    }
                     pause.sleep(self.transfer);
                 }
                 Reply::Transient(why) => {
@@ -183,10 +212,10 @@ impl Sender<'_> {
         }
     }
 
-    /// Names the body's end and digest, then polls until the destination's
-    /// shared finish decided.
-    pub(super) fn finish(&self, length: u64, sha256: &str) -> SourceEnd {
-        let body = json!({ "length": length, "sha256": sha256 }).to_string();
+    /// Names the body's end and the digest of the ack log the destination
+    /// should hold (`claim`), then asks until its shared finish decided.
+    pub(super) fn finish(&self, length: u64, claim: &[u8; 32]) -> SourceEnd {
+        let body = json!({ "length": length, "acks_sha256": hex::encode(claim) }).to_string();
         let deadline = Instant::now() + self.window;
         let mut pause = Backoff::default();
         loop {
@@ -223,23 +252,25 @@ impl Sender<'_> {
                 Reply::Transient(why) => return SourceEnd::NoAnswer(why),
             }
         }
-        // Polled: from 100 ms doubling to a second for the first ten
-        // seconds (a small install ends fast), then every five.
-        let started = Instant::now();
-        let mut quick = Duration::from_millis(100);
+        // A status that waits: the destination answers as soon as its
+        // finish decided, or after STATUS_WAIT still finishing (no request
+        // is silent for long: proxies cut idle reads at ~100 s). A
+        // destination that answers at once anyway is asked again after a
+        // pause, from 100 ms doubling to 5 s.
+        let mut pause = Duration::from_millis(100);
+        let mut wait = STATUS_WAIT;
         loop {
-            let wait = if started.elapsed() < Duration::from_secs(10) {
-                let wait = quick;
-                quick = (quick * 2).min(Duration::from_secs(1));
-                wait
-            } else {
-                Duration::from_secs(5)
-            };
-            nap(self.transfer, wait);
+            let asked = Instant::now();
             // The destination's shared finish decides; a destination that
             // stops answering (or lost the session in a restart, 404) is
             // what a cut classic POST is: the panel decides (SPEC §5.1).
-            match self.status_within(FINISH_PATIENCE) {
+            let status = self.status_waiting(FINISH_PATIENCE, &mut wait);
+            let answered_at_once = wait.is_zero() || asked.elapsed() < wait / 2;
+            if matches!(status, Ok(Status::Finishing)) && answered_at_once {
+                nap(self.transfer, pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            match status {
                 Ok(Status::Ended(end)) => return end,
                 Err(SourceEnd::Refused(404, why)) => {
                     return SourceEnd::NoAnswer(format!("the destination lost the session: {why}"))
