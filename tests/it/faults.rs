@@ -15,35 +15,52 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::finish::Transport;
 use fake_panel::FakePanel;
 use node::{make_server_tree, tree_listing, NodeOptions, TestNode, TOKEN};
 use serde_json::json;
 
 const SERVER: &str = "7d2e3f40-5b6c-4d7e-8f90-a1b2c3d4e5f6";
 
-/// These faults hit the classic POST mid-body; the segmented transport's
-/// own (cuts, kills, expiry) are in `transport::`.
-fn classic() -> Vec<(String, String)> {
-    vec![("FERRY_TRANSPORT".into(), "classic".into())]
+/// The faults below hit either transport (`network_cut_mid_stream` the
+/// classic POST only: the segmented one resumes, see `transport::`). Over
+/// the segmented one, segments are 1 MiB so a fault lands between them.
+fn source_yaml(transfers_yaml: &str, transport: Transport) -> String {
+    match transport {
+        Transport::Classic => transfers_yaml.to_string(),
+        Transport::Segmented => format!("{transfers_yaml}\nsegment_size: 1"),
+    }
 }
 
-fn start_source(panel: &FakePanel, transfers_yaml: &str, tree: impl Fn(&Path)) -> TestNode {
+fn start_source(
+    panel: &FakePanel,
+    transfers_yaml: &str,
+    tree: impl Fn(&Path),
+    transport: Transport,
+) -> TestNode {
     panel.add_server(SERVER, json!({"uuid": SERVER}));
     let root = tempfile::tempdir().unwrap().keep();
     tree(&root.join("volumes").join(SERVER));
     TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
-        transfers_yaml: transfers_yaml.to_string(),
-        env: classic(),
+        transfers_yaml: source_yaml(transfers_yaml, transport),
+        env: transport.env(),
         ..Default::default()
     })
 }
 
-fn start_dest(panel: &FakePanel, root: Option<std::path::PathBuf>) -> TestNode {
+/// A destination; its sessions expire after a few seconds of silence
+/// (`Transport::env`), so a dead source's session ends within the test.
+fn start_dest(
+    panel: &FakePanel,
+    root: Option<std::path::PathBuf>,
+    transport: Transport,
+) -> TestNode {
     TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root,
+        env: transport.env(),
         ..Default::default()
     })
 }
@@ -69,6 +86,10 @@ fn assert_dest_clean(dest: &TestNode) {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "staging left: {left:?}");
+    let sessions: Vec<_> = std::fs::read_dir(dest.data.join(".ferry-sessions"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(sessions.is_empty(), "session left: {sessions:?}");
     assert_eq!(dest.get(&format!("/api/servers/{SERVER}")).0, 404);
 }
 
@@ -97,16 +118,35 @@ fn wait_reports(panel: &FakePanel, n: usize) {
 
 #[test]
 fn source_killed_mid_stream() {
+    source_killed_mid_stream_over(Transport::Classic);
+}
+
+#[test]
+fn source_killed_mid_stream_segmented() {
+    source_killed_mid_stream_over(Transport::Segmented);
+}
+
+fn source_killed_mid_stream_over(transport: Transport) {
     let panel = FakePanel::start("testtokenid", TOKEN);
-    let dest = start_dest(&panel, None);
-    let mut source = start_source(&panel, "upload_limit: 1", make_server_tree);
+    let dest = start_dest(&panel, None, transport);
+    let mut source = start_source(&panel, "upload_limit: 1", make_server_tree, transport);
     let before = tree_listing(&source.server_dir(SERVER));
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
     dest.wait_transfer_bytes(SERVER);
     source.kill9();
-    // The destination sees the body end early: failed, cleaned, reported.
+    // Classic: the destination sees the body end early: failed, cleaned,
+    // reported. Segmented: the session waits for the source to come back
+    // until its window passes (a restarted source does not resume), then
+    // expires: cancelled, cleaned, reported.
     let record = dest.wait_transfer_end(SERVER, Duration::from_secs(30));
-    assert_eq!(record["status"], "failed", "{record}");
+    match transport {
+        Transport::Classic => assert_eq!(record["status"], "failed", "{record}"),
+        Transport::Segmented => {
+            assert_eq!(record["status"], "cancelled", "{record}");
+            let expired = ferry::transfer::segmented::store::EXPIRED;
+            assert_eq!(record["cancel_reason"], expired, "{record}");
+        }
+    }
     assert_dest_clean(&dest);
     wait_reports(&panel, 1);
     // The source restarts: the orphan ends failed with one report, the
@@ -117,6 +157,8 @@ fn source_killed_mid_stream() {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        transfers_yaml: source_yaml("", transport),
+        env: transport.env(),
         ..Default::default()
     });
     wait_reports(&panel, 2);
@@ -181,8 +223,8 @@ fn cutting_proxy(
 #[test]
 fn network_cut_mid_stream() {
     let panel = FakePanel::start("testtokenid", TOKEN);
-    let dest = start_dest(&panel, None);
-    let source = start_source(&panel, "", make_server_tree);
+    let dest = start_dest(&panel, None, Transport::Classic);
+    let source = start_source(&panel, "", make_server_tree, Transport::Classic);
     let before = tree_listing(&source.server_dir(SERVER));
     let (proxy, cut) = cutting_proxy(dest.addr, 1024 * 1024);
     begin(
@@ -216,6 +258,15 @@ impl Drop for Mount {
 
 #[test]
 fn destination_filesystem_full() {
+    destination_filesystem_full_over(Transport::Classic);
+}
+
+#[test]
+fn destination_filesystem_full_segmented() {
+    destination_filesystem_full_over(Transport::Segmented);
+}
+
+fn destination_filesystem_full_over(transport: Transport) {
     let panel = FakePanel::start("testtokenid", TOKEN);
     // The destination's data directory is a 2 MiB tmpfs. The tree's file
     // content is small (so the size announced up front fits), but its
@@ -233,13 +284,18 @@ fn destination_filesystem_full() {
         "this test needs to mount a tmpfs (run as root)"
     );
     let _mount = Mount(data.clone());
-    let dest = start_dest(&panel, Some(root));
-    let source = start_source(&panel, "", |dir| {
-        std::fs::create_dir_all(dir).unwrap();
-        for i in 0..2000 {
-            std::fs::write(dir.join(format!("config-{i}.yml")), format!("key: {i}\n")).unwrap();
-        }
-    });
+    let dest = start_dest(&panel, Some(root), transport);
+    let source = start_source(
+        &panel,
+        "",
+        |dir| {
+            std::fs::create_dir_all(dir).unwrap();
+            for i in 0..2000 {
+                std::fs::write(dir.join(format!("config-{i}.yml")), format!("key: {i}\n")).unwrap();
+            }
+        },
+        transport,
+    );
     let before = tree_listing(&source.server_dir(SERVER));
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
     let record = source.wait_transfer_end(SERVER, Duration::from_secs(30));
@@ -260,9 +316,18 @@ fn destination_filesystem_full() {
 
 #[test]
 fn panel_refusing_reports_never_leaves_a_server_locked() {
+    panel_refusing_reports_never_leaves_a_server_locked_over(Transport::Classic);
+}
+
+#[test]
+fn panel_refusing_reports_never_leaves_a_server_locked_segmented() {
+    panel_refusing_reports_never_leaves_a_server_locked_over(Transport::Segmented);
+}
+
+fn panel_refusing_reports_never_leaves_a_server_locked_over(transport: Transport) {
     let panel = FakePanel::start("testtokenid", TOKEN);
-    let dest = start_dest(&panel, None);
-    let source = start_source(&panel, "upload_limit: 1", make_server_tree);
+    let dest = start_dest(&panel, None, transport);
+    let source = start_source(&panel, "upload_limit: 1", make_server_tree, transport);
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
     dest.wait_transfer_bytes(SERVER);
     // The panel stops knowing about the transfer: reports answer 409,
@@ -285,16 +350,29 @@ fn panel_refusing_reports_never_leaves_a_server_locked() {
 
 #[test]
 fn shutdown_signal_mid_transfer_cancels_after_the_grace_period() {
+    shutdown_signal_mid_transfer_cancels_after_the_grace_period_over(Transport::Classic);
+}
+
+#[test]
+fn shutdown_signal_mid_transfer_cancels_after_the_grace_period_segmented() {
+    shutdown_signal_mid_transfer_cancels_after_the_grace_period_over(Transport::Segmented);
+}
+
+fn shutdown_signal_mid_transfer_cancels_after_the_grace_period_over(transport: Transport) {
     let panel = FakePanel::start("testtokenid", TOKEN);
-    let dest = start_dest(&panel, None);
+    let dest = start_dest(&panel, None, transport);
     panel.add_server(SERVER, json!({"uuid": SERVER}));
     let root = tempfile::tempdir().unwrap().keep();
     make_server_tree(&root.join("volumes").join(SERVER));
     let mut source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
-        transfers_yaml: "upload_limit: 1".into(),
-        env: [classic(), vec![("FERRY_SHUTDOWN_GRACE".into(), "1".into())]].concat(),
+        transfers_yaml: source_yaml("upload_limit: 1", transport),
+        env: [
+            transport.env(),
+            vec![("FERRY_SHUTDOWN_GRACE".into(), "1".into())],
+        ]
+        .concat(),
         ..Default::default()
     });
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
@@ -326,7 +404,7 @@ fn download_cap_paces_the_destination() {
         transfers_yaml: "download_limit: 1".into(),
         ..Default::default()
     });
-    let source = start_source(&panel, "", make_server_tree);
+    let source = start_source(&panel, "", make_server_tree, Transport::Classic);
     let started = Instant::now();
     begin(&panel, &source, &dest.token, &dest.url("/api/transfers"));
     let record = source.wait_transfer_end(SERVER, Duration::from_secs(60));
@@ -358,7 +436,7 @@ fn restart_removes_an_install_no_registry_claims() {
     )
     .unwrap();
     let panel = FakePanel::start("testtokenid", TOKEN);
-    let node = start_dest(&panel, Some(root));
+    let node = start_dest(&panel, Some(root), Transport::Classic);
     assert!(!dir.exists(), "{}", node.log_text());
     assert!(node.log_text().contains("removed the unclaimed install"));
     wait_reports(&panel, 1);

@@ -8,8 +8,9 @@
 //! `reporting-failure`; not `sent-last-byte`, which is entered inside the
 //! HTTP client's body read) or one of the extra points
 //! `creating-container` (before the container is created),
-//! `container-created` (after) and `reported` (the panel answered a
-//! report, before the record is written). Several may be given, comma
+//! `container-created` (after), `reported` (the panel answered a
+//! report, before the record is written) and `segment-receiving` (a
+//! segment's request, registered for the cancel, before its cancel check). Several may be given, comma
 //! separated. Not for production: unset, every call is a lookup in an
 //! empty list.
 

@@ -263,7 +263,14 @@ impl Session {
             let busy = Refusal::Busy { held: held_now() };
             return Err((409, busy.to_string(), held_now()));
         };
+        // Registered for the cancel hook before the cancel check: a cancel
+        // after the check then finds this request and tears it down (the
+        // flag is set before the hooks run), instead of it reading and
+        // acknowledging a whole segment of a cancelled session.
+        *lock(&self.in_flight) = Some(connection);
+        finish::failpoint::point("segment-receiving");
         if self.transfer.is_cancelled() {
+            lock(&self.in_flight).take();
             let state = lock(&self.view).state;
             return Err((409, Refusal::NotReceiving(state).to_string(), held_now()));
         }
@@ -283,10 +290,10 @@ impl Session {
             return Err((400, NO_SPACE.to_string(), held_now()));
         }
         if destination::free_bytes(&self.dir).is_some_and(|free| free < header.length) {
+            lock(&self.in_flight).take();
             self.force_end(ApiError::new(400, NO_SPACE));
             return Err((400, NO_SPACE.to_string(), held_now()));
         }
-        *lock(&self.in_flight) = Some(connection);
         let Work { spool, ledger } = &mut *work;
         let result = match spool.as_mut() {
             Some(spool) => spool.receive(ledger, header, body, now()),
@@ -368,6 +375,15 @@ impl Session {
         let extracted = Instant::now();
         drop(batch);
         drop(monitor);
+        // A session that will not finish: its files (record still
+        // `receiving`) go before the transfer's record ends, or a node
+        // killed in between (a failure report retrying) takes the session up
+        // again and revives an ended transfer (docs/reliability.md). A
+        // finishing one's record says so (never taken up): its removal
+        // waits for the end, off the finish's path.
+        if result.is_err() {
+            self.remove_files();
+        }
         let answer = match result {
             Ok((staging, config, extras)) => finish::install_and_report(
                 node,
@@ -524,6 +540,17 @@ impl Session {
             view.error = error.map(|e| (e.status, e.message));
             self.view_changed.notify_all();
         }
+        self.remove_files();
+        log::info!(
+            "transfer session {} of {} ended {}",
+            self.sid,
+            self.transfer.server,
+            state.as_str()
+        );
+    }
+
+    /// The session's directory (spool, acks, record); gone already is fine.
+    fn remove_files(&self) {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != io::ErrorKind::NotFound {
                 log::error!(
@@ -533,12 +560,6 @@ impl Session {
                 );
             }
         }
-        log::info!(
-            "transfer session {} of {} ended {}",
-            self.sid,
-            self.transfer.server,
-            state.as_str()
-        );
     }
 }
 

@@ -260,6 +260,17 @@ impl Sessions {
         let Ok(entries) = std::fs::read_dir(&root) else {
             return Vec::new();
         };
+        // Only a session whose transfer was receiving goes on: one whose
+        // transfer ended (its files outlived it) must not revive it, nor one
+        // whose cancel was accepted (`cancelling` on disk) undo the cancel;
+        // recovery ends those.
+        let in_flight: Vec<String> = node
+            .transfers
+            .orphans()
+            .into_iter()
+            .filter(|s| s.status == Status::Processing)
+            .map(|s| s.id)
+            .collect();
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let dir = entry.path();
@@ -268,7 +279,14 @@ impl Sessions {
                 let _ = std::fs::remove_file(&dir);
                 continue;
             }
-            match take_up(&dir) {
+            let taken = take_up(&dir).and_then(|t| {
+                if in_flight.contains(&t.0.transfer_id) {
+                    Ok(t)
+                } else {
+                    Err(format!("its transfer {} is not in flight", t.0.transfer_id))
+                }
+            });
+            match taken {
                 Ok((record, spool, held)) => {
                     match silent_past_window(node, &record) {
                         None => log::warn!(

@@ -46,6 +46,9 @@ pub struct NodeOptions {
     /// Run the binary under this command and its arguments (e.g. `setpriv`
     /// with the systemd unit's capability set; see ops_install.rs).
     pub launcher: Vec<String>,
+    /// `api.port` (0, any free port, unless set): a node restarted on its
+    /// old port is reached again by a peer that kept its URL.
+    pub port: Option<u16>,
 }
 
 /// The uid and gid an `unprivileged` node runs as.
@@ -100,9 +103,10 @@ impl TestNode {
         let data = root.join("volumes");
         let token = options.token.clone().unwrap_or_else(|| TOKEN.to_string());
         let mut yaml = format!(
-            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: {}\ntoken: {token}\napi:\n  host: \"{}\"\n  port: 0\n{}system:\n  root_directory: {}\n  data: {}\n  backup_directory: {}\n  log_directory: {}\n  environment: {}\n{}  transfers:\n{}\n",
+            "uuid: 7c8e0e2a-1d4b-4e55-9b1a-0f2d3c4b5a69\ntoken_id: {}\ntoken: {token}\napi:\n  host: \"{}\"\n  port: {}\n{}system:\n  root_directory: {}\n  data: {}\n  backup_directory: {}\n  log_directory: {}\n  environment: {}\n{}  transfers:\n{}\n",
             options.token_id.as_deref().unwrap_or("testtokenid"),
             options.host.as_deref().unwrap_or("127.0.0.1"),
+            options.port.unwrap_or(0),
             options.tls.as_ref().map_or(String::new(), |(cert, key)| format!(
                 "  ssl:\n    enabled: true\n    cert: {}\n    key: {}\n",
                 cert.display(),
