@@ -15,7 +15,8 @@
 # a cut, downtime of a Docker server classic against pre-copy, in a private
 # network namespace). Prints the tables; every number is measured in this
 # run. BENCH_ONLY=backups runs only the backup step (the small fixture, two
-# nodes); BENCH_ONLY=link only the shaped-link benches.
+# nodes); BENCH_ONLY=link only the shaped-link benches, and with it
+# BENCH_LINK_ONLY=link or =downtime only (a)+(c) or only (b) of them.
 #
 # Usage: scripts/bench.sh [--scale N] [--rounds N]
 # Environment: BENCH_DIR (cache and scratch, default /tmp/ferry-bench-e2e),
@@ -158,6 +159,8 @@ if [ "${BENCH_LINK:-1}" != 0 ] || [ "${BENCH_ONLY:-}" = link ]; then
     mkdir -p "$RUN/link"
     if [ -n "$OUT" ]; then mkdir -p "$OUT/link" && link_args+=(--out "$OUT/link"); fi
     [ -n "${BENCH_JSON:-}" ] && link_args+=(--json "${BENCH_JSON%.json}.link.json")
+    # BENCH_LINK_ONLY=link|downtime: only (a)+(c) or only (b) of the link benches.
+    [ -n "${BENCH_LINK_ONLY:-}" ] && link_args+=(--only "$BENCH_LINK_ONLY")
     if [ "$(id -u)" = 0 ]; then
         bash "$ROOT/scripts/bench-link.sh" "${link_args[@]}" &
         PY_PID=$!

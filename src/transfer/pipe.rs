@@ -1,17 +1,56 @@
 //! An in-memory pipe of owned blocks between a producing thread (the
 //! archive writer) and a consuming one (the HTTP client's body reader).
 //! Bounded, so a slow network throttles packing and memory stays flat.
+//!
+//! The writer may set a pause point (`Pause::here`): the reader, having
+//! read everything up to it, answers `WouldBlock` instead of waiting, so
+//! a consumer that batches (the segmented sender's kept segment) can end
+//! its batch exactly there (pre-copy's stop waits for those bytes to be
+//! acknowledged, SPEC §10).
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 const BLOCK: usize = 256 * 1024;
 
+/// What the writer and the reader share: bytes handed to the reader, the
+/// pause point, whether the reader is gone.
+struct Shared {
+    sent: AtomicU64,
+    /// `u64::MAX`: no pause.
+    pause_at: AtomicU64,
+    reader_gone: AtomicBool,
+}
+
+/// The writer's handle on the pause point (see the module doc).
+#[derive(Clone)]
+pub struct Pause(Arc<Shared>);
+
+impl Pause {
+    /// Sets the pause point at everything the writer has handed over so
+    /// far (flush the writer first) and returns that offset.
+    pub fn here(&self) -> u64 {
+        let at = self.0.sent.load(Ordering::SeqCst);
+        self.0.pause_at.store(at, Ordering::SeqCst);
+        at
+    }
+
+    /// The reader was dropped: nothing more will be consumed.
+    pub fn reader_gone(&self) -> bool {
+        self.0.reader_gone.load(Ordering::SeqCst)
+    }
+}
+
 pub fn pipe(depth: usize, cancel: Arc<AtomicBool>) -> (PipeWriter, PipeReader) {
+    let shared = Arc::new(Shared {
+        sent: AtomicU64::new(0),
+        pause_at: AtomicU64::new(u64::MAX),
+        reader_gone: AtomicBool::new(false),
+    });
     let (tx, rx) = bounded(depth.max(1));
     // Emptied blocks go back to the writer, so a transfer allocates at most
     // depth + 2 blocks instead of one per 256 KiB.
@@ -21,6 +60,7 @@ pub fn pipe(depth: usize, cancel: Arc<AtomicBool>) -> (PipeWriter, PipeReader) {
             tx,
             pool: pool_rx,
             buf: Vec::with_capacity(BLOCK),
+            shared: Arc::clone(&shared),
         },
         PipeReader {
             rx,
@@ -29,6 +69,8 @@ pub fn pipe(depth: usize, cancel: Arc<AtomicBool>) -> (PipeWriter, PipeReader) {
             pos: 0,
             cancel,
             done: false,
+            read: 0,
+            shared,
         },
     )
 }
@@ -37,9 +79,15 @@ pub struct PipeWriter {
     tx: Sender<Vec<u8>>,
     pool: Receiver<Vec<u8>>,
     buf: Vec<u8>,
+    shared: Arc<Shared>,
 }
 
 impl PipeWriter {
+    /// The handle that sets this pipe's pause point.
+    pub fn pause(&self) -> Pause {
+        Pause(Arc::clone(&self.shared))
+    }
+
     fn send_buf(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -52,9 +100,12 @@ impl PipeWriter {
             Err(_) => Vec::with_capacity(BLOCK),
         };
         let block = std::mem::replace(&mut self.buf, next);
+        let n = block.len() as u64;
         self.tx
             .send(block)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped reading"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped reading"))?;
+        self.shared.sent.fetch_add(n, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -87,6 +138,15 @@ pub struct PipeReader {
     pos: usize,
     cancel: Arc<AtomicBool>,
     done: bool,
+    /// Bytes read so far (the body's offset).
+    read: u64,
+    shared: Arc<Shared>,
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.shared.reader_gone.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Read for PipeReader {
@@ -95,13 +155,31 @@ impl Read for PipeReader {
             if self.done {
                 return Ok(0);
             }
+            // Everything up to the pause point is read: the writer waits
+            // for it to be consumed, so nothing comes until then.
+            let paused = self.read == self.shared.pause_at.load(Ordering::SeqCst);
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(io::Error::new(
                     io::ErrorKind::Interrupted,
                     "transfer cancelled",
                 ));
             }
-            match self.rx.recv_timeout(Duration::from_millis(100)) {
+            let received = if paused {
+                match self.rx.try_recv() {
+                    Ok(block) => Ok(block),
+                    Err(TryRecvError::Empty) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "the writer paused here",
+                        ))
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                // Short, so a pause point set while this waits is seen soon.
+                self.rx.recv_timeout(Duration::from_millis(20))
+            };
+            match received {
                 Ok(block) => {
                     let used = std::mem::replace(&mut self.current, block);
                     self.pos = 0;
@@ -111,14 +189,16 @@ impl Read for PipeReader {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
-                // The writer is gone: that is the end of the body. Whether it
-                // ended well is the producer's result, checked by the caller.
+                // The writer is gone: that is the end of the body (a
+                // paused writer that gave up included). Whether it ended
+                // well is the producer's result, checked by the caller.
                 Err(RecvTimeoutError::Disconnected) => self.done = true,
             }
         }
         let n = out.len().min(self.current.len() - self.pos);
         out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
+        self.read += n as u64;
         Ok(n)
     }
 }
@@ -142,6 +222,39 @@ mod tests {
         r.read_to_end(&mut got).unwrap();
         producer.join().unwrap();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_reader_at_the_pause_point_answers_would_block_until_more_comes() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (mut w, mut r) = pipe(4, cancel);
+        let pause = w.pause();
+        w.write_all(&[7u8; 1000]).unwrap();
+        w.flush().unwrap();
+        assert_eq!(pause.here(), 1000);
+        let mut buf = [0u8; 600];
+        assert_eq!(r.read(&mut buf).unwrap(), 600);
+        assert_eq!(r.read(&mut buf).unwrap(), 400);
+        // Nothing was dropped or duplicated, and the reader does not wait.
+        assert_eq!(
+            r.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        w.write_all(&[8u8; 10]).unwrap();
+        w.flush().unwrap();
+        assert_eq!(r.read(&mut buf).unwrap(), 10);
+        assert_eq!(buf[..10], [8u8; 10]);
+        assert!(!pause.reader_gone());
+        // A paused writer that gives up ends the body, as any writer.
+        pause.here();
+        assert_eq!(
+            r.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(w);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        drop(r);
+        assert!(pause.reader_gone());
     }
 
     #[test]

@@ -166,10 +166,23 @@ fn send(
             crate::transfer::precopy::record::MAX_ENTRIES
         );
     }
+    let cancel = Arc::clone(transfer.cancel_flag());
+    let outgoing = node
+        .transfers
+        .all_active()
+        .iter()
+        .filter(|t| t.direction == crate::transfer::Direction::Outgoing)
+        .count();
+    let (writer, reader) = pipe(pipe_depth(outgoing), Arc::clone(&cancel));
+    // What the destination acknowledged: pre-copy stops the server only
+    // once it holds the whole live pass (SPEC §10).
+    let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let live = match (plan.live, ferry.is_some() && small) {
         (true, true) => Some(body::Live {
             server: Arc::clone(server),
             block: crate::transfer::precopy::record::block_size(totals.bytes),
+            pause: writer.pause(),
+            held: Arc::clone(&held),
         }),
         (true, false) => {
             node.transfer_log(transfer, "Stopping the server before the transfer...");
@@ -181,14 +194,6 @@ fn send(
     };
     let precopy = live.is_some();
     let boundary = multipart::random_boundary();
-    let cancel = Arc::clone(transfer.cancel_flag());
-    let outgoing = node
-        .transfers
-        .all_active()
-        .iter()
-        .filter(|t| t.direction == crate::transfer::Direction::Outgoing)
-        .count();
-    let (writer, reader) = pipe(pipe_depth(outgoing), Arc::clone(&cancel));
     let configuration = serde_json::json!({
         "settings": spec.settings,
         "process_configuration": spec.process_configuration,
@@ -277,7 +282,16 @@ fn send(
             inner: body,
             whole: &whole,
         };
-        let end = send_segmented(node, transfer, &agent, plan, ferry, &announce, body);
+        let end = send_segmented(
+            node,
+            transfer,
+            &agent,
+            plan,
+            ferry,
+            &announce,
+            body,
+            precopy.then_some(held),
+        );
         drop(send_clock);
         let produced = producer
             .join()
@@ -360,7 +374,9 @@ fn send(
 
 /// The segmented transport's half of `send`: open, segments, finish. The
 /// body is dropped on return, which ends the producer if it is still
-/// writing.
+/// writing. `held`: where the destination's acknowledged bytes are
+/// published (pre-copy).
+#[allow(clippy::too_many_arguments)]
 fn send_segmented<R: Read + Send>(
     node: &Node,
     transfer: &Transfer,
@@ -369,6 +385,7 @@ fn send_segmented<R: Read + Send>(
     ferry: segmented::sender::Ferry,
     announce: &segmented::sender::Announce<'_>,
     mut body: R,
+    held: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> SourceEnd {
     use segmented::sender::Sender;
     let opened = Sender::open(
@@ -380,10 +397,13 @@ fn send_segmented<R: Read + Send>(
         ferry,
         announce,
     );
-    let (sender, offered) = match opened {
+    let (mut sender, offered) = match opened {
         Ok(opened) => opened,
         Err(end) => return end,
     };
+    if let Some(held) = held {
+        sender.report_held(held);
+    }
     let size = offered
         .min(ferry.segment_size)
         .min(node.config.system.transfers.segmented.segment_size);

@@ -7,7 +7,10 @@
 //!   (refused with a clear error, nothing left);
 //! - the Docker tests: a running server on engine A moved to engine B
 //!   while a writer changes its tree during the live pass; a server that
-//!   will not stop; cancel in the live and final passes; power refused.
+//!   will not stop; cancel in the live and final passes; power refused;
+//! - `docker::resume::*`: the same through the tests' proxy, with the
+//!   connection cut during the final pass, and the destination SIGKILLed
+//!   and restarted after the live pass and again during the final pass.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -866,5 +869,235 @@ mod docker {
             listing(&dest.server_dir(&uuid)),
             listing(&source.server_dir(&uuid))
         );
+    }
+
+    /// Pre-copy's final pass over the segmented transport's resume
+    /// (docs/transport.md "Pre-copy"): a cut or a restarted destination
+    /// during it resumes like any segment, and the tree arrives exactly.
+    mod resume {
+        use super::*;
+        use crate::support::proxy::Proxy;
+
+        const MIB: u64 = 1024 * 1024;
+        const DEST_YAML: &str = "segment_size: 4\n";
+
+        struct Resumable {
+            engines: Engines,
+            uuid: String,
+            _cleanup: Cleanup,
+            panel: FakePanel,
+            source: TestNode,
+            dest: TestNode,
+            proxy: Proxy,
+        }
+
+        /// A running server with 16 MiB of noise on engine A; the
+        /// destination on engine B (its own node, so a restarted one is
+        /// not offered the server at boot) behind the proxy; 4 MiB
+        /// segments, the live pass at 2 MiB/s, the source held 4 s at
+        /// `precopy-before-stop` (the live pass is held there, the server
+        /// still runs) and 1 s at `precopy-stopped`.
+        fn start() -> Option<Resumable> {
+            let (engines, uuid, mut cleanup, panel) = world()?;
+            panel.add_node("desttokenid", crate::support::node::TOKEN);
+            let dest = TestNode::start_with(dest_options(&engines, &panel, None));
+            panel.add_server_with(
+                &uuid,
+                settings(&uuid, INT_LOOP),
+                stop_with("signal", json!("SIGINT")),
+            );
+            panel.set_server_node(&uuid, "testtokenid");
+            let root = cleanup.root();
+            let dir = root.join("volumes").join(&uuid);
+            make_server_tree(&dir);
+            noise(&dir.join("noise.bin"));
+            let source = TestNode::start_with(NodeOptions {
+                root: Some(root),
+                transfers_yaml: "transport: auto\nupload_limit: 2\nsegment_size: 4\n".into(),
+                env: vec![(
+                    "FERRY_FAILPOINT".into(),
+                    "precopy-before-stop:delay=4000,precopy-stopped:delay=1000".into(),
+                )],
+                ..engines.node_options(&engines.a, &panel)
+            });
+            let proxy = Proxy::start(dest.addr, 100 * 1000 * 1000, Duration::from_secs(30));
+            start_server(&source, &uuid);
+            panel.set_transferring(&uuid, true);
+            let jwt = panel.mint_transfer_jwt(&dest.token, &uuid);
+            let (code, body) = source.request(
+                "POST",
+                &format!("/api/servers/{uuid}/transfer"),
+                Some(json!({
+                    "url": proxy.url("/api/transfers"),
+                    "token": format!("Bearer {jwt}"),
+                    "server": {"uuid": uuid, "start_on_completion": false},
+                })),
+            );
+            assert_eq!(code, 202, "{body}");
+            Some(Resumable {
+                engines,
+                uuid,
+                _cleanup: cleanup,
+                panel,
+                source,
+                dest,
+                proxy,
+            })
+        }
+
+        fn dest_options(
+            engines: &Engines,
+            panel: &FakePanel,
+            root: Option<std::path::PathBuf>,
+        ) -> NodeOptions {
+            NodeOptions {
+                token_id: Some("desttokenid".into()),
+                root,
+                transfers_yaml: DEST_YAML.into(),
+                ..engines.node_options(&engines.b, panel)
+            }
+        }
+
+        /// 16 MiB of fresh random bytes at `path` (rewritten in place:
+        /// every block differs, so the final pass carries all of them).
+        fn noise(path: &Path) {
+            let mut bytes = vec![0u8; 16 * MIB as usize];
+            getrandom::fill(&mut bytes).unwrap();
+            std::fs::write(path, &bytes).unwrap();
+        }
+
+        impl Resumable {
+            /// Waits until the live pass is held and the source waits to
+            /// stop the server, then rewrites the noise while it runs.
+            fn live_pass_held(&self) {
+                assert!(
+                    self.source.wait_log(
+                        "failpoint: delaying at precopy-before-stop",
+                        Duration::from_secs(60)
+                    ),
+                    "{}",
+                    self.source.log_text()
+                );
+                assert!(
+                    self.source
+                        .log_text()
+                        .contains("the destination holds the live pass"),
+                    "{}",
+                    self.source.log_text()
+                );
+                assert!(running(&self.engines, &self.uuid));
+                noise(&self.source.server_dir(&self.uuid).join("noise.bin"));
+            }
+
+            /// Bytes the destination's session holds now (its ack log).
+            fn held(&self) -> u64 {
+                let sessions = self.dest.data.join(".ferry-sessions");
+                let mut held = 0;
+                for dir in std::fs::read_dir(sessions).into_iter().flatten().flatten() {
+                    let acks = std::fs::read_to_string(dir.path().join("acks")).unwrap_or_default();
+                    for line in acks.lines() {
+                        let mut f = line.split(' ').map(|x| x.parse::<u64>().unwrap_or(0));
+                        held = held.max(f.next().unwrap_or(0) + f.next().unwrap_or(0));
+                    }
+                }
+                held
+            }
+
+            fn restart_dest(&mut self) {
+                self.dest.kill9();
+                let root = self.dest.keep_root();
+                self.dest =
+                    TestNode::start_with(dest_options(&self.engines, &self.panel, Some(root)));
+                assert!(
+                    self.dest.log_text().contains("it resumes"),
+                    "{}",
+                    self.dest.log_text()
+                );
+                self.proxy.set_upstream(self.dest.addr);
+            }
+
+            /// Completed, the destination's tree equal to the stopped
+            /// source's, the final pass carrying the rewritten noise, one
+            /// success report; bytes sent twice (from the source's log).
+            fn assert_completed(&self) -> u64 {
+                let end = self
+                    .source
+                    .wait_transfer_end(&self.uuid, Duration::from_secs(120));
+                assert_eq!(
+                    end["status"],
+                    "completed",
+                    "{end}\n--- source:\n{}\n--- destination:\n{}",
+                    self.source.log_text(),
+                    self.dest.log_text()
+                );
+                assert!(!running(&self.engines, &self.uuid));
+                let want = listing(&self.source.server_dir(&self.uuid));
+                assert_eq!(listing(&self.dest.server_dir(&self.uuid)), want);
+                let (delta, _) = delta_and_live_bytes(&self.source.log_text());
+                assert!(delta >= 16 * MIB, "the final pass sent {delta} bytes");
+                assert_eq!(
+                    self.panel.transfer_reports(&self.uuid),
+                    vec![("success".to_string(), 204)]
+                );
+                let log = self.source.log_text();
+                let line = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("bytes sent twice"))
+                    .unwrap_or_else(|| panic!("no segment summary in\n{log}"));
+                let before = line.split(" bytes sent twice").next().unwrap();
+                before.rsplit(' ').next().unwrap().parse().unwrap()
+            }
+        }
+
+        #[test]
+        fn a_cut_during_the_final_pass_resumes_and_the_tree_is_identical() {
+            let Some(s) = start() else {
+                return;
+            };
+            s.live_pass_held();
+            // Everything after the live pass is the final pass (16 MiB of
+            // changed blocks at 2 MiB/s): cut 5 MiB into it.
+            s.proxy.cut_once_after(5 * MIB);
+            let resent = s.assert_completed();
+            assert_eq!(s.proxy.cuts(), 1, "the proxy did not cut");
+            assert!(s.source.log_text().contains("resuming"));
+            assert!(
+                resent > 0 && resent <= 4 * MIB,
+                "re-sent {resent} bytes: a cut mid-segment re-sends that segment's start, no more"
+            );
+        }
+
+        #[test]
+        fn a_destination_killed_after_the_live_pass_and_in_the_final_pass_resumes() {
+            let Some(mut s) = start() else {
+                return;
+            };
+            s.live_pass_held();
+            let live = s.held();
+            assert!(live > 16 * MIB, "held {live} after the live pass");
+            // After the live pass, before the stop: the server still runs.
+            s.restart_dest();
+            assert!(running(&s.engines, &s.uuid));
+            // During the final pass: the server is stopped, 4 MiB of the
+            // changes are held.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while s.held() < live + 4 * MIB {
+                assert!(
+                    Instant::now() < deadline,
+                    "the final pass never arrived\n--- source:\n{}\n--- destination:\n{}",
+                    s.source.log_text(),
+                    s.dest.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(!running(&s.engines, &s.uuid), "stopped for the final pass");
+            s.restart_dest();
+            let resent = s.assert_completed();
+            assert!(
+                resent <= 2 * 4 * MIB,
+                "re-sent {resent} bytes over two restarts"
+            );
+        }
     }
 }

@@ -12,7 +12,6 @@ use crate::archive::sys;
 use crate::archive::tarfmt;
 use crate::archive::walk;
 use crate::archive::{Counters, ExtractError, ExtractLimits, Staging};
-use sha2::{Digest, Sha256};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicBool;
@@ -232,7 +231,8 @@ impl<'a> Patcher<'a> {
         size: u64,
         mode: u32,
         mtime: i64,
-    ) -> Result<[u8; 32], ExtractError> {
+        digest: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), ExtractError> {
         let fd = file.fd.as_raw_fd();
         let fail = |step: &str, e| err(io_fail(step, &file.path, e));
         sys::ftruncate(fd, size).map_err(|e| fail("sizing", e))?;
@@ -242,7 +242,6 @@ impl<'a> Patcher<'a> {
             }
         }
         sys::fchmod(fd, mode & 0o777).map_err(|e| fail("chmod", e))?;
-        let mut sha = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut pos = 0u64;
         let f = std::fs::File::from(file.fd.try_clone().map_err(|e| fail("reading back", e))?);
@@ -253,11 +252,11 @@ impl<'a> Patcher<'a> {
             if n == 0 {
                 return Err(corrupt(&file.path, "shorter than its size"));
             }
-            sha.update(&buf[..n]);
+            digest(&buf[..n]);
             pos += n as u64;
         }
         sys::set_times_fd(fd, mtime, 0).map_err(|e| fail("setting times of", e))?;
-        Ok(sha.finalize().into())
+        Ok(())
     }
 
     /// Checks one manifest entry against the staged tree and gives it the
@@ -396,6 +395,7 @@ pub fn count_entries(staging: &Staging, cancel: &AtomicBool) -> Result<u64, Extr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     const UUID: &str = "0b6f3a52-5c1e-4f8e-9a0d-2f4c6b8e1a3d";
 
@@ -463,9 +463,11 @@ mod tests {
         let mut p = Patcher::new(&staging, &ExtractLimits::default(), &counters).unwrap();
         let f = p.open_file(b"f", false).unwrap();
         p.write_at(&f, b"DA", 0).unwrap();
-        let sha = p.close_file(f, 6, 0o600, 5).unwrap();
+        let mut sha = Sha256::new();
+        p.close_file(f, 6, 0o600, 5, &mut |b| sha.update(b))
+            .unwrap();
         assert_eq!(
-            sha,
+            <[u8; 32]>::from(sha.finalize()),
             <[u8; 32]>::from(Sha256::digest(b"DAta\0\0")),
             "written, sized, read back"
         );

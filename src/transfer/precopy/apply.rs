@@ -143,7 +143,7 @@ fn file_op<R: BufRead>(
     counters: &Counters,
 ) -> Result<(), ApplyError> {
     let display = String::from_utf8_lossy(path).into_owned();
-    if !(super::record::MIN_BLOCK..=super::record::MAX_BLOCK).contains(&block)
+    if !(super::record::MIN_ACCEPTED_BLOCK..=super::record::MAX_BLOCK).contains(&block)
         || !block.is_power_of_two()
     {
         return Err(ApplyError::Mismatch(format!(
@@ -186,7 +186,9 @@ fn file_op<R: BufRead>(
         }
     }
     let sent = wire::read_sha(input)?;
-    let have = patcher.close_file(file, size, mode, mtime)?;
+    let mut digest = wire::ContentDigest::new(block);
+    patcher.close_file(file, size, mode, mtime, &mut |b| digest.update(b))?;
+    let have = digest.finish();
     if have != sent {
         return Err(ApplyError::Mismatch(format!(
             "{display}: checksums don't match"

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::record::{self, block_hash, Entry, Kind, Meta, Record};
+use super::record::{self, Entry, Kind, Meta, Record};
 use super::wire::{self, EntryType, Line, ManifestEntry, Op};
 use crate::archive::walk::{self, Node, Visitor, WalkStop};
 use crate::archive::EntryKind;
@@ -185,7 +185,9 @@ impl<W: Write> Final<'_, W> {
             (Some(e), false) => self.record.hashes(e),
             _ => &[],
         };
-        let mut sha = Sha256::new();
+        // One SHA-256 per block decides what travels and feeds the
+        // content digest: each byte is hashed once (the downtime).
+        let mut digest = wire::ContentDigest::new(block);
         let mut index = 0u64;
         while let Some((start, len)) = wire::block_range(index, block, size) {
             if self.cancel.load(Ordering::Relaxed) {
@@ -198,9 +200,10 @@ impl<W: Write> Final<'_, W> {
                     String::from_utf8_lossy(path)
                 )
             })?;
-            sha.update(&*data);
+            let full: [u8; 32] = Sha256::digest(&*data).into();
+            digest.push_block(&full);
             let same = match old.get(index as usize) {
-                Some(h) => *h == block_hash(data),
+                Some(h) => h[..] == full[..h.len()],
                 None => fresh && data.iter().all(|b| *b == 0),
             };
             if !same {
@@ -209,7 +212,7 @@ impl<W: Write> Final<'_, W> {
             }
             index += 1;
         }
-        wire::write_blocks_end(self.out, &sha.finalize().into()).map_err(io)?;
+        wire::write_blocks_end(self.out, &digest.finish()).map_err(io)?;
         self.summary.files += 1;
         Ok(())
     }

@@ -13,8 +13,65 @@ pub const MANIFEST: &str = "ferry_manifest";
 
 /// Longest JSON line either part may hold.
 pub const MAX_LINE: usize = 64 * 1024;
-/// Ends a file op's blocks (then its 32-byte SHA-256 follows).
+/// Ends a file op's blocks (then its 32-byte content digest follows).
 pub const END_OF_BLOCKS: u64 = u64::MAX;
+
+/// A file op's content digest: the SHA-256 of the SHA-256s of its blocks
+/// (`block` bytes each, the last shorter) in order. Not the whole
+/// content's SHA-256, so the source hashes each changed byte once (the
+/// same block hashes decide which blocks travel) while the destination,
+/// re-reading the patched file, still checks every byte of it.
+pub struct ContentDigest {
+    block: u64,
+    list: sha2::Sha256,
+    current: sha2::Sha256,
+    in_block: u64,
+}
+
+impl ContentDigest {
+    pub fn new(block: u64) -> ContentDigest {
+        use sha2::Digest;
+        ContentDigest {
+            block: block.max(1),
+            list: sha2::Sha256::new(),
+            current: sha2::Sha256::new(),
+            in_block: 0,
+        }
+    }
+
+    /// The next bytes of the content, in any pieces.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        use sha2::Digest;
+        while !bytes.is_empty() {
+            let n = ((self.block - self.in_block) as usize).min(bytes.len());
+            self.current.update(&bytes[..n]);
+            self.in_block += n as u64;
+            bytes = &bytes[n..];
+            if self.in_block == self.block {
+                let done = std::mem::take(&mut self.current).finalize();
+                self.list.update(done);
+                self.in_block = 0;
+            }
+        }
+    }
+
+    /// A whole block's SHA-256, computed by the caller (the source, which
+    /// needs it anyway); only at a block boundary.
+    pub fn push_block(&mut self, sha256: &[u8; 32]) {
+        use sha2::Digest;
+        debug_assert_eq!(self.in_block, 0);
+        self.list.update(sha256);
+    }
+
+    pub fn finish(mut self) -> [u8; 32] {
+        use sha2::Digest;
+        if self.in_block > 0 {
+            let done = self.current.finalize();
+            self.list.update(done);
+        }
+        self.list.finalize().into()
+    }
+}
 
 /// One delta op's line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +200,8 @@ pub fn write_block<W: Write>(out: &mut W, index: u64, bytes: &[u8]) -> io::Resul
     out.write_all(bytes)
 }
 
-/// The end of a file op's blocks and the whole new content's SHA-256.
+/// The end of a file op's blocks and the new content's digest
+/// (`ContentDigest`).
 pub fn write_blocks_end<W: Write>(out: &mut W, sha256: &[u8; 32]) -> io::Result<()> {
     out.write_all(&END_OF_BLOCKS.to_be_bytes())?;
     out.write_all(sha256)
@@ -282,5 +340,32 @@ mod tests {
         assert_eq!(block_range(3, 4, 10), None);
         assert_eq!(block_range(u64::MAX / 2, 4, 10), None);
         assert_eq!(block_range(0, 4, 0), None);
+    }
+
+    #[test]
+    fn the_content_digest_is_the_same_in_any_pieces_and_from_block_hashes() {
+        use sha2::{Digest, Sha256};
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut whole = ContentDigest::new(4096);
+        whole.update(&content);
+        let mut pieces = ContentDigest::new(4096);
+        for chunk in content.chunks(777) {
+            pieces.update(chunk);
+        }
+        let mut blocks = ContentDigest::new(4096);
+        for block in content.chunks(4096) {
+            blocks.push_block(&Sha256::digest(block).into());
+        }
+        let want = whole.finish();
+        assert_eq!(pieces.finish(), want);
+        assert_eq!(blocks.finish(), want);
+        let mut other = ContentDigest::new(4096);
+        other.update(&content[1..]);
+        assert_ne!(other.finish(), want, "a different content");
+        assert_eq!(
+            ContentDigest::new(4096).finish(),
+            <[u8; 32]>::from(Sha256::digest(b"")),
+            "an empty file: no blocks"
+        );
     }
 }

@@ -106,6 +106,9 @@ pub struct Sender<'a> {
     /// How long the destination keeps a silent session: how long to keep
     /// trying after a cut.
     window: Duration,
+    /// Where the destination's acknowledged `held` is published (pre-copy
+    /// stops the server once the live pass is held, SPEC §10).
+    held_to: Option<std::sync::Arc<AtomicU64>>,
 }
 
 impl<'a> Sender<'a> {
@@ -166,6 +169,7 @@ impl<'a> Sender<'a> {
                         sid: sid.to_string(),
                         secret: secret.to_string(),
                         window,
+                        held_to: None,
                     };
                     return Ok((sender, size));
                 }
@@ -186,6 +190,11 @@ impl<'a> Sender<'a> {
                 }
             }
         }
+    }
+
+    /// Publishes every `held` the destination acknowledges to `to`.
+    pub fn report_held(&mut self, to: std::sync::Arc<AtomicU64>) {
+        self.held_to = Some(to);
     }
 
     fn auth(&self) -> String {
@@ -364,6 +373,9 @@ impl<'a> Sender<'a> {
                     }
                     if let Err(e) = held_segments.noted(offset, n, digest, held) {
                         return Err(SourceEnd::NoAnswer(e.to_string()));
+                    }
+                    if let Some(to) = &self.held_to {
+                        to.store(held, Ordering::SeqCst);
                     }
                 }
             }

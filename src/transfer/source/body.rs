@@ -24,6 +24,11 @@ pub(super) struct Live {
     pub server: std::sync::Arc<crate::server::Server>,
     /// Block size of the record's hashes (`precopy::record::block_size`).
     pub block: u64,
+    /// The upload pipe's pause point: the live pass's end.
+    pub pause: crate::transfer::pipe::Pause,
+    /// What the destination acknowledged holding (the segmented sender's
+    /// `held`, a body offset).
+    pub held: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What travels besides the data: backups and the installation log.
@@ -124,6 +129,7 @@ fn final_pass<W: Write>(
     if transfer.is_cancelled() {
         return Err("cancelled".into());
     }
+    wait_held(mp, live, transfer)?;
     crate::transfer::finish::failpoint::point("precopy-before-stop");
     node.transfer_log(
         transfer,
@@ -160,6 +166,37 @@ fn final_pass<W: Write>(
     );
     log::info!("transfer {}: {line}", transfer.id);
     node.transfer_log(transfer, &line);
+    Ok(())
+}
+
+/// Waits until the destination holds every byte written so far (the
+/// live pass): the server is stopped only then, so the downtime does not
+/// include sending what was packed before the stop but still in the
+/// sender's hands (SPEC §10). The pipe's pause point makes the sender end
+/// its segment here rather than wait to fill it.
+fn wait_held<W: Write>(
+    mp: &mut MultipartWriter<W>,
+    live: &Live,
+    transfer: &Transfer,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    mp.flush().map_err(|e| format!("the upload stopped: {e}"))?;
+    let at = live.pause.here();
+    let started = Instant::now();
+    while live.held.load(Ordering::SeqCst) < at {
+        if transfer.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        if live.pause.reader_gone() {
+            return Err("the upload stopped before the live pass was held".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    log::info!(
+        "transfer {}: pre-copy: the destination holds the live pass ({at} bytes of the body; waited {:.3} s)",
+        transfer.id,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -33,7 +33,10 @@ impl KeptSegment {
     }
 
     /// Replaces the kept segment with up to `size` next bytes of `body`
-    /// (fewer only at its end), hashing them (the segment's digest).
+    /// (fewer at its end, or where the body's producer paused: a body
+    /// read answering `WouldBlock` ends a started segment there, so it is
+    /// sent and acknowledged while the producer waits; see
+    /// `transfer::pipe`), hashing them (the segment's digest).
     pub(super) fn fill(
         &mut self,
         body: &mut impl Read,
@@ -54,6 +57,15 @@ impl KeptSegment {
             let n = match body.read(&mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if got > 0 {
+                        break;
+                    }
+                    // Paused before this segment's first byte: the one
+                    // before it is being acknowledged; the rest follows.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
                 // Not retried: the upload pipe says "cancelled" this way.
                 Err(e) => return Err(e),
             };
