@@ -117,9 +117,10 @@ pub struct SegmentedConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// The classic multipart POST to every destination (the default).
+    /// The classic multipart POST to every destination.
     Classic,
-    /// Probe the destination; a ferry node gets the segmented transport.
+    /// Probe the destination; a ferry node gets the segmented transport
+    /// (the default).
     Auto,
 }
 
@@ -134,7 +135,7 @@ pub enum Precopy {
 impl Default for SegmentedConfig {
     fn default() -> Self {
         SegmentedConfig {
-            transport: Transport::Classic,
+            transport: Transport::Auto,
             segment_size: 64 * 1024 * 1024,
             resume_window: Duration::from_secs(900),
             precopy: Precopy::Auto,
@@ -438,10 +439,11 @@ ignore_panel_config_updates: false
         assert_eq!(t.segmented.segment_size, 64 * 1024 * 1024);
         assert_eq!(t.segmented.resume_window, Duration::from_secs(900));
         assert_eq!(t.segmented.precopy, Precopy::Auto);
-        // Opt-in (docs/decisions.md).
-        assert_eq!(t.segmented.transport, Transport::Classic);
-        let c = parse("token: secret-secret\nsystem:\n  transfers:\n    transport: auto").unwrap();
-        assert_eq!(c.system.transfers.segmented.transport, Transport::Auto);
+        // On by default between ferry nodes (docs/decisions.md).
+        assert_eq!(t.segmented.transport, Transport::Auto);
+        let c =
+            parse("token: secret-secret\nsystem:\n  transfers:\n    transport: classic").unwrap();
+        assert_eq!(c.system.transfers.segmented.transport, Transport::Classic);
         let e =
             parse("token: secret-secret\nsystem:\n  transfers:\n    transport: fast").unwrap_err();
         assert!(e.to_string().contains("system.transfers.transport"), "{e}");

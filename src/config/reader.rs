@@ -225,7 +225,7 @@ impl Reader<'_> {
         const WINDOW: &str = "system.transfers.resume_window";
         const PRECOPY: &str = "system.transfers.precopy";
         const TRANSPORT: &str = "system.transfers.transport";
-        let transport = match self.string(TRANSPORT, "classic")?.as_str() {
+        let transport = match self.string(TRANSPORT, "auto")?.as_str() {
             "classic" => Transport::Classic,
             "auto" => Transport::Auto,
             other => {

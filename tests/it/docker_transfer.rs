@@ -368,7 +368,17 @@ fn transfer_of_a_running_server_stops_it_and_creates_the_container_on_arrival() 
     let Some((engines, uuid, mut cleanup, panel)) = world() else {
         return;
     };
-    let (source, dest) = pair(&engines, &mut cleanup, &panel, Plan::new(&uuid));
+    // The classic order (stop, then copy), as towards a Wings peer; the
+    // default between ferry nodes copies first (tests/it/precopy.rs).
+    let (source, dest) = pair(
+        &engines,
+        &mut cleanup,
+        &panel,
+        Plan {
+            source_transfers: "transport: classic",
+            ..Plan::new(&uuid)
+        },
+    );
     start_server(&source, &uuid);
     assert!(inspect(&engines.a, &uuid).unwrap()["State"]["Running"] == true);
     assert!(
@@ -467,7 +477,12 @@ fn a_server_that_does_not_stop_refuses_the_transfer_and_stays_running() {
     );
     // The support file's default `stop_timeout: 3`: its `transfers_yaml`
     // cannot override that key (a duplicate YAML key is refused).
-    let node = TestNode::start_with(engines.node_options(&engines.a, &panel));
+    // The classic order answers the start only after the stop; pre-copy's
+    // own case is in tests/it/precopy.rs.
+    let node = TestNode::start_with(NodeOptions {
+        transfers_yaml: "transport: classic".into(),
+        ..engines.node_options(&engines.a, &panel)
+    });
     std::fs::create_dir_all(node.server_dir(&uuid)).unwrap();
     start_server(&node, &uuid);
     let started_at = inspect(&engines.a, &uuid).unwrap()["State"]["StartedAt"].clone();
@@ -901,7 +916,7 @@ fn a_restart_under_way_does_not_start_the_server_during_its_transfer() {
         &panel,
         Plan {
             settings: settings(&uuid, slow),
-            source_transfers: "upload_limit: 1",
+            source_transfers: "upload_limit: 1\ntransport: classic",
             noise_mib: 5,
             ..Plan::new(&uuid)
         },
