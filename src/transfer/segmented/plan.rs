@@ -102,7 +102,8 @@ impl Plan {
         }
     }
 
-    /// About to send `[offset, offset + length)`: count what was sent before.
+    /// `[offset, offset + length)` went out (all or the part an attempt
+    /// handed to its connection): count what had gone out before.
     pub fn sending(&mut self, offset: u64, length: u64) {
         let again = self.sent_upto.saturating_sub(offset).min(length);
         self.resent += again;

@@ -335,11 +335,13 @@ impl<'a> Sender<'a> {
                             )))
                         }
                     };
-                    plan.sending(offset, n);
                     segments += 1;
                     let began = Instant::now();
-                    let put = self.put(kept, offset - kept_start, offset, n, &digest);
+                    let (put, handed) = self.put(kept, offset - kept_start, offset, n, &digest);
                     putting += began.elapsed();
+                    // Counted by what went out: an attempt cut at once
+                    // (a dead pooled connection) re-sent nothing.
+                    plan.sending(offset, handed);
                     let held = match put {
                         Put::Held(h) => h,
                         Put::TooLarge => {

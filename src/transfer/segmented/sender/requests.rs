@@ -2,6 +2,7 @@
 //! the status, the finish and the cancel, and what each answer means
 //! (`Reply`, `Put`, `Status`).
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -83,7 +84,8 @@ impl Status {
 
 impl Sender<'_> {
     /// One PUT of `[offset, offset + n)` whose SHA-256 is `digest`, read
-    /// from the kept segment at `at`.
+    /// from the kept segment at `at`; with how many of its bytes were
+    /// handed to the connection (a cut attempt sent only part of them).
     pub(super) fn put(
         &self,
         kept: &mut KeptSegment,
@@ -91,16 +93,28 @@ impl Sender<'_> {
         offset: u64,
         n: u64,
         digest: &[u8; 32],
-    ) -> Put {
+    ) -> (Put, u64) {
         let digest = hex::encode(digest);
-        let mut reader = match kept.range(at, n) {
+        let reader = match kept.range(at, n) {
             Ok(r) => r,
             Err(e) => {
-                return Put::End(SourceEnd::Local(format!(
-                    "cannot read the kept segment: {e}"
-                )))
+                return (
+                    Put::End(SourceEnd::Local(format!(
+                        "cannot read the kept segment: {e}"
+                    ))),
+                    0,
+                )
             }
         };
+        let mut reader = Counted {
+            inner: reader,
+            read: 0,
+        };
+        let put = self.put_from(&mut reader, offset, n, &digest);
+        (put, reader.read)
+    }
+
+    fn put_from(&self, reader: &mut impl Read, offset: u64, n: u64, digest: &str) -> Put {
         let sent = self
             .agent
             .put(&format!("{}/segment?offset={offset}", self.base))
@@ -108,10 +122,10 @@ impl Sender<'_> {
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .build()
             .header("Authorization", &self.auth())
-            .header(SEGMENT_SHA256, &digest)
+            .header(SEGMENT_SHA256, digest)
             .header("Content-Length", &n.to_string())
             .header("Content-Type", "application/octet-stream")
-            .send(ureq::SendBody::from_reader(&mut reader));
+            .send(ureq::SendBody::from_reader(reader));
         match reply(sent) {
             Reply::Answer(200, v) => match v.get("held").and_then(|h| h.as_u64()) {
                 Some(h) => Put::Held(h),
@@ -336,5 +350,19 @@ fn cancel_session(base: &str, auth: &str, id: &str, sid: &str, reason: &str) {
                 "transfer {id}: session {sid} cancel not delivered ({e}); it expires on the destination"
             ),
         }
+    }
+}
+
+/// Counts the bytes of a segment the HTTP client read to send.
+struct Counted<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
