@@ -80,29 +80,8 @@ pub fn listing(root: &Path) -> Vec<String> {
 mod raw {
     use super::*;
 
-    fn call(
-        method: &str,
-        url: &str,
-        auth: &str,
-        headers: &[(&str, String)],
-        body: &[u8],
-    ) -> (u16, serde_json::Value) {
-        let agent = TestNode::agent();
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(url)
-            .header("Authorization", auth);
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let mut resp = agent.run(req.body(body.to_vec()).unwrap()).unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(json!({ "raw": text })),
-        )
-    }
+    // The session's raw requests, as transport.rs's own tests send them.
+    use crate::transport::raw::call;
 
     fn sha(b: &[u8]) -> String {
         hex::encode(Sha256::digest(b))
