@@ -112,13 +112,16 @@ class Node:
                    os.path.join(self.root, "log"), extra)
             )
 
-    def start(self):
+    def start(self, env=None):
+        """Starts the node (with `env` as its whole environment when given)
+        and waits for its `listening on` line."""
         logf = open(self.log, "w")
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--config", self.config],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=logf,
+            env=env,
             preexec_fn=_pdeathsig,
         )
         logf.close()

@@ -180,22 +180,7 @@ class Node(e2e.Node):
         env = dict(os.environ)
         env.pop("DOCKER_HOST", None)
         env.update(self.env)
-        logf = open(self.log, "w")
-        self.proc = subprocess.Popen([self.binary, "serve", "--config", self.config],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=logf, env=env, preexec_fn=e2e._pdeathsig)
-        logf.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("%s exited at start-up:\n%s" % (self.name, self.tail()))
-            with open(self.log) as f:
-                for line in f:
-                    if "listening on " in line:
-                        self.addr = line.split("listening on ", 1)[1].strip()
-                        return
-            time.sleep(0.02)
-        raise RuntimeError("%s did not start:\n%s" % (self.name, self.tail()))
+        super().start(env)
 
     def log_text(self):
         with open(self.log, errors="replace") as f:

@@ -399,7 +399,13 @@ fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
     }));
     assert!(s.source.server_dir(SERVER).exists());
     // The destination's session, silent, expires: cancelled, removed.
-    let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(20));
+    assert_ended_as_expired(&s.dest.wait_transfer_end(SERVER, Duration::from_secs(20)));
+    s.assert_destination_clean();
+    assert!(s.dest.audit_lines().iter().any(|l| l["to"] == "cancelled"));
+}
+
+/// A session's transfer that its window ended: cancelled, as expired.
+pub(crate) fn assert_ended_as_expired(record: &serde_json::Value) {
     assert_eq!(record["status"], "cancelled", "{record}");
     assert!(
         record["cancel_reason"]
@@ -408,8 +414,6 @@ fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
             .contains("expired"),
         "{record}"
     );
-    s.assert_destination_clean();
-    assert!(s.dest.audit_lines().iter().any(|l| l["to"] == "cancelled"));
 }
 
 /// A standalone destination and a source played by the test: the

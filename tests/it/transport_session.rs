@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::support::fake_panel::FakePanel;
 use crate::support::multipart_body;
 use crate::support::node::{NodeOptions, TestNode, TOKEN};
+use crate::transport::assert_ended_as_expired;
 use crate::transport::raw::{call, put, sha};
 
 const SERVER: &str = "5e551011-4e5f-4a70-9b2c-3d4e5f6a7b8c";
@@ -247,15 +248,7 @@ fn a_restarted_destination_keeps_what_is_left_of_the_window() {
         "expired {:?} after the last activity, before its window",
         active.elapsed()
     );
-    let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(10));
-    assert_eq!(record["status"], "cancelled", "{record}");
-    assert!(
-        record["cancel_reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("expired"),
-        "{record}"
-    );
+    assert_ended_as_expired(&s.dest.wait_transfer_end(SERVER, Duration::from_secs(10)));
     assert_eq!(s.reports(), vec![("failure".to_string(), 204)]);
     assert_eq!(s.left(), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&s.dest.root);
@@ -269,15 +262,7 @@ fn a_window_that_passed_while_the_destination_was_down_ends_the_session_at_start
     std::thread::sleep(Duration::from_secs(5));
     s.restart(window(3));
     // Ended before the node listens: no extractor ran for it.
-    let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(1));
-    assert_eq!(record["status"], "cancelled", "{record}");
-    assert!(
-        record["cancel_reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("expired"),
-        "{record}"
-    );
+    assert_ended_as_expired(&s.dest.wait_transfer_end(SERVER, Duration::from_secs(1)));
     assert!(
         s.dest.log_text().contains("it ends as expired"),
         "{}",
