@@ -292,6 +292,9 @@ impl<'a> Sender<'a> {
         let mut segments = 0u64;
         // Where the time went (the summary line; scripts/bench-transport.py).
         let (mut packing, mut putting) = (Duration::ZERO, Duration::ZERO);
+        // Per segment (debug): the wait for its bytes and its request, and
+        // the link's idle time between two requests.
+        let (mut waited_for_it, mut last_put_end) = (Duration::ZERO, None::<Instant>);
         loop {
             if self.transfer.is_cancelled() {
                 return Err(cancelled());
@@ -304,7 +307,8 @@ impl<'a> Sender<'a> {
                     }
                     let waited = Instant::now();
                     let received = full.recv();
-                    packing += waited.elapsed();
+                    waited_for_it = waited.elapsed();
+                    packing += waited_for_it;
                     let (seg, n) = match received {
                         Ok(Ok(filled)) => filled,
                         Ok(Err(_)) | Err(_) if self.transfer.is_cancelled() => {
@@ -338,7 +342,18 @@ impl<'a> Sender<'a> {
                     segments += 1;
                     let began = Instant::now();
                     let (put, handed) = self.put(kept, offset - kept_start, offset, n, &digest);
-                    putting += began.elapsed();
+                    let took = began.elapsed();
+                    putting += took;
+                    log::debug!(
+                        "transfer {}: segment at {offset}: {n} bytes in {:.1} ms ({:.0} Mbit/s); \
+                         {:.1} ms waiting for its bytes, {:.1} ms since the last request",
+                        self.transfer.id,
+                        took.as_secs_f64() * 1e3,
+                        n as f64 * 8.0 / took.as_secs_f64().max(1e-9) / 1e6,
+                        std::mem::take(&mut waited_for_it).as_secs_f64() * 1e3,
+                        last_put_end.map_or(0.0, |t: Instant| (began - t).as_secs_f64() * 1e3),
+                    );
+                    last_put_end = Some(Instant::now());
                     // Counted by what went out: an attempt cut at once
                     // (a dead pooled connection) re-sent nothing.
                     plan.sending(offset, handed);

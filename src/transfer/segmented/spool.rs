@@ -187,6 +187,7 @@ impl Spool {
     ) -> Result<u64, SpoolError> {
         ledger.begin(header, now)?;
         let held = ledger.held();
+        let before = self.timing;
         match self.append(ledger, header, body) {
             Ok(ack) => {
                 let began = Instant::now();
@@ -201,6 +202,14 @@ impl Spool {
                     let _ = self.spool.set_len(held);
                     return Err(e.into());
                 }
+                log::debug!(
+                    "spool {}: segment at {}: {} bytes, {:.1} ms reading and writing, {:.1} ms syncing",
+                    self.dir.display(),
+                    header.offset,
+                    header.length,
+                    (self.timing.writing - before.writing).as_secs_f64() * 1e3,
+                    (self.timing.syncing - before.syncing).as_secs_f64() * 1e3,
+                );
                 Ok(ledger.acknowledge(&ack, now))
             }
             Err(e) => {
