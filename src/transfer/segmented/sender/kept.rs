@@ -44,7 +44,9 @@ impl KeptSegment {
         stop: &AtomicBool,
     ) -> io::Result<u64> {
         self.filled = None;
-        self.file.set_len(0)?;
+        // Overwritten in place, never truncated: the pages (and blocks) of
+        // the previous segment are reused instead of freed and allocated
+        // again for every segment (what lies past `filled` is never read).
         self.file.seek(SeekFrom::Start(0))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0u64;
@@ -91,8 +93,49 @@ impl KeptSegment {
         Ok(sha.finalize().into())
     }
 
+    /// A reader of `[at, at + n)` of the kept segment, which must lie
+    /// inside what `fill` wrote (the file's bytes past it are an older
+    /// segment's).
     pub(super) fn range(&mut self, at: u64, n: u64) -> io::Result<io::Take<&File>> {
+        let length = self.filled.map_or(0, |(length, _)| length);
+        if at.checked_add(n).is_none_or(|end| end > length) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bytes {at}+{n} are not in the kept segment of {length} bytes"),
+            ));
+        }
         self.file.seek(SeekFrom::Start(at))?;
         Ok((&self.file).take(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shorter_segment_over_a_longer_one_reads_and_digests_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kept = KeptSegment::create(dir.path(), "t").unwrap();
+        let stop = AtomicBool::new(false);
+        let long = vec![1u8; 300 * 1024];
+        assert_eq!(
+            kept.fill(&mut long.as_slice(), 1 << 20, &stop).unwrap(),
+            long.len() as u64
+        );
+        let short = b"the next, shorter segment".to_vec();
+        let n = short.len() as u64;
+        assert_eq!(kept.fill(&mut short.as_slice(), 1 << 20, &stop).unwrap(), n);
+        let mut back = Vec::new();
+        kept.range(0, n).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, short);
+        let whole: [u8; 32] = Sha256::digest(&short).into();
+        assert_eq!(kept.digest(0, n).unwrap(), whole);
+        // A piece (after a 413) is read back from the file.
+        let piece: [u8; 32] = Sha256::digest(&short[4..12]).into();
+        assert_eq!(kept.digest(4, 8).unwrap(), piece);
+        // The older segment's bytes past the end are never handed out.
+        assert!(kept.range(0, n + 1).is_err());
+        assert!(kept.range(u64::MAX, 2).is_err());
     }
 }
