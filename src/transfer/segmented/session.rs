@@ -41,6 +41,9 @@ pub const RECORD: &str = "session.json";
 /// its record (an atomic write: the window is minutes, not seconds).
 pub const ACTIVITY_SAVE_EVERY: u64 = 60;
 
+/// SPEC §4's row for a body that is not what the source sent.
+const CHECKSUMS: &str = "checksums don't match";
+
 /// Bytes after the multipart body's close delimiter a source may send
 /// (an epilogue); more is refused.
 const MAX_EPILOGUE: u64 = 64 * 1024;
@@ -296,7 +299,7 @@ impl Session {
         }
         let Work { spool, ledger } = &mut *work;
         let result = match spool.as_mut() {
-            Some(spool) => spool.receive(ledger, header, body, now()),
+            Some(spool) => spool.receive(ledger, header, body, now(), &self.held),
             None => Err(SpoolError::Refused(Refusal::NotReceiving(ledger.state()))),
         };
         lock(&self.in_flight).take();
@@ -310,6 +313,11 @@ impl Session {
             }
             Err(SpoolError::Refused(r)) => Err((r.status(), r.to_string(), held)),
             Err(SpoolError::Short { .. }) => Err((400, ABORTED.to_string(), held)),
+            Err(e @ SpoolError::Diverged { .. }) => {
+                log::warn!("transfer {}: {e}; the transfer fails", self.transfer.id);
+                self.force_end(ApiError::new(400, CHECKSUMS));
+                Err((400, CHECKSUMS.to_string(), held))
+            }
             Err(e) => Err((500, e.to_string(), held)),
         }
     }
@@ -476,7 +484,7 @@ impl Session {
                         Err(e) => e.to_string(),
                     }
                 );
-                Err(ApiError::new(400, "checksums don't match"))
+                Err(ApiError::new(400, CHECKSUMS))
             }
         }
     }

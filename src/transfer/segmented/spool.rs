@@ -6,18 +6,23 @@
 //! The promise, kept in `receive` alone: a segment is acknowledged only
 //! after its bytes and then its ack line are fsynced, so after a crash
 //! `reopen` finds every acknowledged byte and nothing else (the spool is
-//! cut back to what the acks cover). Not here: the extractor that follows
-//! the spool, the routes, the session record.
+//! cut back to what the acks cover). The extractor reads a segment's bytes
+//! as they are written (`follow::Held`); a segment given up is cut back to
+//! `held` but never below what it has read, and the next attempt must
+//! bring those same bytes (`SpoolError::Diverged` otherwise). Not here:
+//! the extractor, the routes, the session record.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use super::acks::{self, CorruptAcks};
+use super::follow::Held;
 use super::ledger::{Ledger, Refusal};
 use super::segment::SegmentHeader;
 
@@ -37,6 +42,12 @@ pub enum SpoolError {
     },
     /// The ack log cannot be resumed from.
     Corrupt(CorruptAcks),
+    /// A segment's bytes differ from those an earlier attempt at the same
+    /// offset wrote, which the extractor has already read: the session
+    /// cannot go on (the extracted tree holds bytes no segment vouches for).
+    Diverged {
+        at: u64,
+    },
     /// The spool is shorter than what the acks claim: acknowledged bytes
     /// are gone, the session cannot resume.
     Truncated {
@@ -54,6 +65,10 @@ impl fmt::Display for SpoolError {
                 write!(f, "segment body ended after {got} of {want} bytes")
             }
             SpoolError::Corrupt(c) => c.fmt(f),
+            SpoolError::Diverged { at } => write!(
+                f,
+                "the segment's byte {at} differs from what an earlier attempt sent, which was already extracted"
+            ),
             SpoolError::Truncated { spool, held } => {
                 write!(
                     f,
@@ -175,20 +190,23 @@ impl Spool {
         &self.dir
     }
 
-    /// Receive one segment's body: append, verify, make durable, then
-    /// acknowledge. Returns the new held length. On any error nothing new
-    /// is held and the spool is cut back to the old held length.
+    /// Receive one segment's body: append (telling `follow` how far it is
+    /// written), verify, make durable, then acknowledge. Returns the new
+    /// held length. On any error nothing new is held and the spool is cut
+    /// back to the old held length, or to what the extractor has read
+    /// when that is further (`cut_back`).
     pub fn receive(
         &mut self,
         ledger: &mut Ledger,
         header: SegmentHeader,
         body: &mut impl Read,
         now: u64,
+        follow: &Held,
     ) -> Result<u64, SpoolError> {
         ledger.begin(header, now)?;
         let held = ledger.held();
         let before = self.timing;
-        match self.append(ledger, header, body) {
+        match self.append(ledger, header, body, follow) {
             Ok(ack) => {
                 let began = Instant::now();
                 self.acks.seek(SeekFrom::End(0))?;
@@ -199,7 +217,7 @@ impl Spool {
                 self.timing.syncing += began.elapsed();
                 if let Err(e) = written {
                     ledger.abandon();
-                    let _ = self.spool.set_len(held);
+                    self.cut_back(held, follow);
                     return Err(e.into());
                 }
                 log::debug!(
@@ -214,11 +232,19 @@ impl Spool {
             }
             Err(e) => {
                 ledger.abandon();
-                // Best effort: reopen also cuts back to what the acks hold.
-                let _ = self.spool.set_len(held);
+                self.cut_back(held, follow);
                 Err(e)
             }
         }
+    }
+
+    /// A segment was given up: the spool goes back to `held`, except the
+    /// bytes past it the extractor has already read, which stay for the
+    /// next attempt to be compared with. Best effort: reopen also cuts
+    /// back to what the acks hold (and the extractor starts again there).
+    fn cut_back(&mut self, held: u64, follow: &Held) {
+        let seen = follow.abandoned(held);
+        let _ = self.spool.set_len(held.max(seen));
     }
 
     fn append(
@@ -226,12 +252,17 @@ impl Spool {
         ledger: &mut Ledger,
         header: SegmentHeader,
         body: &mut impl Read,
+        follow: &Held,
     ) -> Result<acks::Ack, SpoolError> {
         let began = Instant::now();
-        self.spool.set_len(header.offset)?;
+        // Bytes before `seen` were written by an earlier attempt and read
+        // by the extractor: they stay, and this attempt must match them.
+        let seen = follow.seen();
+        self.spool.set_len(header.offset.max(seen))?;
         self.spool.seek(SeekFrom::Start(header.offset))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
+        let mut earlier = Vec::new();
         let mut got = 0u64;
         // Where write-back was last started: the disk writes the segment
         // while the rest arrives, so the fsync before the ack waits for
@@ -251,8 +282,18 @@ impl Spool {
                 Err(e) => return Err(e.into()),
             };
             hasher.update(&buf[..n]);
+            let at = header.offset + got;
+            if at < seen {
+                let k = ((seen - at).min(n as u64)) as usize;
+                earlier.resize(k, 0);
+                self.spool.read_exact_at(&mut earlier, at)?;
+                if let Some(i) = earlier.iter().zip(&buf[..k]).position(|(a, b)| a != b) {
+                    return Err(SpoolError::Diverged { at: at + i as u64 });
+                }
+            }
             self.spool.write_all(&buf[..n])?;
             got += n as u64;
+            follow.wrote(header.offset + got);
             if got - kicked >= WRITEBACK_STEP {
                 // Best effort: the fsync below is what makes it durable.
                 let _ =
@@ -299,13 +340,13 @@ mod tests {
         let (a, b) = (b"hello ".as_slice(), b"world".as_slice());
         assert_eq!(
             spool
-                .receive(&mut ledger, header(0, a), &mut &*a, 1)
+                .receive(&mut ledger, header(0, a), &mut &*a, 1, &Held::new(0))
                 .unwrap(),
             6
         );
         assert_eq!(
             spool
-                .receive(&mut ledger, header(6, b), &mut &*b, 2)
+                .receive(&mut ledger, header(6, b), &mut &*b, 2, &Held::new(0))
                 .unwrap(),
             11
         );
@@ -321,7 +362,13 @@ mod tests {
         let mut spool = Spool::create(dir.path()).unwrap();
         let mut ledger = Ledger::new(0, 900, 0);
         let data = b"0123456789".as_slice();
-        let short = spool.receive(&mut ledger, header(0, data), &mut &data[..4], 0);
+        let short = spool.receive(
+            &mut ledger,
+            header(0, data),
+            &mut &data[..4],
+            0,
+            &Held::new(0),
+        );
         assert!(
             matches!(short, Err(SpoolError::Short { got: 4, want: 10 })),
             "{short:?}"
@@ -329,7 +376,7 @@ mod tests {
         assert_eq!(spool_bytes(dir.path()), b"");
         let mut wrong = header(0, data);
         wrong.sha256[0] ^= 1;
-        let bad = spool.receive(&mut ledger, wrong, &mut &*data, 0);
+        let bad = spool.receive(&mut ledger, wrong, &mut &*data, 0, &Held::new(0));
         assert!(
             matches!(bad, Err(SpoolError::Refused(Refusal::Digest))),
             "{bad:?}"
@@ -337,7 +384,7 @@ mod tests {
         assert_eq!(spool_bytes(dir.path()), b"");
         assert_eq!(
             spool
-                .receive(&mut ledger, header(0, data), &mut &*data, 0)
+                .receive(&mut ledger, header(0, data), &mut &*data, 0, &Held::new(0))
                 .unwrap(),
             10
         );
@@ -350,7 +397,7 @@ mod tests {
         let mut ledger = Ledger::new(0, 900, 0);
         let data = b"abcdef".as_slice();
         spool
-            .receive(&mut ledger, header(0, data), &mut &*data, 0)
+            .receive(&mut ledger, header(0, data), &mut &*data, 0, &Held::new(0))
             .unwrap();
         drop(spool);
         // A crash mid-segment: bytes appended, half an ack line written.
@@ -371,7 +418,7 @@ mod tests {
         let more = b"gh".as_slice();
         assert_eq!(
             spool
-                .receive(&mut ledger, header(6, more), &mut &*more, 0)
+                .receive(&mut ledger, header(6, more), &mut &*more, 0, &Held::new(0))
                 .unwrap(),
             8
         );
@@ -386,7 +433,7 @@ mod tests {
         let mut ledger = Ledger::new(0, 900, 0);
         let data = b"abcdef".as_slice();
         spool
-            .receive(&mut ledger, header(0, data), &mut &*data, 0)
+            .receive(&mut ledger, header(0, data), &mut &*data, 0, &Held::new(0))
             .unwrap();
         drop(spool);
         File::options()
@@ -410,6 +457,62 @@ mod tests {
         assert_eq!(cap(u64::MAX, 1), u64::MAX);
     }
 
+    /// A body that gives `data`, then runs `then` once and ends.
+    struct ThenEnd<'a, F: FnMut()> {
+        data: &'a [u8],
+        then: F,
+    }
+
+    impl<F: FnMut()> Read for ThenEnd<'_, F> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                (self.then)();
+                return Ok(0);
+            }
+            self.data.read(buf)
+        }
+    }
+
+    #[test]
+    fn bytes_the_extractor_read_stay_and_a_resend_must_match_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        let mut ledger = Ledger::new(0, 900, 0);
+        let follow = Held::new(0);
+        let mut follower =
+            super::super::follow::Follower::new(spool.reader().unwrap(), follow.clone());
+        let data = b"0123456789".as_slice();
+        // Cut after 6 bytes, 4 of which the extractor read meanwhile.
+        let mut cut = ThenEnd {
+            data: &data[..6],
+            then: || {
+                let mut buf = [0u8; 4];
+                follower.read_exact(&mut buf).unwrap();
+                assert_eq!(&buf, b"0123");
+            },
+        };
+        let short = spool.receive(&mut ledger, header(0, data), &mut cut, 0, &follow);
+        assert!(matches!(short, Err(SpoolError::Short { got: 6, .. })));
+        assert_eq!(follow.seen(), 4);
+        assert_eq!(spool_bytes(dir.path()), b"0123");
+        // A resend whose first bytes differ: the session cannot go on.
+        let other = b"01x3456789".as_slice();
+        let diverged = spool.receive(&mut ledger, header(0, other), &mut &*other, 0, &follow);
+        assert!(
+            matches!(diverged, Err(SpoolError::Diverged { at: 2 })),
+            "{diverged:?}"
+        );
+        // What the extractor read is still there; the same bytes again pass.
+        assert_eq!(spool_bytes(dir.path()), b"0123");
+        assert_eq!(
+            spool
+                .receive(&mut ledger, header(0, data), &mut &*data, 0, &follow)
+                .unwrap(),
+            10
+        );
+        assert_eq!(spool_bytes(dir.path()), data);
+    }
+
     #[test]
     fn a_wrong_offset_touches_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -417,9 +520,9 @@ mod tests {
         let mut ledger = Ledger::new(0, 900, 0);
         let data = b"abc".as_slice();
         spool
-            .receive(&mut ledger, header(0, data), &mut &*data, 0)
+            .receive(&mut ledger, header(0, data), &mut &*data, 0, &Held::new(0))
             .unwrap();
-        let again = spool.receive(&mut ledger, header(0, data), &mut &*data, 0);
+        let again = spool.receive(&mut ledger, header(0, data), &mut &*data, 0, &Held::new(0));
         assert!(matches!(
             again,
             Err(SpoolError::Refused(Refusal::Offset { held: 3 }))
