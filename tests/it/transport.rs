@@ -696,6 +696,115 @@ pub(crate) mod raw {
         }
     }
 
+    /// A PUT of `bytes` at 0 (`sha` in its header) whose body stops for a
+    /// second after `first` bytes, so the extractor reads those while the
+    /// segment is still arriving. The answer's status and body.
+    fn put_pausing(
+        dest: &TestNode,
+        sid: &str,
+        secret: &str,
+        bytes: &[u8],
+        sha: &str,
+        first: usize,
+    ) -> (u16, String) {
+        use std::io::Read;
+        let mut conn = std::net::TcpStream::connect(dest.addr).unwrap();
+        write!(
+            conn,
+            "PUT /api/transfers/session/{sid}/segment?offset=0 HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Ferry-Session {secret}\r\nX-Ferry-Segment-Sha256: {sha}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        )
+        .unwrap();
+        conn.write_all(&bytes[..first]).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        conn.write_all(&bytes[first..]).unwrap();
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, answer)
+    }
+
+    #[test]
+    fn a_resend_unlike_the_bytes_already_extracted_fails_the_transfer() {
+        // The extractor reads a segment while it arrives (docs/transport.md,
+        // "What each side persists"). A segment corrupted on the way (its
+        // digest does not match) whose bytes it has read can be resent only
+        // as those same bytes; a resend that differs in them fails the
+        // transfer (the tree holds bytes no segment vouches for). (A byte
+        // the extractor cannot parse fails it at once: docs/transport.md.)
+        let dest = TestNode::start();
+        let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
+        let bytes = body("bnd", None);
+        let half = bytes.len() / 2;
+        let mut corrupted = bytes[..half].to_vec();
+        // A byte of the configuration part that leaves it valid JSON, so
+        // the extractor reads on ("Big world" as "Bog world").
+        let at = bytes
+            .windows(9)
+            .position(|w| w == b"Big world")
+            .expect("the server's name in the body")
+            + 1;
+        corrupted[at] = b'o';
+        let (code, answer) = put_pausing(
+            &dest,
+            &sid,
+            &secret,
+            &corrupted,
+            &sha(&bytes[..half]),
+            at + 16,
+        );
+        assert_eq!(code, 400, "{answer}");
+        assert!(answer.contains("segment checksum mismatch"), "{answer}");
+        let (code, v) = put(
+            &dest,
+            &sid,
+            &secret,
+            0,
+            &bytes[..half],
+            &sha(&bytes[..half]),
+        );
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (400, Some("checksums don't match")),
+            "{v}"
+        );
+        // The extractor ends the transfer with it (at once: it was
+        // waiting for bytes).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let v = loop {
+            let (code, v) = call(
+                "GET",
+                &dest.url(&format!("/api/transfers/session/{sid}")),
+                &format!("Ferry-Session {secret}"),
+                &[],
+                b"",
+            );
+            assert_eq!(code, 200, "{v}");
+            if v["state"] != "receiving" || Instant::now() > deadline {
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            (v["state"].as_str(), v["error"].as_str()),
+            (Some("failed"), Some("checksums don't match")),
+            "{v}"
+        );
+        assert_clean(&dest);
+        assert!(
+            dest.log_text()
+                .contains("differs from what an earlier attempt sent"),
+            "{}",
+            dest.log_text()
+        );
+    }
+
     #[test]
     fn cancel_through_the_session_removes_it() {
         let dest = TestNode::start();
