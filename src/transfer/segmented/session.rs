@@ -113,7 +113,7 @@ pub struct Session {
     claim: Mutex<Option<(u64, [u8; 32])>>,
     /// When the claim came (the session's timing line).
     claimed: Mutex<Option<Instant>>,
-    /// How long the extractor waited for acknowledged bytes.
+    /// How long the extractor waited for bytes to be written.
     extractor_waited: Mutex<Duration>,
     /// The connection of the segment being received, torn down on cancel.
     in_flight: Arc<Mutex<Option<ConnectionHandle>>>,
@@ -507,7 +507,7 @@ impl Session {
         });
         log::info!(
             "transfer {}: session timing: segments {writing:.2} s reading and writing, \
-             {syncing:.2} s syncing; extractor {:.2} s ({:.2} s waiting for held bytes, \
+             {syncing:.2} s syncing; extractor {:.2} s ({:.2} s waiting for bytes, \
              {tail:.2} s after the finish claim); install and report {:.2} s",
             self.transfer.id,
             (extracted - started).as_secs_f64(),
