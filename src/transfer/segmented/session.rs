@@ -326,7 +326,7 @@ impl Session {
     /// whose ack log digests to `acks_sha256`. From here the extractor ends
     /// the transfer; status tells the outcome.
     pub fn finish(&self, length: u64, acks_sha256: [u8; 32]) -> Result<(), Refusal> {
-        let Ok(mut work) = self.work.try_lock() else {
+        let Some(mut work) = self.work_soon() else {
             return Err(Refusal::Busy {
                 held: lock(&self.view).held,
             });
@@ -339,6 +339,28 @@ impl Session {
         self.save_state(State::Finishing);
         self.held.finish();
         Ok(())
+    }
+
+    /// `work`, waiting up to a second for whoever holds it: the session's
+    /// end holds it for moments (its outcome is in `view` once it lets go),
+    /// a segment being received for long (that is `Busy`). A finish that
+    /// met the end's moment answered 409 while status still said
+    /// `receiving`, and the source gave up with "outcome unknown"; with the
+    /// extractor reading segments as they arrive, an extractor that fails
+    /// (the disk limit) does so just as the last segment lands, right when
+    /// the finish comes.
+    fn work_soon(&self) -> Option<MutexGuard<'_, Work>> {
+        let until = Instant::now() + Duration::from_secs(1);
+        loop {
+            match self.work.try_lock() {
+                Ok(work) => return Some(work),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        }
     }
 
     /// The session failed for a reason of its own: remember it and stop the
