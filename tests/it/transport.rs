@@ -404,6 +404,68 @@ fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
     assert!(s.dest.audit_lines().iter().any(|l| l["to"] == "cancelled"));
 }
 
+/// A cancel on the source while its open is in flight (the destination
+/// holds the open 3 s): the cancel shuts the source's connections, so the
+/// open's answer never arrives and the source does not know the session's
+/// id; its cancel by the JWT still ends the session at once, not after the
+/// resume window (issue #17's live-pass cancel bug).
+#[test]
+fn a_cancel_while_the_session_opens_ends_it_on_the_destination() {
+    let mut s = setup(Options {
+        data: 4 * MB,
+        dest_env: vec![(
+            "FERRY_FAILPOINT".into(),
+            "session-opening:delay=3000".into(),
+        )],
+        ..Default::default()
+    });
+    s.start();
+    assert!(
+        s.dest.wait_log(
+            "failpoint: delaying at session-opening",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        s.dest.log_text()
+    );
+    let (code, body) = s.source.request(
+        "DELETE",
+        &format!("/api/servers/{SERVER}/transfer"),
+        Some(json!({"reason": "changed my mind"})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let end = s.source.wait_transfer_end(SERVER, Duration::from_secs(10));
+    assert_eq!(end["status"], "cancelled", "{end}");
+    // The default window is 15 min: ending within seconds is the cancel.
+    let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(15));
+    assert_eq!(
+        record["status"],
+        "cancelled",
+        "{record}\n--- source:\n{}\n--- destination:\n{}",
+        s.source.log_text(),
+        s.dest.log_text()
+    );
+    assert!(
+        record["cancel_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("while the session was opening"),
+        "{record}"
+    );
+    s.assert_destination_clean();
+    // The JWT is spent: it opens nothing any more.
+    let (code, v) = raw::call(
+        "POST",
+        &s.dest.url("/api/transfers/session"),
+        &format!("Bearer {}", s.jwt),
+        &[("Content-Type", "application/json".into())],
+        json!({"boundary": "bnd", "bytes_total": 1000})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(code, 401, "{v}");
+}
+
 /// A session's transfer that its window ended: cancelled, as expired.
 pub(crate) fn assert_ended_as_expired(record: &serde_json::Value) {
     assert_eq!(record["status"], "cancelled", "{record}");
@@ -768,5 +830,53 @@ pub(crate) mod raw {
             &sha(&bytes[1000..2000]),
         );
         assert_eq!(code, 409);
+    }
+
+    /// The cancel by the panel's JWT (a source that never got the open's
+    /// answer): the live session opened with it ends, the JWT is spent,
+    /// and a second one finds nothing and says so.
+    #[test]
+    fn cancel_by_the_jwt_ends_the_session_it_opened() {
+        let dest = TestNode::start();
+        let token = jwt(&dest);
+        let (sid, secret) = open(&dest, &token, "bnd");
+        let cancel = |auth: &str| {
+            call(
+                "DELETE",
+                &dest.url("/api/transfers/session"),
+                auth,
+                &[("Content-Type", "application/json".into())],
+                br#"{"reason":"source cancelled"}"#,
+            )
+        };
+        // Another server's JWT finds nothing of this one.
+        let other =
+            fake_panel::mint_transfer_jwt(&dest.token, "0d2b4c6e-8f10-4a32-b456-789abcdef012");
+        let (code, v) = cancel(&format!("Bearer {other}"));
+        assert_eq!((code, &v["session"]), (202, &json!(null)), "{v}");
+        let (code, v) = cancel(&format!("Bearer {token}"));
+        assert_eq!(code, 202, "{v}");
+        let record = dest.wait_transfer_end(SERVER, Duration::from_secs(5));
+        assert_eq!(record["status"], "cancelled", "{record}");
+        assert_eq!(record["cancel_reason"], "source cancelled", "{record}");
+        assert_clean(&dest);
+        let (code, v) = call(
+            "GET",
+            &dest.url(&format!("/api/transfers/session/{sid}")),
+            &format!("Ferry-Session {secret}"),
+            &[],
+            b"",
+        );
+        assert!(code == 404 || v["state"] == "cancelled", "{code} {v}");
+        // Spent: neither a second cancel nor an open gets through.
+        assert_eq!(cancel(&format!("Bearer {token}")).0, 401);
+        let (code, v) = call(
+            "POST",
+            &dest.url("/api/transfers/session"),
+            &format!("Bearer {token}"),
+            &[("Content-Type", "application/json".into())],
+            br#"{"boundary":"bnd","bytes_total":1000}"#,
+        );
+        assert_eq!(code, 401, "{v}");
     }
 }

@@ -137,9 +137,24 @@ impl<'a> Sender<'a> {
         });
         let deadline = Instant::now() + window;
         let mut pause = Backoff::default();
+        // An open that got no answer may have opened the session anyway
+        // (a cancel shuts the agent while the open is in flight): giving
+        // up then cancels it by the JWT, as the session's id is unknown.
+        let give_up = |end: SourceEnd, unanswered: bool| {
+            if unanswered {
+                requests::spawn_cancel(
+                    base.clone(),
+                    token.to_string(),
+                    transfer,
+                    "the session being opened".into(),
+                );
+            }
+            Err(end)
+        };
+        let mut unanswered = false;
         loop {
             if transfer.is_cancelled() {
-                return Err(SourceEnd::NoAnswer("cancelled".into()));
+                return give_up(SourceEnd::NoAnswer("cancelled".into()), unanswered);
             }
             let sent = agent
                 .post(&base)
@@ -177,6 +192,7 @@ impl<'a> Sender<'a> {
                     return Err(SourceEnd::Refused(status, error_of(&v)));
                 }
                 Reply::Transient(why) if Instant::now() < deadline => {
+                    unanswered = true;
                     log::warn!(
                         "transfer {}: opening the session: {why}; retrying",
                         transfer.id
@@ -184,9 +200,10 @@ impl<'a> Sender<'a> {
                     pause.sleep(transfer);
                 }
                 Reply::Transient(why) => {
-                    return Err(SourceEnd::NoAnswer(format!(
-                        "could not open a transfer session: {why}"
-                    )))
+                    return give_up(
+                        SourceEnd::NoAnswer(format!("could not open a transfer session: {why}")),
+                        true,
+                    )
                 }
             }
         }

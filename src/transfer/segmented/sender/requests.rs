@@ -14,6 +14,7 @@ use super::{nap, Backoff, Sender, FINISH_PATIENCE, SEGMENT_SHA256};
 /// finish (its cap, `api::transfer_session::MAX_STATUS_WAIT`, is 20 s).
 const STATUS_WAIT: Duration = Duration::from_secs(20);
 use crate::transfer::finish::SourceEnd;
+use crate::transfer::Transfer;
 
 /// One answer of the destination, or why there was none.
 pub(super) enum Reply {
@@ -302,54 +303,77 @@ impl Sender<'_> {
 
     /// Best effort, on its own thread (the record ends without waiting for
     /// it): tell the destination to drop the session; it expires otherwise.
-    /// A fresh agent: the transfer's was shut by the cancel.
     pub(super) fn cancel_remote(&self) {
-        let (base, auth, id, sid) = (
+        spawn_cancel(
             self.base.clone(),
             self.auth(),
-            self.transfer.id.clone(),
-            self.sid.clone(),
+            self.transfer,
+            format!("session {}", self.sid),
         );
-        let reason = self
-            .transfer
-            .cancel_reason()
-            .unwrap_or_else(|| "cancelled on the source".into());
-        let spawned = std::thread::Builder::new()
-            .name(format!("segx-{}", &id[..8.min(id.len())]))
-            .spawn(move || cancel_session(&base, &auth, &id, &sid, &reason));
-        if let Err(e) = spawned {
-            log::warn!(
-                "transfer {}: cannot cancel the session: {e}",
-                self.transfer.id
-            );
-        }
     }
 }
 
-fn cancel_session(base: &str, auth: &str, id: &str, sid: &str, reason: &str) {
+/// Sends the source's cancel to `url` (`DELETE`, `auth` its credential:
+/// the session's secret, or the panel JWT for a session whose open got no
+/// answer) on its own thread, so the record ends without waiting for it.
+pub(super) fn spawn_cancel(url: String, auth: String, transfer: &Transfer, what: String) {
+    let id = transfer.id.clone();
+    let reason = transfer
+        .cancel_reason()
+        .unwrap_or_else(|| "cancelled on the source".into());
+    let name = format!("segx-{}", &id[..8.min(id.len())]);
+    if let Err(e) = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || cancel_session(&url, &auth, &id, &what, &reason))
     {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .tls_config(crate::trust::tls_config())
-            .build()
-            .into();
-        let body = json!({ "reason": reason });
-        match agent
-            .delete(base)
+        log::warn!(
+            "transfer {}: cannot send the session's cancel: {e}",
+            transfer.id
+        );
+    }
+}
+
+/// How often the cancel is tried when no answer comes: a connection cut
+/// or a proxy's 5xx should not leave the session for its whole window.
+const CANCEL_ATTEMPTS: u32 = 3;
+
+/// A fresh agent: the transfer's was shut by the cancel itself.
+fn cancel_session(url: &str, auth: &str, id: &str, what: &str, reason: &str) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(crate::trust::tls_config())
+        .build()
+        .into();
+    let body = json!({ "reason": reason }).to_string();
+    let mut pause = Duration::from_millis(500);
+    for attempt in 1..=CANCEL_ATTEMPTS {
+        let sent = agent
+            .delete(url)
             .header("Authorization", auth)
             .header("Content-Type", "application/json")
             .force_send_body()
-            .send(body.to_string())
-        {
-            Ok(r) => log::info!(
-                "transfer {id}: session {sid} cancel answered {}",
-                r.status().as_u16()
-            ),
-            Err(e) => log::warn!(
-                "transfer {id}: session {sid} cancel not delivered ({e}); it expires on the destination"
-            ),
+            .send(body.as_str());
+        let why = match sent {
+            Ok(r) if r.status().as_u16() < 500 => {
+                log::info!(
+                    "transfer {id}: {what}: cancel answered {}",
+                    r.status().as_u16()
+                );
+                return;
+            }
+            Ok(r) => format!("answered {}", r.status().as_u16()),
+            Err(e) => e.to_string(),
+        };
+        if attempt == CANCEL_ATTEMPTS {
+            log::warn!(
+                "transfer {id}: {what}: cancel not delivered ({why}); it expires on the destination"
+            );
+            return;
         }
+        log::debug!("transfer {id}: {what}: cancel: {why}; retrying");
+        std::thread::sleep(pause);
+        pause *= 2;
     }
 }
 
