@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -36,13 +37,18 @@ impl KeptSegment {
     /// (fewer at its end, or where the body's producer paused: a body
     /// read answering `WouldBlock` ends a started segment there, so it is
     /// sent and acknowledged while the producer waits; see
-    /// `transfer::pipe`), hashing them (the segment's digest).
+    /// `transfer::pipe`), hashing them (the segment's digest). A started
+    /// segment also ends once filling it took `patience`: a slow body (an
+    /// upload limit paces it) must not leave the destination's session
+    /// silent past its resume window while a whole segment fills.
     pub(super) fn fill(
         &mut self,
         body: &mut impl Read,
         size: u64,
         stop: &AtomicBool,
+        patience: Duration,
     ) -> io::Result<u64> {
+        let began = Instant::now();
         self.filled = None;
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
@@ -63,7 +69,7 @@ impl KeptSegment {
                     }
                     // Paused before this segment's first byte: the one
                     // before it is being acknowledged; the rest follows.
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
                 // Not retried: the upload pipe says "cancelled" this way.
@@ -72,6 +78,9 @@ impl KeptSegment {
             segment.update(&buf[..n]);
             self.file.write_all(&buf[..n])?;
             got += n as u64;
+            if began.elapsed() >= patience {
+                break;
+            }
         }
         self.filled = Some((got, segment.finalize().into()));
         Ok(got)
@@ -94,5 +103,45 @@ impl KeptSegment {
     pub(super) fn range(&mut self, at: u64, n: u64) -> io::Result<io::Take<&File>> {
         self.file.seek(SeekFrom::Start(at))?;
         Ok((&self.file).take(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that gives one byte every 20 ms (an upload limit pacing it).
+    struct Slow;
+
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(20));
+            buf[0] = 7;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_slow_body_ends_the_segment_after_its_patience() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kept = KeptSegment::create(dir.path(), "t").unwrap();
+        let began = Instant::now();
+        let stop = AtomicBool::new(false);
+        let got = kept
+            .fill(&mut Slow, 1 << 20, &stop, Duration::from_millis(200))
+            .unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!((5..=20).contains(&got), "{got} bytes");
+        let mut back = Vec::new();
+        kept.range(0, got).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, vec![7; got as usize]);
+        assert_eq!(
+            kept.digest(0, got).unwrap(),
+            <[u8; 32]>::from(Sha256::digest(&back))
+        );
     }
 }

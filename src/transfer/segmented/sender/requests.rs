@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::kept::KeptSegment;
-use super::{nap, Backoff, Sender, FINISH_PATIENCE, SEGMENT_SHA256};
+use super::{nap, stall_bound, Backoff, Sender, FINISH_PATIENCE, SEGMENT_SHA256};
+use crate::transfer::segmented::ledger::BUSY;
 
 /// How long one status request asks the destination to wait for the
 /// finish (its cap, `api::transfer_session::MAX_STATUS_WAIT`, is 20 s).
@@ -60,6 +61,9 @@ pub(super) enum Put {
     TooLarge,
     Digest,
     Resync,
+    /// Another request of the session is still in progress there: pause,
+    /// then as `Resync`.
+    Busy,
     End(SourceEnd),
 }
 
@@ -120,7 +124,12 @@ impl Sender<'_> {
             .agent
             .put(&format!("{}/segment?offset={offset}", self.base))
             .config()
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            // A destination that takes no bytes (stopped, its disk hung)
+            // or stays silent after the body is asked status instead: the
+            // segment is resent (at most once) rather than the transfer
+            // held for as long as TCP keeps a zero window open.
+            .timeout_per_write(Some(stall_bound(self.window)))
+            .timeout_recv_response(Some(stall_bound(self.window)))
             .build()
             .header("Authorization", &self.auth())
             .header(SEGMENT_SHA256, digest)
@@ -134,8 +143,9 @@ impl Sender<'_> {
             },
             Reply::Answer(413, _) => Put::TooLarge,
             Reply::Answer(400, v) if error_of(&v) == "segment checksum mismatch" => Put::Digest,
-            // Offset or busy: go on from what the destination holds; a
-            // session no longer receiving is told by status.
+            Reply::Answer(409, v) if error_of(&v).starts_with(BUSY) => Put::Busy,
+            // Offset: go on from what the destination holds; a session no
+            // longer receiving is told by status.
             Reply::Answer(409 | 400, _) => Put::Resync,
             Reply::Answer(status, v) => Put::End(SourceEnd::Refused(status, error_of(&v))),
             Reply::Transient(why) => {
