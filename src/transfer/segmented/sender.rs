@@ -307,8 +307,9 @@ impl<'a> Sender<'a> {
         let mut length = 0u64;
         let mut kept_start = 0u64;
         let mut mismatches = 0;
-        // 409 Busy answers in a row (their pause grows).
-        let mut busy = 0;
+        // Segment requests in a row that were busy or got no answer (the
+        // pause before the next grows).
+        let mut failed = 0;
         let mut segments = 0u64;
         // Where the time went (the summary line; scripts/bench-transport.py).
         let (mut packing, mut putting) = (Duration::ZERO, Duration::ZERO);
@@ -364,7 +365,7 @@ impl<'a> Sender<'a> {
                     plan.sending(offset, handed);
                     let held = match put {
                         Put::Held(h) => {
-                            busy = 0;
+                            failed = 0;
                             h
                         }
                         Put::TooLarge => {
@@ -391,9 +392,9 @@ impl<'a> Sender<'a> {
                             continue;
                         }
                         Put::Resync => self.wait_held()?,
-                        Put::Busy => {
-                            nap(self.transfer, busy_pause(busy));
-                            busy += 1;
+                        Put::Again => {
+                            nap(self.transfer, retry_pause(failed));
+                            failed += 1;
                             self.wait_held()?
                         }
                         Put::End(end) => return Err(end),
@@ -448,11 +449,12 @@ fn stall_bound(window: Duration) -> Duration {
     (window / 4).clamp(Duration::from_secs(5), Duration::from_secs(30))
 }
 
-/// The pause before the next segment request after the destination said
-/// another of this session's requests is still in progress (409 Busy: a
-/// cut request it has not noticed yet): 100 ms doubling to 2 s, so the
-/// sender neither hammers it nor waits long once it is free.
-fn busy_pause(attempt: u32) -> Duration {
+/// The pause before the next segment request after `attempt` in a row
+/// were refused as busy (409: another request of the session, a cut one
+/// the destination has not noticed yet, is still in progress) or got no
+/// answer: 100 ms doubling to 2 s, so the sender neither hammers the
+/// destination nor waits long once it is free.
+fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2))
 }
 
@@ -486,9 +488,9 @@ mod tests {
 
     #[test]
     fn a_busy_session_is_asked_again_after_100_ms_doubling_to_2_s() {
-        let pauses: Vec<u64> = (0..8).map(|a| busy_pause(a).as_millis() as u64).collect();
+        let pauses: Vec<u64> = (0..8).map(|a| retry_pause(a).as_millis() as u64).collect();
         assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
-        assert_eq!(busy_pause(u32::MAX), Duration::from_secs(2));
+        assert_eq!(retry_pause(u32::MAX), Duration::from_secs(2));
     }
 
     #[test]

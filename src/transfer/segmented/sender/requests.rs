@@ -61,9 +61,9 @@ pub(super) enum Put {
     TooLarge,
     Digest,
     Resync,
-    /// Another request of the session is still in progress there: pause,
-    /// then as `Resync`.
-    Busy,
+    /// Another request of the session is still in progress there, or no
+    /// answer came: pause, then as `Resync`.
+    Again,
     End(SourceEnd),
 }
 
@@ -143,7 +143,7 @@ impl Sender<'_> {
             },
             Reply::Answer(413, _) => Put::TooLarge,
             Reply::Answer(400, v) if error_of(&v) == "segment checksum mismatch" => Put::Digest,
-            Reply::Answer(409, v) if error_of(&v).starts_with(BUSY) => Put::Busy,
+            Reply::Answer(409, v) if error_of(&v).starts_with(BUSY) => Put::Again,
             // Offset: go on from what the destination holds; a session no
             // longer receiving is told by status.
             Reply::Answer(409 | 400, _) => Put::Resync,
@@ -160,7 +160,10 @@ impl Sender<'_> {
                     self.transfer,
                     &format!("The connection to the destination failed ({why}); resuming..."),
                 );
-                Put::Resync
+                // Also how a busy session's refusal usually arrives: it
+                // answers before reading the body and closes, so the body's
+                // write fails before the answer is read.
+                Put::Again
             }
         }
     }
