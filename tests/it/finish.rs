@@ -889,9 +889,14 @@ enum Side {
 /// the install undone, no success reported, nothing of the session left,
 /// the server stays on the source.
 fn a_cancel_while_the_destination_finishes_is_undone(side: Side, point: &str) {
+    a_cancel_while_the_destination_finishes_is_undone_with(side, point, "");
+}
+
+/// As above, with `more` failpoints on the destination.
+fn a_cancel_while_the_destination_finishes_is_undone_with(side: Side, point: &str, more: &str) {
     let w = World::new(Setup {
         transport: Transport::Segmented,
-        dest_env: env(&[("FERRY_FAILPOINT", &format!("{point}:delay=1500"))]),
+        dest_env: env(&[("FERRY_FAILPOINT", &format!("{point}:delay=1500{more}"))]),
         ..Default::default()
     });
     w.begin();
@@ -934,6 +939,20 @@ fn a_destination_cancel_while_verifying_is_undone_segmented() {
 #[test]
 fn a_destination_cancel_while_installing_is_undone_segmented() {
     a_cancel_while_the_destination_finishes_is_undone(Side::Dest, "installing");
+}
+
+/// The cancel waits for the finish's lock (held through `installing`),
+/// then is accepted (202) and held 1 s before its hooks: the finish,
+/// entering `reporting` meanwhile, must see it. Before, the cancel's flag
+/// was set only after the lock was released, and under load the finish
+/// reported success after a 202 (seen in a full `make test`).
+#[test]
+fn a_destination_cancel_accepted_as_the_install_ends_is_undone_segmented() {
+    a_cancel_while_the_destination_finishes_is_undone_with(
+        Side::Dest,
+        "installing",
+        ",cancel-accepted:delay=1000",
+    );
 }
 
 #[test]

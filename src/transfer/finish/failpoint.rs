@@ -11,8 +11,9 @@
 //! `container-created` (after), `reported` (the panel answered a
 //! report, before the record is written), `segment-receiving` (a
 //! segment's request, registered for the cancel, before its cancel check)
-//! and `session-opening` (a session's open, its JWT checked, before the
-//! session exists). Several may be given, comma
+//! `session-opening` (a session's open, its JWT checked, before the
+//! session exists) and `cancel-accepted` (a cancel, its status and flag
+//! set, the lock released, before its hooks run). Several may be given, comma
 //! separated. Not for production: unset, every call is a lookup in an
 //! empty list.
 

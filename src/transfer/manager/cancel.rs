@@ -40,9 +40,14 @@ impl Manager {
         if !self.apply(transfer, Status::Cancelling, None, Some(reason)) {
             return Err(CancelRefused::NotActive);
         }
+        // The flag under the lock, with `cancelling`: the finish checks it
+        // when it enters `reporting` under the same lock, so an accepted
+        // cancel is never followed by a success report. (Set after the
+        // lock, a finish waiting for it could report in between.)
+        transfer.cancel.store(true, Ordering::SeqCst);
         // Hooks may end the transfer from this thread: not under the lock.
         drop(changing);
-        transfer.cancel.store(true, Ordering::SeqCst);
+        finish::failpoint::point("cancel-accepted");
         transfer.run_cancel_hooks();
         Ok(())
     }
