@@ -107,6 +107,7 @@ fn setup(o: Options<'_>) -> Setup {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         // The segmented transport is opt-in (docs/decisions.md).
         transfers_yaml: format!("transport: auto\n{}", o.source_yaml),
         ..Default::default()
@@ -346,6 +347,7 @@ fn a_killed_destination_restarts_and_the_transfer_resumes() {
         remote: Some(s.panel.url()),
         token_id: Some("desttokenid".into()),
         root: Some(root),
+        own_root: true,
         transfers_yaml: "segment_size: 4".into(),
         ..Default::default()
     });
@@ -392,6 +394,7 @@ fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
     s.source = TestNode::start_with(NodeOptions {
         remote: Some(s.panel.url()),
         root: Some(root),
+        own_root: true,
         ..Default::default()
     });
     // The restarted source reported the failure (SPEC §5.1, §7) and keeps

@@ -40,10 +40,9 @@ impl Manager {
         if !self.apply(transfer, Status::Cancelling, None, Some(reason)) {
             return Err(CancelRefused::NotActive);
         }
-        // The flag under the lock, with `cancelling`: the finish checks it
-        // when it enters `reporting` under the same lock, so an accepted
-        // cancel is never followed by a success report. (Set after the
-        // lock, a finish waiting for it could report in between.)
+        // The flag is set under the lock the finish takes to enter
+        // `reporting`: once this cancel is accepted, no success report
+        // can start (a flag set after the lock let one slip through).
         transfer.cancel.store(true, Ordering::SeqCst);
         // Hooks may end the transfer from this thread: not under the lock.
         drop(changing);
