@@ -581,6 +581,7 @@ fn a_frozen_destination_does_not_hold_the_sender_past_its_window() {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         transfers_yaml: "transport: auto\ncompression_level: 1".into(),
         ..Default::default()
     });
