@@ -136,6 +136,13 @@ pub fn routes() -> Router<Endpoint> {
         transfer_session::open,
     );
     add(
+        "DELETE",
+        "/api/transfers/session",
+        "transfer_session_cancel_opening",
+        Handler,
+        transfer_session::cancel_opening,
+    );
+    add(
         "GET",
         "/api/transfers/session/:sid",
         "transfer_session",

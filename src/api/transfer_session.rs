@@ -182,6 +182,31 @@ pub fn cancel(
 ) -> Result<Response, ApiError> {
     let session = session(node, request, params)?;
     let reason = read_reason(request)?;
+    cancel_transfer(node, &session, reason)
+}
+
+/// `DELETE /api/transfers/session` with the panel JWT: the source cancels
+/// the session its open may have created while the open's answer never
+/// reached it (docs/transport.md "Requests"). 202 also when there is none.
+pub fn cancel_opening(
+    node: &Arc<Node>,
+    request: &mut Request,
+    _: &Params,
+) -> Result<Response, ApiError> {
+    let claims = verify_token(node, request)?;
+    let reason = read_reason(request)?;
+    match node.sessions.cancel_opening(node, &claims) {
+        Some(session) => cancel_transfer(node, &session, reason),
+        None => Ok(reply::json(202, &json!({"session": null}))),
+    }
+}
+
+/// The source's cancel of `session`'s transfer, as a classic one's.
+fn cancel_transfer(
+    node: &Arc<Node>,
+    session: &Session,
+    reason: Option<String>,
+) -> Result<Response, ApiError> {
     match node.transfers.cancel(&session.transfer, reason.clone()) {
         Ok(()) => {}
         Err(CancelRefused::NotActive) => return Err(ApiError::new(409, NOT_TRANSFERRING)),

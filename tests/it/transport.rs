@@ -4,8 +4,10 @@
 //! node, expiry, replay, checksum mismatches and the session's own
 //! refusals.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -405,6 +407,219 @@ fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
     assert_ended_as_expired(&s.dest.wait_transfer_end(SERVER, Duration::from_secs(20)));
     s.assert_destination_clean();
     assert!(s.dest.audit_lines().iter().any(|l| l["to"] == "cancelled"));
+}
+
+/// A cancel on the source while its open is in flight (the destination
+/// holds the open 3 s): the cancel shuts the source's connections, so the
+/// open's answer never arrives and the source does not know the session's
+/// id; its cancel by the JWT still ends the session at once, not after the
+/// resume window (issue #17's live-pass cancel bug).
+#[test]
+fn a_cancel_while_the_session_opens_ends_it_on_the_destination() {
+    let mut s = setup(Options {
+        data: 4 * MB,
+        dest_env: vec![(
+            "FERRY_FAILPOINT".into(),
+            "session-opening:delay=3000".into(),
+        )],
+        ..Default::default()
+    });
+    s.start();
+    assert!(
+        s.dest.wait_log(
+            "failpoint: delaying at session-opening",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        s.dest.log_text()
+    );
+    let (code, body) = s.source.request(
+        "DELETE",
+        &format!("/api/servers/{SERVER}/transfer"),
+        Some(json!({"reason": "changed my mind"})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let end = s.source.wait_transfer_end(SERVER, Duration::from_secs(10));
+    assert_eq!(end["status"], "cancelled", "{end}");
+    // The default window is 15 min: ending within seconds is the cancel.
+    let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(15));
+    assert_eq!(
+        record["status"],
+        "cancelled",
+        "{record}\n--- source:\n{}\n--- destination:\n{}",
+        s.source.log_text(),
+        s.dest.log_text()
+    );
+    assert!(
+        record["cancel_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("while the session was opening"),
+        "{record}"
+    );
+    s.assert_destination_clean();
+    // The JWT is spent: it opens nothing any more.
+    let (code, v) = raw::call(
+        "POST",
+        &s.dest.url("/api/transfers/session"),
+        &format!("Bearer {}", s.jwt),
+        &[("Content-Type", "application/json".into())],
+        json!({"boundary": "bnd", "bytes_total": 1000})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(code, 401, "{v}");
+}
+
+/// An upload limit paces the body, so a 64 MiB segment takes long to fill
+/// while the destination hears nothing: with a 4 s window (and 4, 8, 16
+/// MiB segments at 2 MiB/s) the session expired before the third segment
+/// came. A segment is now sent once filling it took a quarter of the
+/// window: the transfer completes (issue #17).
+#[test]
+fn a_tight_upload_limit_with_large_segments_keeps_the_session_alive() {
+    let mut s = setup(Options {
+        data: 20 * MB,
+        source_yaml: "compression_level: 1\nupload_limit: 2",
+        dest_env: vec![("FERRY_RESUME_WINDOW_SECS".into(), "4".into())],
+        ..Default::default()
+    });
+    s.start();
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
+    assert_eq!(
+        record["status"],
+        "completed",
+        "{record}\n--- source:\n{}\n--- destination:\n{}",
+        s.source.log_text(),
+        s.dest.log_text()
+    );
+    s.assert_identical();
+    s.assert_no_session_left();
+}
+
+/// A destination that answers the probe and the open as ferry does, then
+/// freezes (a stopped process, a hung disk): its sockets stay open, it
+/// reads and answers nothing more, until `thawed` is set.
+fn frozen_destination(window: u64, thawed: Arc<AtomicBool>) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let thawed = Arc::clone(&thawed);
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let answer = match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+                        ["GET", "/api/transfers/session"] => (
+                            200,
+                            json!({"ferry": 1, "segment_size": 64 * MIB, "resume_window": window}),
+                        ),
+                        ["POST", "/api/transfers/session"] => {
+                            let mut body = vec![0; length];
+                            reader.read_exact(&mut body).unwrap();
+                            (
+                                201,
+                                json!({"session": "a".repeat(32), "secret": "b".repeat(64),
+                                       "segment_size": 64 * MIB, "held": 0}),
+                            )
+                        }
+                        _ => {
+                            while !thawed.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            return;
+                        }
+                    };
+                    let body = answer.1.to_string();
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        answer.0,
+                        body.len()
+                    );
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The destination freezes after the open: the first segment's request
+/// takes no bytes (a zero window TCP keeps open for as long as the peer's
+/// kernel answers). Before, the sender waited on it without end; now it
+/// gives the request up after a quarter of the window (at least 5 s), asks
+/// status, and ends the transfer as failed once the window passed
+/// without an answer (issue #17).
+#[test]
+fn a_frozen_destination_does_not_hold_the_sender_past_its_window() {
+    let panel = FakePanel::start("testtokenid", TOKEN);
+    panel.add_server_on(SERVER, settings(), "testtokenid");
+    let root = tempfile::tempdir().unwrap().keep();
+    random_tree(&root.join("volumes").join(SERVER), 20 * MB, 9);
+    let source = TestNode::start_with(NodeOptions {
+        remote: Some(panel.url()),
+        root: Some(root),
+        own_root: true,
+        transfers_yaml: "transport: auto\ncompression_level: 1".into(),
+        ..Default::default()
+    });
+    let thawed = Arc::new(AtomicBool::new(false));
+    let dest = frozen_destination(8, Arc::clone(&thawed));
+    panel.set_transferring(SERVER, true);
+    let began = Instant::now();
+    let (code, body) = source.request(
+        "POST",
+        &format!("/api/servers/{SERVER}/transfer"),
+        Some(json!({
+            "url": format!("http://{dest}/api/transfers"),
+            "token": "Bearer frozen",
+            "server": {"uuid": SERVER, "start_on_completion": false},
+        })),
+    );
+    assert_eq!(code, 202, "{body}");
+    // The bound: 5 s for the stalled request, a 15 s status attempt, packing.
+    let record = source.wait_transfer_end(SERVER, Duration::from_secs(60));
+    thawed.store(true, Ordering::SeqCst);
+    let took = began.elapsed();
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did not answer within the resume window"),
+        "{record}\n{}",
+        source.log_text()
+    );
+    assert!(
+        source.log_text().contains("not acknowledged"),
+        "{}",
+        source.log_text()
+    );
+    assert!(took < Duration::from_secs(45), "held the sender {took:?}");
+    // The server stays on the source (its last byte never went out).
+    assert!(source.server_dir(SERVER).exists());
 }
 
 /// A session's transfer that its window ended: cancelled, as expired.
@@ -880,5 +1095,106 @@ pub(crate) mod raw {
             &sha(&bytes[1000..2000]),
         );
         assert_eq!(code, 409);
+    }
+
+    /// The cancel by the panel's JWT (a source that never got the open's
+    /// answer): the live session opened with it ends, the JWT is spent,
+    /// and a second one finds nothing and says so.
+    #[test]
+    fn cancel_by_the_jwt_ends_the_session_it_opened() {
+        let dest = TestNode::start();
+        let token = jwt(&dest);
+        let (sid, secret) = open(&dest, &token, "bnd");
+        let cancel = |auth: &str| {
+            call(
+                "DELETE",
+                &dest.url("/api/transfers/session"),
+                auth,
+                &[("Content-Type", "application/json".into())],
+                br#"{"reason":"source cancelled"}"#,
+            )
+        };
+        // Another server's JWT finds nothing of this one.
+        let other =
+            fake_panel::mint_transfer_jwt(&dest.token, "0d2b4c6e-8f10-4a32-b456-789abcdef012");
+        let (code, v) = cancel(&format!("Bearer {other}"));
+        assert_eq!((code, &v["session"]), (202, &json!(null)), "{v}");
+        let (code, v) = cancel(&format!("Bearer {token}"));
+        assert_eq!(code, 202, "{v}");
+        let record = dest.wait_transfer_end(SERVER, Duration::from_secs(5));
+        assert_eq!(record["status"], "cancelled", "{record}");
+        assert_eq!(record["cancel_reason"], "source cancelled", "{record}");
+        assert_clean(&dest);
+        let (code, v) = call(
+            "GET",
+            &dest.url(&format!("/api/transfers/session/{sid}")),
+            &format!("Ferry-Session {secret}"),
+            &[],
+            b"",
+        );
+        assert!(code == 404 || v["state"] == "cancelled", "{code} {v}");
+        // Spent: neither a second cancel nor an open gets through.
+        assert_eq!(cancel(&format!("Bearer {token}")).0, 401);
+        let (code, v) = call(
+            "POST",
+            &dest.url("/api/transfers/session"),
+            &format!("Bearer {token}"),
+            &[("Content-Type", "application/json".into())],
+            br#"{"boundary":"bnd","bytes_total":1000}"#,
+        );
+        assert_eq!(code, 401, "{v}");
+    }
+
+    /// A segment refused before its body is read (a wrong offset: 409; a
+    /// wrong secret: 401), 64 MiB announced: the sender's client, which
+    /// sends the whole body before it reads an answer, learns of it within
+    /// seconds (the destination closes a connection whose body it did not
+    /// read: a bounded lingering close, then a reset), not after a stalled
+    /// body. (The tests' proxy is left out: its graceful close leaves a
+    /// FIN_WAIT2 remnant that ignores the client's zero-window probes, and
+    /// about one run in six under load stalls ~106 s there; the sender's
+    /// stall bound is what limits that, see
+    /// `a_frozen_destination_does_not_hold_the_sender_past_its_window`.)
+    #[test]
+    fn a_segment_refused_unread_does_not_stall_its_sender() {
+        let dest = TestNode::start();
+        let (sid, secret) = open(&dest, &jwt(&dest), "bnd");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let n = 64 * MIB;
+        let (good, bad) = (
+            format!("Ferry-Session {secret}"),
+            format!("Ferry-Session {}", "0".repeat(64)),
+        );
+        for (base, auth, offset) in [(dest.url(""), &good, 1000), (dest.url(""), &bad, 0)] {
+            let began = Instant::now();
+            let sent = agent
+                .put(&format!(
+                    "{}/api/transfers/session/{sid}/segment?offset={offset}",
+                    base.trim_end_matches('/')
+                ))
+                .header("Authorization", auth)
+                .header("X-Ferry-Segment-Sha256", &"0".repeat(64))
+                .header("Content-Length", &n.to_string())
+                .header("Content-Type", "application/octet-stream")
+                .send(ureq::SendBody::from_reader(&mut std::io::repeat(0).take(n)));
+            let took = began.elapsed();
+            assert!(
+                took < Duration::from_secs(15),
+                "{base} offset {offset}: the refused segment held its sender {took:?} ({:?})",
+                sent.map(|r| r.status())
+            );
+        }
+        // Nothing was appended.
+        let (code, v) = call(
+            "GET",
+            &dest.url(&format!("/api/transfers/session/{sid}")),
+            &good,
+            &[],
+            b"",
+        );
+        assert_eq!((code, v["held"].as_u64()), (200, Some(0)), "{v}");
     }
 }

@@ -10,9 +10,10 @@
 //! `creating-container` (before the container is created),
 //! `container-created` (after), `reported` (the panel answered a
 //! report, before the record is written), `segment-receiving` (a
-//! segment's request, registered for the cancel, before its cancel check)
-//! and `cancel-accepted` (a cancel was accepted, before its hooks run). Several may be given, comma
-//! separated. Not for production: unset, every call is a lookup in an
+//! segment's request, registered for the cancel, before its cancel check),
+//! `cancel-accepted` (a cancel was accepted, before its hooks run) and
+//! `session-opening` (a session's open, its JWT checked, before the
+//! session exists). Several may be given, comma separated. Not for production: unset, every call is a lookup in an
 //! empty list.
 
 use std::sync::OnceLock;

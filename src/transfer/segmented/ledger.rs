@@ -47,6 +47,10 @@ impl State {
     }
 }
 
+/// How a 409 Busy refusal begins (the sender tells it from an offset
+/// mismatch by it, to pause before trying again).
+pub const BUSY: &str = "another segment is in flight";
+
 /// Why the ledger refuses a request; the driver answers the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -76,7 +80,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Offset { held } => write!(f, "segment offset is not the {held} bytes held"),
-            Refusal::Busy { held } => write!(f, "another segment is in flight ({held} bytes held)"),
+            Refusal::Busy { held } => write!(f, "{BUSY} ({held} bytes held)"),
             Refusal::Digest => f.write_str("segment checksum mismatch"),
             Refusal::Length { held } => write!(f, "finish length is not the {held} bytes held"),
             Refusal::NotReceiving(s) => write!(f, "transfer session is {}", s.as_str()),

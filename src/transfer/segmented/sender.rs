@@ -139,9 +139,24 @@ impl<'a> Sender<'a> {
         });
         let deadline = Instant::now() + window;
         let mut pause = Backoff::default();
+        // An open that got no answer may have opened the session anyway
+        // (a cancel shuts the agent while the open is in flight): giving
+        // up then cancels it by the JWT, as the session's id is unknown.
+        let give_up = |end: SourceEnd, unanswered: bool| {
+            if unanswered {
+                requests::spawn_cancel(
+                    base.clone(),
+                    token.to_string(),
+                    transfer,
+                    "the session being opened".into(),
+                );
+            }
+            Err(end)
+        };
+        let mut unanswered = false;
         loop {
             if transfer.is_cancelled() {
-                return Err(SourceEnd::NoAnswer("cancelled".into()));
+                return give_up(SourceEnd::NoAnswer("cancelled".into()), unanswered);
             }
             let sent = agent
                 .post(&base)
@@ -179,6 +194,7 @@ impl<'a> Sender<'a> {
                     return Err(SourceEnd::Refused(status, error_of(&v)));
                 }
                 Reply::Transient(why) if Instant::now() < deadline => {
+                    unanswered = true;
                     log::warn!(
                         "transfer {}: opening the session: {why}; retrying",
                         transfer.id
@@ -186,9 +202,10 @@ impl<'a> Sender<'a> {
                     pause.sleep(transfer);
                 }
                 Reply::Transient(why) => {
-                    return Err(SourceEnd::NoAnswer(format!(
-                        "could not open a transfer session: {why}"
-                    )))
+                    return give_up(
+                        SourceEnd::NoAnswer(format!("could not open a transfer session: {why}")),
+                        true,
+                    )
                 }
             }
         }
@@ -237,6 +254,7 @@ impl<'a> Sender<'a> {
         let _ = free_tx.send(b);
         let fill_size = AtomicU64::new(size);
         let stop = AtomicBool::new(false);
+        let patience = fill_patience(self.window);
         std::thread::scope(|scope| {
             let filler = scope.spawn(|| {
                 // The first segments are small and double up to the
@@ -246,7 +264,7 @@ impl<'a> Sender<'a> {
                 while let Ok(mut seg) = free_rx.recv() {
                     let want = ramp.min(fill_size.load(Ordering::SeqCst));
                     ramp = ramp.saturating_mul(2);
-                    let filled = seg.fill(&mut *body, want, &stop);
+                    let filled = seg.fill(&mut *body, want, &stop, patience);
                     let last = !matches!(filled, Ok(n) if n > 0);
                     if full_tx.send(filled.map(|n| (seg, n))).is_err() || last {
                         break;
@@ -291,6 +309,9 @@ impl<'a> Sender<'a> {
         let mut length = 0u64;
         let mut kept_start = 0u64;
         let mut mismatches = 0;
+        // Segment requests in a row that were busy or got no answer (the
+        // pause before the next grows).
+        let mut failed = 0;
         let mut segments = 0u64;
         // Where the time went (the summary line; scripts/bench-transport.py).
         let (mut packing, mut putting) = (Duration::ZERO, Duration::ZERO);
@@ -360,7 +381,10 @@ impl<'a> Sender<'a> {
                     // (a dead pooled connection) re-sent nothing.
                     plan.sending(offset, handed);
                     let held = match put {
-                        Put::Held(h) => h,
+                        Put::Held(h) => {
+                            failed = 0;
+                            h
+                        }
                         Put::TooLarge => {
                             if let Err(e) = plan.too_large() {
                                 return Err(SourceEnd::Refused(413, e.to_string()));
@@ -385,6 +409,11 @@ impl<'a> Sender<'a> {
                             continue;
                         }
                         Put::Resync => self.wait_held()?,
+                        Put::Again => {
+                            nap(self.transfer, retry_pause(failed));
+                            failed += 1;
+                            self.wait_held()?
+                        }
                         Put::End(end) => return Err(end),
                     };
                     if let Err(e) = plan.held_is(held) {
@@ -420,6 +449,32 @@ impl<'a> Sender<'a> {
     }
 }
 
+/// How long filling one segment may take before it is sent as it is:
+/// while the next segment fills, the destination hears nothing, and its
+/// session expires after `window` of silence. A quarter of the window
+/// leaves room for the send and a resume.
+fn fill_patience(window: Duration) -> Duration {
+    (window / 4).max(Duration::from_secs(1))
+}
+
+/// How long a segment request may make no progress (no byte of its body
+/// taken, or no answer after it) before the sender asks status instead:
+/// a quarter of the window, so a resume fits in it, within 5 to 30 s (the
+/// destination answers right after its fsync, which write-back during the
+/// body keeps short).
+fn stall_bound(window: Duration) -> Duration {
+    (window / 4).clamp(Duration::from_secs(5), Duration::from_secs(30))
+}
+
+/// The pause before the next segment request after `attempt` in a row
+/// were refused as busy (409: another request of the session, a cut one
+/// the destination has not noticed yet, is still in progress) or got no
+/// answer: 100 ms doubling to 2 s, so the sender neither hammers the
+/// destination nor waits long once it is free.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2))
+}
+
 /// Waits between retries: 0.5 s doubling to 5 s.
 struct Backoff(Duration);
 
@@ -441,5 +496,39 @@ fn nap(transfer: &Transfer, d: Duration) {
     let until = Instant::now() + d;
     while !transfer.is_cancelled() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_session_is_asked_again_after_100_ms_doubling_to_2_s() {
+        let pauses: Vec<u64> = (0..8).map(|a| retry_pause(a).as_millis() as u64).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        assert_eq!(retry_pause(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_stalled_segment_request_is_given_up_within_a_quarter_of_the_window() {
+        let bound = |s| stall_bound(Duration::from_secs(s)).as_secs();
+        assert_eq!((bound(900), bound(60), bound(3)), (30, 15, 5));
+    }
+
+    #[test]
+    fn a_segment_fills_for_at_most_a_quarter_of_the_window() {
+        assert_eq!(
+            fill_patience(Duration::from_secs(900)),
+            Duration::from_secs(225)
+        );
+        assert_eq!(
+            fill_patience(Duration::from_secs(60)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            fill_patience(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -38,6 +38,9 @@ pub fn window(node_config: &crate::config::Config) -> u64 {
         )
 }
 
+/// The reason a session whose source cancelled while it opened ends with.
+pub const CANCELLED_OPENING: &str = "cancelled by the source while the session was opening";
+
 /// What the source announces when it opens a session.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct OpenRequest {
@@ -123,6 +126,9 @@ impl Sessions {
         if !valid_boundary(&wanted.boundary) {
             return Err(ApiError::new(400, "invalid content type"));
         }
+        // Tests hold an open here, so a source's cancel lands while it is
+        // in flight.
+        crate::transfer::finish::failpoint::point("session-opening");
         let uuid = claims.server.clone();
         if node.registry.contains(&uuid) {
             return Err(ApiError::new(409, EXISTS));
@@ -182,7 +188,13 @@ impl Sessions {
             window(&node.config),
             Arc::clone(&transfer),
         );
-        self.map().insert(sid.clone(), Arc::clone(&session));
+        // Under the map's lock, against `cancel_opening`: either that
+        // finds this session, or this open sees the JWT spent.
+        let cancelled_while_opening = {
+            let mut map = self.map();
+            map.insert(sid.clone(), Arc::clone(&session));
+            node.transfers.token_used(&claims.replay_key)
+        };
         if let Err(e) = session.spawn_extractor(node) {
             let error = ApiError::new(500, format!("cannot start the extractor: {e}"));
             self.map().remove(&sid);
@@ -195,12 +207,45 @@ impl Sessions {
             transfer.id,
             transfer.server
         );
+        if cancelled_while_opening {
+            log::info!(
+                "transfer {}: the source cancelled while its session was opening",
+                transfer.id
+            );
+            if node
+                .transfers
+                .cancel(&transfer, Some(CANCELLED_OPENING.to_string()))
+                .is_err()
+            {
+                log::warn!("transfer {}: could not be cancelled", transfer.id);
+            }
+        }
         Ok(Opened {
             session: sid,
             secret,
             segment_size,
             held: 0,
         })
+    }
+
+    /// `DELETE /api/transfers/session` (the JWT was verified by the
+    /// caller): the source cancels a session it may have opened without
+    /// learning its id (its cancel cut the open's answer). The JWT is
+    /// spent (the replay guard), so no open with it starts from now on; an
+    /// open already past that check adds its session under this same
+    /// lock: it is found here, or it sees the JWT spent and cancels itself.
+    /// The live session to cancel, if there is one.
+    pub fn cancel_opening(
+        &self,
+        node: &Node,
+        claims: &crate::jwt::TransferClaims,
+    ) -> Option<Arc<Session>> {
+        let map = self.map();
+        node.transfers
+            .remember_token(&claims.replay_key, claims.expires_at);
+        map.values()
+            .find(|s| !s.view().state.is_terminal() && s.record().replay_key == claims.replay_key)
+            .cloned()
     }
 
     /// One sweep: expire silent sessions (their transfer is cancelled, the

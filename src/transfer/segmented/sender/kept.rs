@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -36,13 +37,18 @@ impl KeptSegment {
     /// (fewer at its end, or where the body's producer paused: a body
     /// read answering `WouldBlock` ends a started segment there, so it is
     /// sent and acknowledged while the producer waits; see
-    /// `transfer::pipe`), hashing them (the segment's digest).
+    /// `transfer::pipe`), hashing them (the segment's digest). A started
+    /// segment also ends once filling it took `patience`: a slow body (an
+    /// upload limit paces it) must not leave the destination's session
+    /// silent past its resume window while a whole segment fills.
     pub(super) fn fill(
         &mut self,
         body: &mut impl Read,
         size: u64,
         stop: &AtomicBool,
+        patience: Duration,
     ) -> io::Result<u64> {
+        let began = Instant::now();
         self.filled = None;
         // Overwritten in place, never truncated: the pages (and blocks) of
         // the previous segment are reused instead of freed and allocated
@@ -65,7 +71,7 @@ impl KeptSegment {
                     }
                     // Paused before this segment's first byte: the one
                     // before it is being acknowledged; the rest follows.
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
                 // Not retried: the upload pipe says "cancelled" this way.
@@ -74,6 +80,9 @@ impl KeptSegment {
             segment.update(&buf[..n]);
             self.file.write_all(&buf[..n])?;
             got += n as u64;
+            if began.elapsed() >= patience {
+                break;
+            }
         }
         self.filled = Some((got, segment.finalize().into()));
         Ok(got)
@@ -120,12 +129,27 @@ mod tests {
         let stop = AtomicBool::new(false);
         let long = vec![1u8; 300 * 1024];
         assert_eq!(
-            kept.fill(&mut long.as_slice(), 1 << 20, &stop).unwrap(),
+            kept.fill(
+                &mut long.as_slice(),
+                1 << 20,
+                &stop,
+                Duration::from_secs(60)
+            )
+            .unwrap(),
             long.len() as u64
         );
         let short = b"the next, shorter segment".to_vec();
         let n = short.len() as u64;
-        assert_eq!(kept.fill(&mut short.as_slice(), 1 << 20, &stop).unwrap(), n);
+        assert_eq!(
+            kept.fill(
+                &mut short.as_slice(),
+                1 << 20,
+                &stop,
+                Duration::from_secs(60)
+            )
+            .unwrap(),
+            n
+        );
         let mut back = Vec::new();
         kept.range(0, n).unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, short);
@@ -137,5 +161,40 @@ mod tests {
         // The older segment's bytes past the end are never handed out.
         assert!(kept.range(0, n + 1).is_err());
         assert!(kept.range(u64::MAX, 2).is_err());
+    }
+
+    /// A body that gives one byte every 20 ms (an upload limit pacing it).
+    struct Slow;
+
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(20));
+            buf[0] = 7;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_slow_body_ends_the_segment_after_its_patience() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kept = KeptSegment::create(dir.path(), "t").unwrap();
+        let began = Instant::now();
+        let stop = AtomicBool::new(false);
+        let got = kept
+            .fill(&mut Slow, 1 << 20, &stop, Duration::from_millis(200))
+            .unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!((5..=20).contains(&got), "{got} bytes");
+        let mut back = Vec::new();
+        kept.range(0, got).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, vec![7; got as usize]);
+        assert_eq!(
+            kept.digest(0, got).unwrap(),
+            <[u8; 32]>::from(Sha256::digest(&back))
+        );
     }
 }

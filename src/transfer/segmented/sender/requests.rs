@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::kept::KeptSegment;
-use super::{nap, Backoff, Sender, FINISH_PATIENCE, SEGMENT_SHA256};
+use super::{nap, stall_bound, Backoff, Sender, FINISH_PATIENCE, SEGMENT_SHA256};
+use crate::transfer::segmented::ledger::BUSY;
 
 /// How long one status request asks the destination to wait for the
 /// finish (its cap, `api::transfer_session::MAX_STATUS_WAIT`, is 20 s).
 const STATUS_WAIT: Duration = Duration::from_secs(20);
 use crate::transfer::finish::SourceEnd;
+use crate::transfer::Transfer;
 
 /// One answer of the destination, or why there was none.
 pub(super) enum Reply {
@@ -59,6 +61,9 @@ pub(super) enum Put {
     TooLarge,
     Digest,
     Resync,
+    /// Another request of the session is still in progress there, or no
+    /// answer came: pause, then as `Resync`.
+    Again,
     End(SourceEnd),
 }
 
@@ -119,7 +124,12 @@ impl Sender<'_> {
             .agent
             .put(&format!("{}/segment?offset={offset}", self.base))
             .config()
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            // A destination that takes no bytes (stopped, its disk hung)
+            // or stays silent after the body is asked status instead: the
+            // segment is resent (at most once) rather than the transfer
+            // held for as long as TCP keeps a zero window open.
+            .timeout_per_write(Some(stall_bound(self.window)))
+            .timeout_recv_response(Some(stall_bound(self.window)))
             .build()
             .header("Authorization", &self.auth())
             .header(SEGMENT_SHA256, digest)
@@ -133,8 +143,9 @@ impl Sender<'_> {
             },
             Reply::Answer(413, _) => Put::TooLarge,
             Reply::Answer(400, v) if error_of(&v) == "segment checksum mismatch" => Put::Digest,
-            // Offset or busy: go on from what the destination holds; a
-            // session no longer receiving is told by status.
+            Reply::Answer(409, v) if error_of(&v).starts_with(BUSY) => Put::Again,
+            // Offset: go on from what the destination holds; a session no
+            // longer receiving is told by status.
             Reply::Answer(409 | 400, _) => Put::Resync,
             Reply::Answer(status, v) => Put::End(SourceEnd::Refused(status, error_of(&v))),
             Reply::Transient(why) => {
@@ -149,7 +160,10 @@ impl Sender<'_> {
                     self.transfer,
                     &format!("The connection to the destination failed ({why}); resuming..."),
                 );
-                Put::Resync
+                // Also how a busy session's refusal usually arrives: it
+                // answers before reading the body and closes, so the body's
+                // write fails before the answer is read.
+                Put::Again
             }
         }
     }
@@ -302,54 +316,77 @@ impl Sender<'_> {
 
     /// Best effort, on its own thread (the record ends without waiting for
     /// it): tell the destination to drop the session; it expires otherwise.
-    /// A fresh agent: the transfer's was shut by the cancel.
     pub(super) fn cancel_remote(&self) {
-        let (base, auth, id, sid) = (
+        spawn_cancel(
             self.base.clone(),
             self.auth(),
-            self.transfer.id.clone(),
-            self.sid.clone(),
+            self.transfer,
+            format!("session {}", self.sid),
         );
-        let reason = self
-            .transfer
-            .cancel_reason()
-            .unwrap_or_else(|| "cancelled on the source".into());
-        let spawned = std::thread::Builder::new()
-            .name(format!("segx-{}", &id[..8.min(id.len())]))
-            .spawn(move || cancel_session(&base, &auth, &id, &sid, &reason));
-        if let Err(e) = spawned {
-            log::warn!(
-                "transfer {}: cannot cancel the session: {e}",
-                self.transfer.id
-            );
-        }
     }
 }
 
-fn cancel_session(base: &str, auth: &str, id: &str, sid: &str, reason: &str) {
+/// Sends the source's cancel to `url` (`DELETE`, `auth` its credential:
+/// the session's secret, or the panel JWT for a session whose open got no
+/// answer) on its own thread, so the record ends without waiting for it.
+pub(super) fn spawn_cancel(url: String, auth: String, transfer: &Transfer, what: String) {
+    let id = transfer.id.clone();
+    let reason = transfer
+        .cancel_reason()
+        .unwrap_or_else(|| "cancelled on the source".into());
+    let name = format!("segx-{}", &id[..8.min(id.len())]);
+    if let Err(e) = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || cancel_session(&url, &auth, &id, &what, &reason))
     {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .tls_config(crate::trust::tls_config())
-            .build()
-            .into();
-        let body = json!({ "reason": reason });
-        match agent
-            .delete(base)
+        log::warn!(
+            "transfer {}: cannot send the session's cancel: {e}",
+            transfer.id
+        );
+    }
+}
+
+/// How often the cancel is tried when no answer comes: a connection cut
+/// or a proxy's 5xx should not leave the session for its whole window.
+const CANCEL_ATTEMPTS: u32 = 3;
+
+/// A fresh agent: the transfer's was shut by the cancel itself.
+fn cancel_session(url: &str, auth: &str, id: &str, what: &str, reason: &str) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(crate::trust::tls_config())
+        .build()
+        .into();
+    let body = json!({ "reason": reason }).to_string();
+    let mut pause = Duration::from_millis(500);
+    for attempt in 1..=CANCEL_ATTEMPTS {
+        let sent = agent
+            .delete(url)
             .header("Authorization", auth)
             .header("Content-Type", "application/json")
             .force_send_body()
-            .send(body.to_string())
-        {
-            Ok(r) => log::info!(
-                "transfer {id}: session {sid} cancel answered {}",
-                r.status().as_u16()
-            ),
-            Err(e) => log::warn!(
-                "transfer {id}: session {sid} cancel not delivered ({e}); it expires on the destination"
-            ),
+            .send(body.as_str());
+        let why = match sent {
+            Ok(r) if r.status().as_u16() < 500 => {
+                log::info!(
+                    "transfer {id}: {what}: cancel answered {}",
+                    r.status().as_u16()
+                );
+                return;
+            }
+            Ok(r) => format!("answered {}", r.status().as_u16()),
+            Err(e) => e.to_string(),
+        };
+        if attempt == CANCEL_ATTEMPTS {
+            log::warn!(
+                "transfer {id}: {what}: cancel not delivered ({why}); it expires on the destination"
+            );
+            return;
         }
+        log::debug!("transfer {id}: {what}: cancel: {why}; retrying");
+        std::thread::sleep(pause);
+        pause *= 2;
     }
 }
 
