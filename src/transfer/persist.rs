@@ -4,6 +4,12 @@
 //! `statefile` (never torn) on every status and finish-phase change and
 //! removed when the transfer ends. What recovery does with it is the
 //! finish machine's call (`finish::recover`).
+//!
+//! A source's segmented session (SPEC §10) adds what a restarted source
+//! needs to resume it (`OutgoingSession`, in the same file) and the ack
+//! lines of the segments it was told are held, `<id>.acks` beside it
+//! (appended and fsynced per segment by the sender, removed with the
+//! state file). docs/transport.md, "source restart", says why.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +39,30 @@ pub struct Saved {
     pub config: Option<ServerConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
+    /// Source: the segmented session it sends over, once opened (not for
+    /// pre-copy, whose live pass cannot be packed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<OutgoingSession>,
+}
+
+/// What a restarted source needs to resume its segmented session: where,
+/// the session's own credential, and what makes the body the same bytes
+/// again (the boundary, the backups it carries). Never the panel's JWT:
+/// after `open` only the session secret authorizes (docs/transport.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingSession {
+    /// The destination's transfer URL, as the panel gave it.
+    pub url: String,
+    pub sid: String,
+    /// The per-session secret (the state directory is the node's own).
+    pub secret: String,
+    pub boundary: String,
+    /// The segment size both sides accepted.
+    pub segment_size: u64,
+    /// The destination's resume window, seconds.
+    pub resume_window: u64,
+    pub backups: Vec<String>,
+    pub start_on_completion: bool,
 }
 
 fn streaming() -> Phase {
@@ -55,6 +85,11 @@ impl CrashState {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// A source's ack lines of its segmented session (`OutgoingSession`).
+    pub fn acks_file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.acks"))
+    }
+
     pub fn save(&self, saved: &Saved) -> std::io::Result<()> {
         statefile::write_json(&self.file(&saved.id), saved)
     }
@@ -62,6 +97,14 @@ impl CrashState {
     pub fn forget(&self, id: &str) {
         if let Err(e) = statefile::remove(&self.file(id)) {
             log::warn!("cannot remove the state of transfer {id}: {e}");
+        }
+        // After the state file: a crash in between leaves ack lines no
+        // state names, which nothing reads (and the next forget removes).
+        match fs::remove_file(self.acks_file(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                log::warn!("cannot remove the ack lines of transfer {id}: {e}")
+            }
+            _ => {}
         }
     }
 
@@ -75,6 +118,10 @@ impl CrashState {
             let path = entry.path();
             if statefile::is_temporary(&path) {
                 let _ = fs::remove_file(&path);
+                continue;
+            }
+            // A source's ack lines belong to the state file beside them.
+            if path.extension().is_some_and(|e| e == "acks") {
                 continue;
             }
             match fs::read(&path)
@@ -105,6 +152,7 @@ mod tests {
             phase,
             config: Some(ServerConfig::minimal("s")),
             cancel_reason: None,
+            session: None,
         }
     }
 
