@@ -270,6 +270,8 @@ fn send(
     let monitor = spawn_monitor(node, transfer);
 
     node.transfer_log(transfer, "Streaming archive to destination...");
+    // A taken-up session's body that is not what the destination holds.
+    let differs = segmented::sender::resume::Found::default();
     let body = LastByte {
         inner: ThrottledReader {
             // The held prefix of a taken-up session is checked, not sent
@@ -277,6 +279,7 @@ fn send(
             inner: segmented::sender::resume::VerifiedPrefix::new(
                 reader,
                 point.as_ref().map(|p| p.acks.clone()).unwrap_or_default(),
+                std::sync::Arc::clone(&differs),
             ),
             throttle: &node.upload,
             cancel: &cancel,
@@ -330,6 +333,11 @@ fn send(
             .join()
             .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
         drop(monitor);
+        // The body packed again differs from the held bytes: that is why,
+        // not the packing that stopped when the sender gave up on it.
+        if let Some(m) = differs.get() {
+            return Err(format!("cannot resume after this node restarted: {m}"));
+        }
         match produced {
             // The body stopped here: packing's own error says why. A
             // destination's answer (a refusal at open) is its own reason,

@@ -140,6 +140,9 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
         dest_yaml: "segment_size: 4",
         ..Default::default()
     });
+    // A panel that moves the server and DELETEs it on the source (its URL
+    // stays: the source restarts on its port).
+    s.panel.start_transfer(SERVER, "testtokenid", "desttokenid");
     s.panel.set_node_url("testtokenid", &s.source.url(""));
     let before = tree_listing(&s.source.server_dir(SERVER));
     kill_source_and_restart(&mut s, |_| {});
@@ -157,6 +160,10 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
         "{forwarded} bytes through the proxy for a body of {length}\n{}",
         logs(&s)
     );
+    eprintln!(
+        "re-sent over the source's restart: {} bytes (body {length})",
+        forwarded.saturating_sub(length)
+    );
     assert_eq!(s.resent(), 0, "the restarted source re-sent nothing itself");
     // One success, from the destination, never a failure; the panel's
     // DELETE removed the source's copy.
@@ -167,6 +174,7 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!s.source.server_dir(SERVER).exists(), "{}", logs(&s));
+    assert_eq!(s.panel.server_node(SERVER).as_deref(), Some("desttokenid"));
     s.assert_no_session_left();
     assert_no_source_state(&s);
 }

@@ -171,6 +171,9 @@ pub fn check_noted(noted: &[Ack], dest: &[Ack], held: u64) -> Result<(), Mismatc
 pub struct VerifiedPrefix<R> {
     inner: R,
     acks: Vec<Ack>,
+    /// Where a difference is told (the transfer's reason: the packing
+    /// that then stops is only its consequence).
+    found: Found,
     /// Index of the ack being hashed, its bytes so far.
     next: usize,
     at: u64,
@@ -178,11 +181,16 @@ pub struct VerifiedPrefix<R> {
     buf: Vec<u8>,
 }
 
+/// A difference `VerifiedPrefix` found, shared with whoever ends the
+/// transfer.
+pub type Found = std::sync::Arc<std::sync::OnceLock<Mismatch>>;
+
 impl<R: Read> VerifiedPrefix<R> {
-    pub fn new(inner: R, acks: Vec<Ack>) -> VerifiedPrefix<R> {
+    pub fn new(inner: R, acks: Vec<Ack>, found: Found) -> VerifiedPrefix<R> {
         VerifiedPrefix {
             inner,
             acks,
+            found,
             next: 0,
             at: 0,
             sha: Sha256::new(),
@@ -218,7 +226,7 @@ impl<R: Read> VerifiedPrefix<R> {
                     at: self.at,
                     held: self.held(),
                 };
-                return Err(io::Error::other(short));
+                return Err(self.differs(short));
             }
             self.sha.update(&self.buf[..n]);
             self.at += n as u64;
@@ -229,13 +237,18 @@ impl<R: Read> VerifiedPrefix<R> {
                         offset: ack.offset,
                         length: ack.length,
                     };
-                    return Err(io::Error::other(body));
+                    return Err(self.differs(body));
                 }
                 self.next += 1;
             }
         }
         self.buf = Vec::new();
         Ok(())
+    }
+
+    fn differs(&self, m: Mismatch) -> io::Error {
+        let _ = self.found.set(m.clone());
+        io::Error::other(m)
     }
 }
 
@@ -436,13 +449,13 @@ mod tests {
         let body: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
         let acks = real(&body, &[(0, 300), (300, 400)]);
         let mut rest = Vec::new();
-        VerifiedPrefix::new(&body[..], acks)
+        VerifiedPrefix::new(&body[..], acks, Found::default())
             .read_to_end(&mut rest)
             .unwrap();
         assert_eq!(rest, &body[700..]);
         // Nothing held: the whole body passes.
         let mut all = Vec::new();
-        VerifiedPrefix::new(&body[..], vec![])
+        VerifiedPrefix::new(&body[..], vec![], Found::default())
             .read_to_end(&mut all)
             .unwrap();
         assert_eq!(all, body);
@@ -454,11 +467,19 @@ mod tests {
         let acks = real(&body, &[(0, 300), (300, 400)]);
         let mut changed = body.clone();
         changed[650] ^= 1;
-        let err = VerifiedPrefix::new(&changed[..], acks.clone())
+        let found = Found::default();
+        let err = VerifiedPrefix::new(&changed[..], acks.clone(), found.clone())
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(err.to_string().contains("at 300"), "{err}");
-        let err = VerifiedPrefix::new(&body[..500], acks)
+        assert_eq!(
+            found.get(),
+            Some(&Mismatch::Body {
+                offset: 300,
+                length: 400
+            })
+        );
+        let err = VerifiedPrefix::new(&body[..500], acks, Found::default())
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(err.to_string().contains("ends at 500"), "{err}");
