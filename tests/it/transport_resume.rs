@@ -68,11 +68,14 @@ fn the_same_stopped_tree_packs_to_the_same_bytes_whatever_the_workers() {
     }
 }
 
-/// The source of `s` killed once the destination holds 8 MiB of 40 MB,
+/// The source of `s` killed half a segment after the destination holds
+/// 8 MiB of 40 MB,
 /// then `between` (the source down), then restarted on its root and port.
 fn kill_source_and_restart(s: &mut Setup, between: impl FnOnce(&Setup)) {
     s.start();
     s.wait_held(8 * MIB, Duration::from_secs(30));
+    // Half a segment into the next one (4 MiB at 4 MiB/s): killed mid-PUT.
+    std::thread::sleep(Duration::from_millis(500));
     s.source.kill9();
     let port = s.source.addr.port();
     let root = s.source.keep_root();
