@@ -78,6 +78,12 @@ impl CrashState {
     pub fn open(state_dir: &Path) -> std::io::Result<CrashState> {
         let dir = state_dir.join("transfers");
         fs::create_dir_all(&dir)?;
+        // A source's session secret is kept here: the node's own. Best
+        // effort (a directory someone else made for the node stays theirs).
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)) {
+            log::warn!("cannot make {} private: {e}", dir.display());
+        }
         Ok(CrashState { dir })
     }
 
@@ -179,6 +185,36 @@ mod tests {
         fs::write(&torn, br#"{"id":"b","server":"s","direction":"incom"#).unwrap();
         assert_eq!(state.orphans(), vec![saved("b", Phase::Installing)]);
         assert!(!torn.exists(), "the torn temporary is cleared");
+    }
+
+    #[test]
+    fn a_sources_ack_lines_are_not_orphans_and_go_with_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = CrashState::open(dir.path()).unwrap();
+        let mut s = saved("d", Phase::Streaming);
+        s.direction = Direction::Outgoing;
+        s.session = Some(OutgoingSession {
+            url: "http://dest/api/transfers".into(),
+            sid: "0".repeat(32),
+            secret: "1".repeat(64),
+            boundary: "b".into(),
+            segment_size: 4,
+            resume_window: 900,
+            backups: vec!["x".into()],
+            start_on_completion: true,
+        });
+        state.save(&s).unwrap();
+        fs::write(state.acks_file("d"), b"0 4 00\n").unwrap();
+        assert_eq!(state.orphans(), vec![s]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join("transfers"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the session secret is the node's own");
+        state.forget("d");
+        assert!(!state.acks_file("d").exists());
+        assert!(state.orphans().is_empty());
     }
 
     #[test]
