@@ -68,13 +68,14 @@ fn the_same_stopped_tree_packs_to_the_same_bytes_whatever_the_workers() {
     }
 }
 
-/// The source of `s` killed half a segment after the destination holds
+/// The source of `s` killed half a second after the destination holds
 /// 8 MiB of 40 MB,
 /// then `between` (the source down), then restarted on its root and port.
 fn kill_source_and_restart(s: &mut Setup, between: impl FnOnce(&Setup)) {
     s.start();
     s.wait_held(8 * MIB, Duration::from_secs(30));
-    // Half a segment into the next one (4 MiB at 4 MiB/s): killed mid-PUT.
+    // Mid-body: the upload limit paces the packing of the next segment
+    // (the PUTs themselves take milliseconds on loopback).
     std::thread::sleep(Duration::from_millis(500));
     s.source.kill9();
     let port = s.source.addr.port();
@@ -112,7 +113,8 @@ fn body_length(s: &Setup) -> u64 {
 /// The source's crash state is empty (no transfer left to recover, no
 /// ack lines).
 fn assert_no_source_state(s: &Setup) {
-    let dir = s.source.root.join("ferry/transfers");
+    let dir = s.source.root.join("root/ferry/transfers");
+    assert!(dir.is_dir(), "no state directory at {}", dir.display());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left: Vec<_> = std::fs::read_dir(&dir)
@@ -148,10 +150,41 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
     s.panel.start_transfer(SERVER, "testtokenid", "desttokenid");
     s.panel.set_node_url("testtokenid", &s.source.url(""));
     let before = tree_listing(&s.source.server_dir(SERVER));
-    kill_source_and_restart(&mut s, |_| {});
+    kill_source_and_restart(&mut s, |s| {
+        // As if killed after the destination acknowledged a segment but
+        // before the source noted it: its last noted line goes, so the
+        // restarted source must learn that segment from the destination
+        // (and check it against the body packed again).
+        let dir = s.source.root.join("root/ferry/transfers");
+        let acks = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "acks"))
+            .expect("the source notes held segments");
+        let text = std::fs::read_to_string(&acks).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 2, "{text}");
+        lines.pop();
+        std::fs::write(&acks, lines.join("\n") + "\n").unwrap();
+    });
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(90));
     assert_eq!(record["status"], "completed", "{record}\n{}", logs(&s));
     assert!(s.source.log_text().contains("it resumes"), "{}", logs(&s));
+    let took_up = s.source.log_text();
+    let line = took_up
+        .lines()
+        .find(|l| l.contains("noted here"))
+        .unwrap_or_else(|| panic!("no resume point in the log\n{}", logs(&s)));
+    // "(N segments, N-1 noted here)": one learnt from the destination.
+    let numbers: Vec<u64> = line
+        .split(['(', ' ', ','])
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        matches!(numbers[..], [.., held, n, noted] if held >= 8 * MIB && n == noted + 1),
+        "{line}"
+    );
     assert_eq!(tree_listing(&s.dest.server_dir(SERVER)), before);
     // Over both runs of the source, the wire carried the body and at most
     // the one segment in flight at the kill again (plus the open and
