@@ -68,15 +68,12 @@ fn the_same_stopped_tree_packs_to_the_same_bytes_whatever_the_workers() {
     }
 }
 
-/// The source of `s` killed half a second after the destination holds
-/// 8 MiB of 40 MB,
+/// The source of `s` killed `after` the destination holds 8 MiB of 40 MB,
 /// then `between` (the source down), then restarted on its root and port.
-fn kill_source_and_restart(s: &mut Setup, between: impl FnOnce(&Setup)) {
+fn kill_source_and_restart(s: &mut Setup, after: Duration, between: impl FnOnce(&Setup)) {
     s.start();
     s.wait_held(8 * MIB, Duration::from_secs(30));
-    // Mid-body: the upload limit paces the packing of the next segment
-    // (the PUTs themselves take milliseconds on loopback).
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(after);
     s.source.kill9();
     let port = s.source.addr.port();
     let root = s.source.keep_root();
@@ -143,6 +140,10 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
         data: 40 * 1_000_000,
         source_yaml: SOURCE_YAML,
         dest_yaml: "segment_size: 4",
+        dest_env: vec![(
+            "FERRY_FAILPOINT".into(),
+            "segment-receiving:delay=1500".into(),
+        )],
         ..Default::default()
     });
     // A panel that moves the server and DELETEs it on the source (its URL
@@ -150,7 +151,10 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
     s.panel.start_transfer(SERVER, "testtokenid", "desttokenid");
     s.panel.set_node_url("testtokenid", &s.source.url(""));
     let before = tree_listing(&s.source.server_dir(SERVER));
-    kill_source_and_restart(&mut s, |s| {
+    // Each segment's request waits 1.5 s on the destination before it
+    // reads the body (packing takes 1 s a segment at 4 MiB/s), so the
+    // requests follow each other and the kill lands in one, mid-body.
+    kill_source_and_restart(&mut s, Duration::from_millis(700), |s| {
         // As if killed after the destination acknowledged a segment but
         // before the source noted it: its last noted line goes, so the
         // restarted source must learn that segment from the destination
@@ -192,6 +196,11 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
     let length = body_length(&s);
     let forwarded = s.proxy.forwarded();
     assert!(
+        forwarded > length + 4096,
+        "the kill landed between two segment requests: nothing was sent twice to show\n{}",
+        logs(&s)
+    );
+    assert!(
         forwarded <= length + 4 * MIB + 4096,
         "{forwarded} bytes through the proxy for a body of {length}\n{}",
         logs(&s)
@@ -225,7 +234,7 @@ fn a_source_restarted_after_its_session_expired_ends_per_the_commit_rule() {
         ..Default::default()
     });
     let before = tree_listing(&s.source.server_dir(SERVER));
-    kill_source_and_restart(&mut s, |s| {
+    kill_source_and_restart(&mut s, Duration::from_millis(500), |s| {
         // The silent session expires while the source is down.
         let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(20));
         crate::transport::assert_ended_as_expired(&record);
@@ -256,7 +265,7 @@ fn data_changed_while_the_source_was_down_is_found_and_the_transfer_ends_with_no
         dest_yaml: "segment_size: 4",
         ..Default::default()
     });
-    kill_source_and_restart(&mut s, |s| {
+    kill_source_and_restart(&mut s, Duration::from_millis(500), |s| {
         // One byte early in the archive (held by the destination), the
         // size and mtime kept: only the content tells.
         use std::os::unix::fs::FileExt;
