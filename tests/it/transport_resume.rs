@@ -302,3 +302,66 @@ fn data_changed_while_the_source_was_down_is_found_and_the_transfer_ends_with_no
         .exists());
     assert_no_source_state(&s);
 }
+
+/// Waits until `node`'s log has `needle`.
+fn wait_log(node: &TestNode, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !node.log_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` in the log:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+#[test]
+fn a_source_killed_while_the_destination_finishes_learns_the_outcome_after_its_restart() {
+    let mut s = setup(Options {
+        data: 8 * 1_000_000,
+        source_yaml: "compression_level: 1\nsegment_size: 4",
+        dest_yaml: "segment_size: 4",
+        // The destination installs for 4 s after the source's finish.
+        dest_env: vec![("FERRY_FAILPOINT".into(), "installing:delay=4000".into())],
+        ..Default::default()
+    });
+    s.panel.start_transfer(SERVER, "testtokenid", "desttokenid");
+    s.panel.set_node_url("testtokenid", &s.source.url(""));
+    let before = tree_listing(&s.source.server_dir(SERVER));
+    s.start();
+    wait_log(
+        &s.dest,
+        "failpoint: delaying at installing",
+        Duration::from_secs(30),
+    );
+    s.source.kill9();
+    let port = s.source.addr.port();
+    let root = s.source.keep_root();
+    s.source = TestNode::start_with(NodeOptions {
+        remote: Some(s.panel.url()),
+        root: Some(root),
+        port: Some(port),
+        transfers_yaml: "transport: auto\ncompression_level: 1\nsegment_size: 4".into(),
+        ..Default::default()
+    });
+    // Taken up in `sent-last-byte`: the session is finishing, so nothing is
+    // packed or sent again; the finish's poll learns the outcome.
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
+    assert_eq!(record["status"], "completed", "{record}\n{}", logs(&s));
+    assert!(
+        s.source.log_text().contains("(sent-last-byte): it resumes"),
+        "{}",
+        logs(&s)
+    );
+    assert!(!s.source.log_text().contains("packing the body again"));
+    assert_eq!(tree_listing(&s.dest.server_dir(SERVER)), before);
+    let reports = s.panel.transfer_reports(SERVER);
+    assert_eq!(reports, vec![("success".to_string(), 204)], "{reports:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.source.server_dir(SERVER).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!s.source.server_dir(SERVER).exists(), "{}", logs(&s));
+    assert_no_source_state(&s);
+}
