@@ -104,6 +104,26 @@ pub(super) fn point(
     };
     let sender = Sender::reopen(node, transfer, agent, session);
     let point = sender.resume_point(&noted)?;
+    // The segments learnt from the destination (the one in flight at the
+    // kill) are noted too, so the lines go on from `held` if this node
+    // restarts again (a body that differs ends the transfer, and the
+    // lines with it).
+    let noted_end = noted.last().map_or(0, |a| a.offset + a.length);
+    let learnt: Vec<_> = point
+        .acks
+        .iter()
+        .filter(|a| a.offset >= noted_end)
+        .collect();
+    if !learnt.is_empty() {
+        let appended = NotedAcks::open(&node.transfers.acks_file(&transfer.id))
+            .and_then(|n| learnt.iter().try_for_each(|a| n.append(a)));
+        if let Err(e) = appended {
+            log::warn!(
+                "transfer {}: cannot note the held segments: {e}",
+                transfer.id
+            );
+        }
+    }
     log::info!(
         "transfer {}: session {}: the destination holds {} bytes ({} segments, {} noted here); \
          packing the body again from its start",

@@ -77,7 +77,7 @@ impl NotedAcks {
         Ok(NotedAcks(file))
     }
 
-    fn append(&self, ack: &Ack) -> io::Result<()> {
+    pub fn append(&self, ack: &Ack) -> io::Result<()> {
         (&self.0).write_all(acks::line(ack).as_bytes())?;
         self.0.sync_data()
     }
