@@ -44,6 +44,7 @@ fn start_source(
     TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         transfers_yaml: source_yaml(transfers_yaml, transport),
         env: transport.env(),
         ..Default::default()
@@ -59,6 +60,7 @@ fn start_dest(
 ) -> TestNode {
     TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
+        own_root: root.is_some(),
         root,
         env: transport.env(),
         ..Default::default()
@@ -159,6 +161,7 @@ fn source_killed_mid_stream_over(transport: Transport) {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         transfers_yaml: source_yaml("", transport),
         env: transport.env(),
         ..Default::default()
@@ -369,6 +372,7 @@ fn shutdown_signal_mid_transfer_cancels_after_the_grace_period_over(transport: T
     let mut source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         transfers_yaml: source_yaml("upload_limit: 1", transport),
         env: [
             transport.env(),

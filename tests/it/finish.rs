@@ -135,6 +135,7 @@ impl World {
         let source_options = NodeOptions {
             remote: remote.clone(),
             root: Some(source_root),
+            own_root: true,
             token_id: Some(A.into()),
             transfers_yaml: source_yaml,
             env: env_all,
@@ -146,6 +147,7 @@ impl World {
         let dest_options = NodeOptions {
             remote,
             root: Some(tempfile::tempdir().unwrap().keep()),
+            own_root: true,
             token_id: Some(B.into()),
             env: dest_env,
             ..Default::default()
@@ -212,6 +214,7 @@ impl World {
     /// source keeps the URL it was given: the segmented one comes back to
     /// it).
     pub fn start_dest_again(&mut self, env: Vec<(String, String)>) {
+        self.dest.keep_root();
         let mut options = self.dest_options.clone();
         options.port = Some(self.dest.addr.port());
         options.env = env;
@@ -223,6 +226,7 @@ impl World {
 
     pub fn restart_source(&mut self, env: Vec<(String, String)>) {
         self.source.kill9();
+        self.source.keep_root();
         let mut options = self.source_options.clone();
         options.env = env;
         options.env.extend(settle_env());
@@ -889,9 +893,14 @@ enum Side {
 /// the install undone, no success reported, nothing of the session left,
 /// the server stays on the source.
 fn a_cancel_while_the_destination_finishes_is_undone(side: Side, point: &str) {
+    a_cancel_while_the_destination_finishes_is_undone_with(side, point, "");
+}
+
+/// As above, with more failpoints on the destination (`,`-separated).
+fn a_cancel_while_the_destination_finishes_is_undone_with(side: Side, point: &str, more: &str) {
     let w = World::new(Setup {
         transport: Transport::Segmented,
-        dest_env: env(&[("FERRY_FAILPOINT", &format!("{point}:delay=1500"))]),
+        dest_env: env(&[("FERRY_FAILPOINT", &format!("{point}:delay=1500{more}"))]),
         ..Default::default()
     });
     w.begin();
@@ -934,6 +943,18 @@ fn a_destination_cancel_while_verifying_is_undone_segmented() {
 #[test]
 fn a_destination_cancel_while_installing_is_undone_segmented() {
     a_cancel_while_the_destination_finishes_is_undone(Side::Dest, "installing");
+}
+
+/// The cancel is accepted while the install is held, and its hooks are
+/// held longer than the install: the finish wakes up before the hooks ran
+/// and must still see the cancel (it once set its flag after the lock).
+#[test]
+fn a_destination_cancel_with_slow_hooks_still_stops_the_success_report_segmented() {
+    a_cancel_while_the_destination_finishes_is_undone_with(
+        Side::Dest,
+        "installing",
+        ",cancel-accepted:delay=3000",
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@ fn node_with_server() -> TestNode {
     std::fs::write(data.join("server.properties"), "motd=x\n").unwrap();
     TestNode::start_with(NodeOptions {
         root: Some(tmp),
+        own_root: true,
         ..Default::default()
     })
 }

@@ -34,6 +34,7 @@ fn sighup_reopens_the_audit_log_and_the_daemon_lives_on() {
     let mut source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         ..Default::default()
     });
     // logrotate without copytruncate: move the file aside, then SIGHUP.

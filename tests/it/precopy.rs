@@ -937,6 +937,7 @@ mod docker {
         ) -> NodeOptions {
             NodeOptions {
                 token_id: Some("desttokenid".into()),
+                own_root: root.is_some(),
                 root,
                 transfers_yaml: DEST_YAML.into(),
                 ..engines.node_options(&engines.b, panel)

@@ -328,6 +328,7 @@ fn ferry_to_ferry_carries_two_backups_and_the_install_log() {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root.clone()),
+        own_root: true,
         ..Default::default()
     });
     panel.set_transferring(SERVER, true);

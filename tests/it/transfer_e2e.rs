@@ -49,6 +49,7 @@ fn pair_with(source_transfers: &str, env: Vec<(String, String)>) -> Pair {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         transfers_yaml: source_transfers.to_string(),
         env,
         ..Default::default()
@@ -416,6 +417,7 @@ fn destination_killed_mid_stream_fails_the_source_which_can_retry() {
     p.dest = TestNode::start_with(NodeOptions {
         remote: Some(p.panel.url()),
         root: Some(root),
+        own_root: true,
         ..Default::default()
     });
     p.panel.add_server(SERVER, settings());

@@ -435,6 +435,7 @@ fn panel_delete_while_the_source_waits_for_the_destination() {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         ..Default::default()
     });
     let expected = tree_listing(&source.server_dir(SERVER));

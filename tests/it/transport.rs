@@ -105,6 +105,7 @@ pub(crate) fn setup(o: Options<'_>) -> Setup {
     let source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
+        own_root: true,
         // The segmented transport is opt-in (docs/decisions.md).
         transfers_yaml: format!("transport: auto\n{}", o.source_yaml),
         ..Default::default()
@@ -344,6 +345,7 @@ fn a_killed_destination_restarts_and_the_transfer_resumes() {
         remote: Some(s.panel.url()),
         token_id: Some("desttokenid".into()),
         root: Some(root),
+        own_root: true,
         transfers_yaml: "segment_size: 4".into(),
         ..Default::default()
     });

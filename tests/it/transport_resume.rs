@@ -81,6 +81,7 @@ fn kill_source_and_restart(s: &mut Setup, after: Duration, between: impl FnOnce(
     s.source = TestNode::start_with(NodeOptions {
         remote: Some(s.panel.url()),
         root: Some(root),
+        own_root: true,
         port: Some(port),
         transfers_yaml: format!("transport: auto\n{SOURCE_YAML}"),
         ..Default::default()
@@ -341,6 +342,7 @@ fn a_source_killed_while_the_destination_finishes_learns_the_outcome_after_its_r
     s.source = TestNode::start_with(NodeOptions {
         remote: Some(s.panel.url()),
         root: Some(root),
+        own_root: true,
         port: Some(port),
         transfers_yaml: "transport: auto\ncompression_level: 1\nsegment_size: 4".into(),
         ..Default::default()

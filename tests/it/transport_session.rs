@@ -123,6 +123,7 @@ impl Setup {
             remote: Some(self.panel.url()),
             token_id: Some("desttokenid".into()),
             root: Some(root),
+            own_root: true,
             env,
             ..Default::default()
         });

@@ -9,8 +9,9 @@
 //! HTTP client's body read) or one of the extra points
 //! `creating-container` (before the container is created),
 //! `container-created` (after), `reported` (the panel answered a
-//! report, before the record is written) and `segment-receiving` (a
-//! segment's request, registered for the cancel, before its cancel check). Several may be given, comma
+//! report, before the record is written), `segment-receiving` (a
+//! segment's request, registered for the cancel, before its cancel check)
+//! and `cancel-accepted` (a cancel was accepted, before its hooks run). Several may be given, comma
 //! separated. Not for production: unset, every call is a lookup in an
 //! empty list.
 

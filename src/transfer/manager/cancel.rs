@@ -40,9 +40,13 @@ impl Manager {
         if !self.apply(transfer, Status::Cancelling, None, Some(reason)) {
             return Err(CancelRefused::NotActive);
         }
+        // The flag is set under the lock the finish takes to enter
+        // `reporting`: once this cancel is accepted, no success report
+        // can start (a flag set after the lock let one slip through).
+        transfer.cancel.store(true, Ordering::SeqCst);
         // Hooks may end the transfer from this thread: not under the lock.
         drop(changing);
-        transfer.cancel.store(true, Ordering::SeqCst);
+        finish::failpoint::point("cancel-accepted");
         transfer.run_cancel_hooks();
         Ok(())
     }

@@ -29,6 +29,9 @@ pub struct NodeOptions {
     pub open_files_soft_limit: Option<u64>,
     /// Reuse this root directory (restart tests).
     pub root: Option<PathBuf>,
+    /// The node removes `root` when dropped (a root the test made with
+    /// `tempfile::tempdir().keep()`), unless `keep_root` hands it on.
+    pub own_root: bool,
     /// Run the node as `nobody` (uid/gid 65534) through `setpriv`, as an
     /// operator running ferry as an ordinary user would. The root
     /// directory and config are handed to that user (not recursively: a
@@ -80,7 +83,8 @@ pub struct TestNode {
     /// `https` when started with `tls` (then `url` names `localhost`, the
     /// test certificate's name).
     pub scheme: &'static str,
-    _tmp: Option<tempfile::TempDir>,
+    /// Removed when the node is dropped, after its process is gone.
+    owned_root: Option<PathBuf>,
     pub log: Arc<Mutex<Vec<String>>>,
     /// While set, the node's stderr is not read (its pipe fills up).
     stderr_paused: Arc<std::sync::atomic::AtomicBool>,
@@ -92,12 +96,11 @@ impl TestNode {
     }
 
     pub fn start_with(options: NodeOptions) -> TestNode {
-        let (tmp, root) = match &options.root {
-            Some(root) => (None, root.clone()),
+        let (owned_root, root) = match &options.root {
+            Some(root) => (options.own_root.then(|| root.clone()), root.clone()),
             None => {
-                let tmp = tempfile::tempdir().expect("tempdir");
-                let root = tmp.path().to_path_buf();
-                (Some(tmp), root)
+                let root = tempfile::tempdir().expect("tempdir").keep();
+                (Some(root.clone()), root)
             }
         };
         let data = root.join("volumes");
@@ -240,7 +243,7 @@ impl TestNode {
             } else {
                 "http"
             },
-            _tmp: tmp,
+            owned_root,
             log,
             stderr_paused,
         }
@@ -254,9 +257,7 @@ impl TestNode {
 
     /// Keeps the root directory after this node is dropped (restart tests).
     pub fn keep_root(&mut self) -> PathBuf {
-        if let Some(tmp) = self._tmp.take() {
-            let _ = tmp.keep();
-        }
+        self.owned_root = None;
         self.root.clone()
     }
 
@@ -435,6 +436,9 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(root) = self.owned_root.take() {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
 }
 
