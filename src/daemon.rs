@@ -142,8 +142,11 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     // Sessions that can resume are taken from recovery first (it would
     // undo their transfers), then go on once it ran (SPEC §10).
     let sessions = crate::transfer::segmented::store::Sessions::hold_back(&node);
+    // So are a source's segmented transfers it can resume (docs/transport.md).
+    let outgoing = crate::transfer::source::resume::hold_back(&node);
     crate::transfer::finish::recovery::recover(&node);
     crate::transfer::segmented::store::Sessions::resume(&node, sessions);
+    crate::transfer::source::resume::take_up(&node, outgoing);
     crate::transfer::segmented::store::Sessions::spawn_sweeper(&node);
 
     Ok(Daemon { node, http })

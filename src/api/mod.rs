@@ -157,6 +157,13 @@ pub fn routes() -> Router<Endpoint> {
         transfer_session::cancel,
     );
     add(
+        "GET",
+        "/api/transfers/session/:sid/acks",
+        "transfer_session_acks",
+        Handler,
+        transfer_session::acks,
+    );
+    add(
         "PUT",
         "/api/transfers/session/:sid/segment",
         "transfer_session_segment",

@@ -61,6 +61,7 @@ pub fn parse_plan(body: &serde_json::Value) -> Result<OutgoingPlan, ApiError> {
         start_on_completion,
         backups,
         live: false,
+        resume: None,
     })
 }
 

@@ -112,6 +112,25 @@ pub fn status(
     Ok(reply::json(200, &body))
 }
 
+/// `GET /api/transfers/session/:sid/acks`: `{"acks": "<lines>"}`, the ack
+/// lines of the segments held (`<offset> <length> <sha256>\n` each), for a restarted source that
+/// packs its body again and must check every held byte against them
+/// (docs/transport.md, "source restart").
+pub fn acks(
+    node: &Arc<Node>,
+    request: &mut Request,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let session = session(node, request, params)?;
+    if session.view().state != State::Receiving {
+        return Err(ApiError::new(409, "the session is not receiving"));
+    }
+    let lines = session
+        .held_ack_lines()
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
+    Ok(reply::json(200, &json!({ "acks": lines })))
+}
+
 /// `PUT /api/transfers/session/:sid/segment?offset=O`.
 pub fn segment(
     node: &Arc<Node>,

@@ -4,6 +4,12 @@
 //! `statefile` (never torn) on every status and finish-phase change and
 //! removed when the transfer ends. What recovery does with it is the
 //! finish machine's call (`finish::recover`).
+//!
+//! A source's segmented session (SPEC §10) adds what a restarted source
+//! needs to resume it (`OutgoingSession`, in the same file) and the ack
+//! lines of the segments it was told are held, `<id>.acks` beside it
+//! (appended and fsynced per segment by the sender, removed with the
+//! state file). docs/transport.md, "source restart", says why.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +39,30 @@ pub struct Saved {
     pub config: Option<ServerConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
+    /// Source: the segmented session it sends over, once opened (not for
+    /// pre-copy, whose live pass cannot be packed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<OutgoingSession>,
+}
+
+/// What a restarted source needs to resume its segmented session: where,
+/// the session's own credential, and what makes the body the same bytes
+/// again (the boundary, the backups it carries). Never the panel's JWT:
+/// after `open` only the session secret authorizes (docs/transport.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingSession {
+    /// The destination's transfer URL, as the panel gave it.
+    pub url: String,
+    pub sid: String,
+    /// The per-session secret (the state directory is the node's own).
+    pub secret: String,
+    pub boundary: String,
+    /// The segment size both sides accepted.
+    pub segment_size: u64,
+    /// The destination's resume window, seconds.
+    pub resume_window: u64,
+    pub backups: Vec<String>,
+    pub start_on_completion: bool,
 }
 
 fn streaming() -> Phase {
@@ -48,11 +78,22 @@ impl CrashState {
     pub fn open(state_dir: &Path) -> std::io::Result<CrashState> {
         let dir = state_dir.join("transfers");
         fs::create_dir_all(&dir)?;
+        // A source's session secret is kept here: the node's own. Best
+        // effort (a directory someone else made for the node stays theirs).
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)) {
+            log::warn!("cannot make {} private: {e}", dir.display());
+        }
         Ok(CrashState { dir })
     }
 
     fn file(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
+    }
+
+    /// A source's ack lines of its segmented session (`OutgoingSession`).
+    pub fn acks_file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.acks"))
     }
 
     pub fn save(&self, saved: &Saved) -> std::io::Result<()> {
@@ -62,6 +103,14 @@ impl CrashState {
     pub fn forget(&self, id: &str) {
         if let Err(e) = statefile::remove(&self.file(id)) {
             log::warn!("cannot remove the state of transfer {id}: {e}");
+        }
+        // After the state file: a crash in between leaves ack lines no
+        // state names, which nothing reads (and the next forget removes).
+        match fs::remove_file(self.acks_file(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                log::warn!("cannot remove the ack lines of transfer {id}: {e}")
+            }
+            _ => {}
         }
     }
 
@@ -75,6 +124,10 @@ impl CrashState {
             let path = entry.path();
             if statefile::is_temporary(&path) {
                 let _ = fs::remove_file(&path);
+                continue;
+            }
+            // A source's ack lines belong to the state file beside them.
+            if path.extension().is_some_and(|e| e == "acks") {
                 continue;
             }
             match fs::read(&path)
@@ -105,6 +158,7 @@ mod tests {
             phase,
             config: Some(ServerConfig::minimal("s")),
             cancel_reason: None,
+            session: None,
         }
     }
 
@@ -131,6 +185,36 @@ mod tests {
         fs::write(&torn, br#"{"id":"b","server":"s","direction":"incom"#).unwrap();
         assert_eq!(state.orphans(), vec![saved("b", Phase::Installing)]);
         assert!(!torn.exists(), "the torn temporary is cleared");
+    }
+
+    #[test]
+    fn a_sources_ack_lines_are_not_orphans_and_go_with_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = CrashState::open(dir.path()).unwrap();
+        let mut s = saved("d", Phase::Streaming);
+        s.direction = Direction::Outgoing;
+        s.session = Some(OutgoingSession {
+            url: "http://dest/api/transfers".into(),
+            sid: "0".repeat(32),
+            secret: "1".repeat(64),
+            boundary: "b".into(),
+            segment_size: 4,
+            resume_window: 900,
+            backups: vec!["x".into()],
+            start_on_completion: true,
+        });
+        state.save(&s).unwrap();
+        fs::write(state.acks_file("d"), b"0 4 00\n").unwrap();
+        assert_eq!(state.orphans(), vec![s]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join("transfers"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the session secret is the node's own");
+        state.forget("d");
+        assert!(!state.acks_file("d").exists());
+        assert!(state.orphans().is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::transfer::wire;
 use crate::transfer::{Status, Transfer};
 
 mod body;
+pub mod resume;
 
 use body::{produce, Extras};
 
@@ -41,6 +42,10 @@ pub struct OutgoingPlan {
     /// it is stopped after the live pass, or first for a peer that is not
     /// ferry (SPEC §10).
     pub live: bool,
+    /// The segmented session a previous run of this node opened for this
+    /// transfer, taken up at start-up (`source/resume.rs`): no probe, no
+    /// open, the same boundary, the body packed again from its start.
+    pub resume: Option<crate::transfer::persist::OutgoingSession>,
 }
 
 /// Whether the segmented transport is wanted: `transport: auto`, or
@@ -104,15 +109,21 @@ fn send(
     server: &Arc<Server>,
     plan: &OutgoingPlan,
 ) -> Result<SourceEnd, String> {
-    if !node
-        .transfers
-        .transition(transfer, Status::Processing, None)
+    let resuming = plan.resume.as_ref();
+    // A transfer taken up after a restart is processing already.
+    if resuming.is_none()
+        && !node
+            .transfers
+            .transition(transfer, Status::Processing, None)
     {
         return Err("the transfer was cancelled before it started".to_string());
     }
     node.transfer_log(
         transfer,
-        "Preparing to stream server data to destination...",
+        match resuming {
+            None => "Preparing to stream server data to destination...",
+            Some(_) => "Resuming the transfer after this node restarted...",
+        },
     );
     let spec = server.spec(&node.config.system.data);
     let totals = archive::scan(&spec.data_dir, transfer.cancel_flag()).map_err(|e| {
@@ -142,10 +153,24 @@ fn send(
     // transport (SPEC §10); anything else the classic POST below,
     // unchanged. `FERRY_TRANSPORT=classic|segmented` overrides the key
     // (tests, benches comparing the two).
-    let ferry = if segmented_wanted(node) {
+    let ferry = if let Some(session) = resuming {
+        Some(segmented::sender::Ferry {
+            segment_size: session.segment_size,
+            resume_window: session.resume_window,
+        })
+    } else if segmented_wanted(node) {
         segmented::sender::probe(&agent, &plan.url, &plan.token)
     } else {
         None
+    };
+    // Where the taken-up session stands (before packing anything: a
+    // session that ended needs no body).
+    let point = match resuming {
+        Some(session) => match resume::point(node, transfer, &agent, session) {
+            Ok(point) => Some(point),
+            Err(end) => return Ok(end),
+        },
+        None => None,
     };
     if let Some(f) = &ferry {
         log::info!(
@@ -193,7 +218,8 @@ fn send(
         _ => None,
     };
     let precopy = live.is_some();
-    let boundary = multipart::random_boundary();
+    // A taken-up session's body must be the same bytes again.
+    let boundary = resuming.map_or_else(multipart::random_boundary, |s| s.boundary.clone());
     let configuration = serde_json::json!({
         "settings": spec.settings,
         "process_configuration": spec.process_configuration,
@@ -244,16 +270,25 @@ fn send(
     let monitor = spawn_monitor(node, transfer);
 
     node.transfer_log(transfer, "Streaming archive to destination...");
+    // A taken-up session's body that is not what the destination holds.
+    let differs = segmented::sender::resume::Found::default();
     let body = LastByte {
         inner: ThrottledReader {
-            inner: reader,
+            // The held prefix of a taken-up session is checked, not sent
+            // (nor throttled).
+            inner: segmented::sender::resume::VerifiedPrefix::new(
+                reader,
+                point.as_ref().map(|p| p.acks.clone()).unwrap_or_default(),
+                std::sync::Arc::clone(&differs),
+            ),
             throttle: &node.upload,
             cancel: &cancel,
         },
         whole: &whole,
         node,
         transfer,
-        reached: false,
+        // Taken up after the last byte was read once: not a step again.
+        reached: transfer.archive_sent(),
         closing: ClosingWatch::new(&boundary),
     };
     let send_clock = transfer.counters.stage_clock(crate::archive::Stage::Send);
@@ -291,12 +326,18 @@ fn send(
             &announce,
             body,
             precopy.then_some(held),
+            point.as_ref(),
         );
         drop(send_clock);
         let produced = producer
             .join()
             .unwrap_or_else(|_| Err("the packing thread panicked".to_string()));
         drop(monitor);
+        // The body packed again differs from the held bytes: that is why,
+        // not the packing that stopped when the sender gave up on it.
+        if let Some(m) = differs.get() {
+            return Err(format!("cannot resume after this node restarted: {m}"));
+        }
         match produced {
             // The body stopped here: packing's own error says why. A
             // destination's answer (a refusal at open) is its own reason,
@@ -386,27 +427,54 @@ fn send_segmented<R: Read + Send>(
     announce: &segmented::sender::Announce<'_>,
     mut body: R,
     held: Option<Arc<std::sync::atomic::AtomicU64>>,
+    point: Option<&segmented::sender::resume::ResumePoint>,
 ) -> SourceEnd {
     use segmented::sender::Sender;
-    let opened = Sender::open(
-        node,
-        transfer,
-        agent,
-        &plan.url,
-        &plan.token,
-        ferry,
-        announce,
-    );
-    let (mut sender, offered) = match opened {
-        Ok(opened) => opened,
-        Err(end) => return end,
+    let (mut sender, size) = match (&plan.resume, point) {
+        (Some(session), Some(point)) => {
+            let mut sender = Sender::reopen(node, transfer, agent, session);
+            sender.start_at(point);
+            (sender, session.segment_size)
+        }
+        _ => {
+            let opened = Sender::open(
+                node,
+                transfer,
+                agent,
+                &plan.url,
+                &plan.token,
+                ferry,
+                announce,
+            );
+            let (sender, offered) = match opened {
+                Ok(opened) => opened,
+                Err(end) => return end,
+            };
+            let size = offered
+                .min(ferry.segment_size)
+                .min(node.config.system.transfers.segmented.segment_size);
+            // Pre-copy's live pass cannot be packed again: not resumable
+            // after a restart of this node (docs/transport.md).
+            if !announce.precopy {
+                resume::persist(
+                    node,
+                    transfer,
+                    plan,
+                    &sender,
+                    announce.boundary,
+                    size,
+                    ferry,
+                );
+            }
+            (sender, size)
+        }
     };
+    if plan.resume.is_some() || !announce.precopy {
+        resume::note_acks(node, transfer, &mut sender);
+    }
     if let Some(held) = held {
         sender.report_held(held);
     }
-    let size = offered
-        .min(ferry.segment_size)
-        .min(node.config.system.transfers.segmented.segment_size);
     node.transfer_log(
         transfer,
         &format!(

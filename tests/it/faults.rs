@@ -138,8 +138,10 @@ fn source_killed_mid_stream_over(transport: Transport) {
     source.kill9();
     // Classic: the destination sees the body end early: failed, cleaned,
     // reported. Segmented: the session waits for the source to come back
-    // until its window passes (a restarted source does not resume), then
-    // expires: cancelled, cleaned, reported.
+    // until its window passes (the source stays down past it), then
+    // expires: cancelled, cleaned, reported; the restarted source finds
+    // the session gone and ends per SPEC §5.1 (transport_resume.rs has
+    // the source that comes back in time and resumes).
     let record = dest.wait_transfer_end(SERVER, Duration::from_secs(30));
     match transport {
         Transport::Classic => assert_eq!(record["status"], "failed", "{record}"),

@@ -48,5 +48,6 @@ mod transfer_e2e;
 mod transfer_errors;
 mod transfer_tls;
 mod transport;
+mod transport_resume;
 mod transport_session;
 mod ws_events;

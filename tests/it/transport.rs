@@ -17,9 +17,9 @@ use crate::support::fake_panel::{self, FakePanel};
 use crate::support::node::{make_server_tree, tree_listing, NodeOptions, TestNode, TOKEN};
 use crate::support::proxy::Proxy;
 
-const SERVER: &str = "6c1f8b3d-4e5f-4a70-9b2c-3d4e5f6a7b8c";
-const MB: u64 = 1_000_000;
-const MIB: u64 = 1024 * 1024;
+pub(crate) const SERVER: &str = "6c1f8b3d-4e5f-4a70-9b2c-3d4e5f6a7b8c";
+pub(crate) const MB: u64 = 1_000_000;
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 fn settings() -> serde_json::Value {
     json!({
@@ -60,20 +60,20 @@ fn random_tree(dir: &Path, total: u64, seed: u64) {
     }
 }
 
-struct Setup {
-    panel: FakePanel,
-    source: TestNode,
-    dest: TestNode,
-    proxy: Proxy,
+pub(crate) struct Setup {
+    pub(crate) panel: FakePanel,
+    pub(crate) source: TestNode,
+    pub(crate) dest: TestNode,
+    pub(crate) proxy: Proxy,
     jwt: String,
 }
 
-struct Options<'a> {
-    data: u64,
-    source_yaml: &'a str,
-    dest_yaml: &'a str,
-    dest_env: Vec<(String, String)>,
-    idle: Duration,
+pub(crate) struct Options<'a> {
+    pub(crate) data: u64,
+    pub(crate) source_yaml: &'a str,
+    pub(crate) dest_yaml: &'a str,
+    pub(crate) dest_env: Vec<(String, String)>,
+    pub(crate) idle: Duration,
 }
 
 impl Default for Options<'_> {
@@ -91,7 +91,7 @@ impl Default for Options<'_> {
 /// A panel, a destination behind the proxy, and a source holding SERVER
 /// with `data` random bytes. The destination authenticates as its own
 /// node, so the panel's list never offers it the server at start-up.
-fn setup(o: Options<'_>) -> Setup {
+pub(crate) fn setup(o: Options<'_>) -> Setup {
     let panel = FakePanel::start("testtokenid", TOKEN);
     panel.add_node("desttokenid", TOKEN);
     let dest = TestNode::start_with(NodeOptions {
@@ -125,7 +125,7 @@ fn setup(o: Options<'_>) -> Setup {
 impl Setup {
     /// What the panel does to start a transfer, to the destination through
     /// the proxy.
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         self.panel.set_transferring(SERVER, true);
         self.jwt = self.panel.mint_transfer_jwt(&self.dest.token, SERVER);
         let (code, body) = self.source.request(
@@ -140,7 +140,7 @@ impl Setup {
         assert_eq!(code, 202, "{body}");
     }
 
-    fn assert_identical(&self) {
+    pub(crate) fn assert_identical(&self) {
         assert_eq!(
             tree_listing(&self.source.server_dir(SERVER)),
             tree_listing(&self.dest.server_dir(SERVER)),
@@ -150,7 +150,7 @@ impl Setup {
 
     /// The session directories left on the destination (not the source's
     /// kept segment, which is unlinked at once).
-    fn sessions_left(&self) -> Vec<String> {
+    pub(crate) fn sessions_left(&self) -> Vec<String> {
         std::fs::read_dir(self.dest.data.join(".ferry-sessions"))
             .map(|d| {
                 d.flatten()
@@ -162,7 +162,7 @@ impl Setup {
 
     /// The session's directory goes right after its outcome is visible
     /// (removing a large spool takes a while): give it a few seconds.
-    fn assert_no_session_left(&self) {
+    pub(crate) fn assert_no_session_left(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.sessions_left().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -170,7 +170,7 @@ impl Setup {
         assert_eq!(self.sessions_left(), Vec::<String>::new(), "session left");
     }
 
-    fn assert_destination_clean(&self) {
+    pub(crate) fn assert_destination_clean(&self) {
         assert!(!self.dest.server_dir(SERVER).exists(), "server dir left");
         let staging: Vec<_> = std::fs::read_dir(self.dest.data.join(".ferry-staging"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -180,7 +180,7 @@ impl Setup {
     }
 
     /// Bytes the source sent twice, from its log line.
-    fn resent(&self) -> u64 {
+    pub(crate) fn resent(&self) -> u64 {
         let log = self.source.log_text();
         let line = log
             .lines()
@@ -192,7 +192,7 @@ impl Setup {
     }
 
     /// Bytes the destination's session holds now (its ack log).
-    fn held(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         let mut held = 0;
         for sid in self.sessions_left() {
             let acks = std::fs::read_to_string(
@@ -214,7 +214,7 @@ impl Setup {
         held
     }
 
-    fn wait_held(&self, at_least: u64, timeout: Duration) {
+    pub(crate) fn wait_held(&self, at_least: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.held() < at_least {
             assert!(
@@ -378,36 +378,7 @@ fn a_killed_destination_restarts_and_the_transfer_resumes() {
     assert_eq!(reports, vec![("success".to_string(), 204)], "{reports:?}");
 }
 
-#[test]
-fn a_killed_source_ends_per_the_commit_rule_and_the_silent_session_expires() {
-    let mut s = setup(Options {
-        data: 40 * MB,
-        source_yaml: "compression_level: 1\nsegment_size: 4\nupload_limit: 4",
-        dest_yaml: "segment_size: 4",
-        dest_env: vec![("FERRY_RESUME_WINDOW_SECS".into(), "3".into())],
-        ..Default::default()
-    });
-    s.start();
-    s.wait_held(4 * MIB, Duration::from_secs(30));
-    s.source.kill9();
-    let root = s.source.keep_root();
-    s.source = TestNode::start_with(NodeOptions {
-        remote: Some(s.panel.url()),
-        root: Some(root),
-        own_root: true,
-        ..Default::default()
-    });
-    // The restarted source reported the failure (SPEC §5.1, §7) and keeps
-    // its copy.
-    assert!(s.panel.wait_until(Duration::from_secs(15), |calls| {
-        calls.iter().any(|c| c.path.ends_with("/transfer/failure"))
-    }));
-    assert!(s.source.server_dir(SERVER).exists());
-    // The destination's session, silent, expires: cancelled, removed.
-    assert_ended_as_expired(&s.dest.wait_transfer_end(SERVER, Duration::from_secs(20)));
-    s.assert_destination_clean();
-    assert!(s.dest.audit_lines().iter().any(|l| l["to"] == "cancelled"));
-}
+// A killed source: `transport_resume.rs`.
 
 /// A cancel on the source while its open is in flight (the destination
 /// holds the open 3 s): the cancel shuts the source's connections, so the

@@ -43,6 +43,8 @@ pub struct Manager {
     crash: CrashState,
     pub replay: ReplayGuard,
     totals: Totals,
+    /// Ids of transfers taken up again at start-up (`take_up`).
+    taken_up: Mutex<Vec<String>>,
 }
 
 impl Manager {
@@ -55,6 +57,7 @@ impl Manager {
             crash: CrashState::open(state_dir)?,
             replay: ReplayGuard::open(state_dir),
             totals: Totals::default(),
+            taken_up: Mutex::new(Vec::new()),
         })
     }
 
@@ -87,6 +90,10 @@ impl Manager {
         phase: Phase,
         cancel_reason: Option<String>,
     ) {
+        let (config, session) = {
+            let state = transfer.lock();
+            (state.config.clone(), state.session.clone())
+        };
         let saved = Saved {
             id: transfer.id.clone(),
             server: transfer.server.clone(),
@@ -94,8 +101,9 @@ impl Manager {
             peer: transfer.peer.clone(),
             status,
             phase,
-            config: transfer.lock().config.clone(),
+            config,
             cancel_reason,
+            session,
         };
         if let Err(e) = self.crash.save(&saved) {
             log::warn!("cannot persist the state of transfer {}: {e}", transfer.id);

@@ -77,6 +77,7 @@ impl Manager {
             let mut state = transfer.lock();
             state.config = saved.config.clone();
             state.cancel_reason = saved.cancel_reason.clone();
+            state.session = saved.session.clone();
         }
         self.list().push(Arc::clone(&transfer));
         self.persist(&transfer, Status::Processing, saved.phase);
@@ -85,9 +86,29 @@ impl Manager {
 
     /// Transfers a previous daemon left in flight (their state files stay
     /// until each is settled with `forget_orphan` or ends as a resumed
-    /// transfer).
+    /// transfer). One this daemon took up again (`take_up`) is no longer
+    /// an orphan: recovery must not settle it too.
     pub fn orphans(&self) -> Vec<Saved> {
-        self.crash.orphans()
+        let taken = self.taken_up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut orphans = self.crash.orphans();
+        orphans.retain(|o| !taken.contains(&o.id));
+        orphans
+    }
+
+    /// `resume` for a transfer that goes on where it stood (a source
+    /// resuming its segmented session): its state file stays the one it
+    /// had, rewritten as it goes, and `orphans` no longer lists it.
+    pub fn take_up(&self, saved: &Saved) -> Arc<Transfer> {
+        self.taken_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(saved.id.clone());
+        self.resume(saved)
+    }
+
+    /// Where a source's ack lines of its segmented session are kept.
+    pub fn acks_file(&self, id: &str) -> std::path::PathBuf {
+        self.crash.acks_file(id)
     }
 
     pub fn forget_orphan(&self, id: &str) {

@@ -66,6 +66,23 @@ impl Manager {
         transfer.lock().config = Some(config.clone());
     }
 
+    /// Keeps a source's segmented session with the transfer's state and
+    /// persists it at once: the sender notes held segments only after
+    /// this, so a restarted source that finds ack lines finds the session
+    /// they belong to.
+    pub fn set_outgoing_session(
+        &self,
+        transfer: &Transfer,
+        session: crate::transfer::persist::OutgoingSession,
+    ) {
+        let _changing = transfer.lock_changes();
+        transfer.lock().session = Some(session);
+        let status = transfer.status();
+        if !status.is_terminal() {
+            self.persist(transfer, status, transfer.phase());
+        }
+    }
+
     /// Moves a transfer to `next`. Returns false (and logs a bug) for a
     /// transition the status machine does not have.
     pub fn transition(&self, transfer: &Transfer, next: Status, error: Option<String>) -> bool {

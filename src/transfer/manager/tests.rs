@@ -234,6 +234,52 @@ fn a_resumed_transfer_keeps_its_id_and_phase() {
 }
 
 #[test]
+fn a_transfer_taken_up_again_is_no_longer_an_orphan_and_keeps_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = Arc::new(EventBus::default());
+    let session = crate::transfer::persist::OutgoingSession {
+        url: "http://dest/api/transfers".into(),
+        sid: "a".repeat(32),
+        secret: "b".repeat(64),
+        boundary: "x".into(),
+        segment_size: 1 << 20,
+        resume_window: 900,
+        backups: vec![],
+        start_on_completion: false,
+    };
+    {
+        let m = Manager::new(dir.path(), Arc::clone(&events)).unwrap();
+        let a = m.begin("a", Direction::Outgoing, "p").unwrap();
+        m.transition(&a, Status::Processing, None);
+        m.set_outgoing_session(&a, session.clone());
+        let b = m.begin("b", Direction::Outgoing, "p").unwrap();
+        m.transition(&b, Status::Processing, None);
+    }
+    let m = Manager::new(dir.path(), events).unwrap();
+    let orphans = m.orphans();
+    let saved = orphans.iter().find(|o| o.server == "a").unwrap();
+    assert_eq!(saved.session.as_ref(), Some(&session), "persisted at once");
+    let t = m.take_up(saved);
+    let left: Vec<_> = m.orphans().into_iter().map(|o| o.server).collect();
+    assert_eq!(left, vec!["b".to_string()], "recovery no longer sees it");
+    // Still persisted with its session while it goes on.
+    m.enter_phase(&t, Phase::SentLastByte).unwrap();
+    let again = Manager::new(dir.path(), Arc::new(EventBus::default())).unwrap();
+    let kept = again
+        .orphans()
+        .into_iter()
+        .find(|o| o.server == "a")
+        .unwrap();
+    assert_eq!(
+        (kept.phase, kept.session),
+        (Phase::SentLastByte, Some(session))
+    );
+    assert_eq!(m.finish(&t, Ok(())), Status::Completed);
+    let left: Vec<_> = m.orphans().into_iter().map(|o| o.server).collect();
+    assert_eq!(left, vec!["b".to_string()], "ended: its state is gone");
+}
+
+#[test]
 fn uuids_are_v4_shaped() {
     let u = new_uuid();
     assert!(crate::server::is_uuid(&u), "{u}");

@@ -28,6 +28,9 @@ pub(super) struct State {
     /// The destination's configuration of the server, persisted from
     /// `installing` on so recovery can register it again.
     pub(super) config: Option<ServerConfig>,
+    /// Source: its segmented session, persisted so a restarted source
+    /// can resume it (`Manager::set_outgoing_session`).
+    pub(super) session: Option<crate::transfer::persist::OutgoingSession>,
 }
 
 /// One transfer, shared by its pipeline threads and the API.
@@ -107,6 +110,7 @@ impl Transfer {
                 finalized: false,
                 phase,
                 config: None,
+                session: None,
             }),
             changing: Mutex::new(()),
             copy_phase: AtomicU8::new(0),

@@ -83,7 +83,8 @@ pub fn parse(log: &[u8]) -> Result<(Vec<Ack>, u64), CorruptAcks> {
     Ok((acks, held))
 }
 
-fn parse_line(line: &[u8]) -> Option<Ack> {
+/// One line without its `\n`, unchecked against the lines before it.
+pub(crate) fn parse_line(line: &[u8]) -> Option<Ack> {
     let text = std::str::from_utf8(line).ok()?;
     let mut fields = text.split(' ');
     let offset = fields.next()?.parse().ok()?;

@@ -9,7 +9,8 @@
 //! thread packs the next one into a second file (packing and sending
 //! overlap; only the segment being sent is unacknowledged). The requests
 //! after open and what their answers mean are in `sender/requests.rs`,
-//! the kept segment in `sender/kept.rs`.
+//! the kept segment in `sender/kept.rs`, a session taken up by a
+//! restarted source in `sender/resume.rs`.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use crate::transfer::Transfer;
 mod claim;
 mod kept;
 mod requests;
+pub mod resume;
 
 use claim::HeldSegments;
 use kept::KeptSegment;
@@ -111,6 +113,9 @@ pub struct Sender<'a> {
     /// Where the destination's acknowledged `held` is published (pre-copy
     /// stops the server once the live pass is held, SPEC §10).
     held_to: Option<std::sync::Arc<AtomicU64>>,
+    /// Where sending starts, and where held segments are noted (a resume
+    /// after a restart of this source: `sender/resume.rs`).
+    start: resume::Start,
 }
 
 impl<'a> Sender<'a> {
@@ -187,6 +192,7 @@ impl<'a> Sender<'a> {
                         secret: secret.to_string(),
                         window,
                         held_to: None,
+                        start: resume::Start::default(),
                     };
                     return Ok((sender, size));
                 }
@@ -303,10 +309,11 @@ impl<'a> Sender<'a> {
         size: u64,
     ) -> Result<(u64, [u8; 32]), SourceEnd> {
         let cancelled = || SourceEnd::NoAnswer("cancelled".into());
-        let mut plan = Plan::new(size, 0);
-        let mut held_segments = HeldSegments::default();
+        // From 0, or where a session taken up after a restart stands.
+        let mut plan = Plan::new(size, self.start.held);
+        let mut held_segments: HeldSegments = self.start.segments.clone();
         let mut current: Option<KeptSegment> = None;
-        let mut length = 0u64;
+        let mut length = self.start.held;
         let mut kept_start = 0u64;
         let mut mismatches = 0;
         // Segment requests in a row that were busy or got no answer (the
@@ -422,6 +429,7 @@ impl<'a> Sender<'a> {
                     if let Err(e) = held_segments.noted(offset, n, digest, held) {
                         return Err(SourceEnd::NoAnswer(e.to_string()));
                     }
+                    self.start.noted(offset, n, digest, held);
                     if let Some(to) = &self.held_to {
                         to.store(held, Ordering::SeqCst);
                     }

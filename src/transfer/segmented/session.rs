@@ -511,6 +511,20 @@ impl Session {
         }
     }
 
+    /// The ack lines of the segments held now (`GET …/acks`): what a
+    /// restarted source checks the body it packs again against. Only lines
+    /// up to `held` (a segment being appended is not acknowledged yet).
+    pub fn held_ack_lines(&self) -> Result<String, SpoolError> {
+        let held = lock(&self.view).held;
+        let text = std::fs::read(self.dir.join(super::spool::ACKS))?;
+        let (acks, _) = super::acks::parse(&text).map_err(SpoolError::Corrupt)?;
+        Ok(acks
+            .iter()
+            .take_while(|a| a.offset + a.length <= held)
+            .map(super::acks::line)
+            .collect())
+    }
+
     /// What the ack log holds and its digest (the finish's claim).
     fn ack_log(&self) -> Result<(u64, [u8; 32]), SpoolError> {
         let text = std::fs::read(self.dir.join(super::spool::ACKS))?;

@@ -377,6 +377,7 @@ impl Sessions {
                 phase: Phase::Streaming,
                 config: None,
                 cancel_reason: None,
+                session: None,
             };
             let transfer = node.transfers.resume(&saved);
             transfer.set_totals(record.files_total, record.bytes_total);

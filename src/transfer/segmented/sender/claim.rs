@@ -37,6 +37,12 @@ pub struct HeldSegments {
 }
 
 impl HeldSegments {
+    /// The segments a destination holds, as its ack lines say (a session
+    /// a restarted source takes up).
+    pub fn from_acks(acks: Vec<Ack>) -> HeldSegments {
+        HeldSegments { acks }
+    }
+
     /// After sending `[offset, offset + length)` with `sha256`, the
     /// destination says it holds `held`: that segment is held (held is its
     /// end), or it is not (held is where it began, or less after the
