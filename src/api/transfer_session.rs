@@ -125,10 +125,12 @@ pub fn acks(
     if session.view().state != State::Receiving {
         return Err(ApiError::new(409, "the session is not receiving"));
     }
-    let lines = session
-        .held_ack_lines()
-        .map_err(|e| ApiError::new(500, e.to_string()))?;
-    Ok(reply::json(200, &json!({ "acks": lines })))
+    // Well under a proxy's idle timeout.
+    match session.held_ack_lines(Duration::from_secs(20)) {
+        Ok(Some((lines, held))) => Ok(reply::json(200, &json!({ "acks": lines, "held": held }))),
+        Ok(None) => Err(ApiError::new(409, crate::transfer::segmented::ledger::BUSY)),
+        Err(e) => Err(ApiError::new(500, e.to_string())),
+    }
 }
 
 /// `PUT /api/transfers/session/:sid/segment?offset=O`.

@@ -181,15 +181,19 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
         .lines()
         .find(|l| l.contains("noted here"))
         .unwrap_or_else(|| panic!("no resume point in the log\n{}", logs(&s)));
-    // "(N segments, N-1 noted here)": one learnt from the destination.
+    // "(N segments, M noted here)": the one whose line was removed is
+    // learnt from the destination, and so is the one in flight at the
+    // kill when its body, already in the socket buffers, still arrived
+    // whole (the destination's `/acks` waits for that request to end).
     let numbers: Vec<u64> = line
         .split(['(', ' ', ','])
         .filter_map(|w| w.parse().ok())
         .collect();
-    assert!(
-        matches!(numbers[..], [.., held, n, noted] if held >= 8 * MIB && n == noted + 1),
-        "{line}"
-    );
+    let in_flight_arrived = match numbers[..] {
+        [.., held, n, noted] if held >= 8 * MIB && n == noted + 1 => false,
+        [.., held, n, noted] if held >= 8 * MIB && n == noted + 2 => true,
+        _ => panic!("{line}"),
+    };
     assert_eq!(tree_listing(&s.dest.server_dir(SERVER)), before);
     // Over both runs of the source, the wire carried the body and at most
     // the one segment in flight at the kill again (plus the open and
@@ -197,7 +201,7 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
     let length = body_length(&s);
     let forwarded = s.proxy.forwarded();
     assert!(
-        forwarded > length + 4096,
+        in_flight_arrived || forwarded > length + 4096,
         "the kill landed between two segment requests: nothing was sent twice to show\n{}",
         logs(&s)
     );

@@ -511,18 +511,32 @@ impl Session {
         }
     }
 
-    /// The ack lines of the segments held now (`GET …/acks`): what a
-    /// restarted source checks the body it packs again against. Only lines
-    /// up to `held` (a segment being appended is not acknowledged yet).
-    pub fn held_ack_lines(&self) -> Result<String, SpoolError> {
+    /// The ack lines of the segments held and that `held` (`GET …/acks`):
+    /// what a restarted source checks the body it packs again against.
+    /// Taken once no segment request is in progress (waiting at most
+    /// `quiet`; None if one still is): a request of the source's previous
+    /// life, its body still in the socket's buffers, may yet complete
+    /// and move `held` past what an earlier status said.
+    pub fn held_ack_lines(&self, quiet: Duration) -> Result<Option<(String, u64)>, SpoolError> {
+        let until = Instant::now() + quiet;
+        let _work = loop {
+            match self.work.try_lock() {
+                Ok(work) => break work,
+                Err(_) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(_) => return Ok(None),
+            }
+        };
         let held = lock(&self.view).held;
         let text = std::fs::read(self.dir.join(super::spool::ACKS))?;
         let (acks, _) = super::acks::parse(&text).map_err(SpoolError::Corrupt)?;
-        Ok(acks
+        let lines = acks
             .iter()
             .take_while(|a| a.offset + a.length <= held)
             .map(super::acks::line)
-            .collect())
+            .collect();
+        Ok(Some((lines, held)))
     }
 
     /// What the ack log holds and its digest (the finish's claim).

@@ -315,8 +315,8 @@ impl<'a> Sender<'a> {
     /// (SPEC §5.1), as for any source restart. A session that receives
     /// but cannot be resumed is cancelled rather than left to expire.
     pub fn resume_point(&self, noted: &[Ack]) -> Result<ResumePoint, SourceEnd> {
-        let held = match self.status_until_answered() {
-            Ok(Status::Receiving(held)) => held,
+        match self.status_until_answered() {
+            Ok(Status::Receiving(_)) => {}
             Ok(Status::Finishing) => {
                 // Asking to finish again answers 409 and waits for the
                 // outcome as the finish does; the claim is not read then.
@@ -330,8 +330,10 @@ impl<'a> Sender<'a> {
             }
             Err(end) => return Err(end),
         };
-        let acks = match self.held_acks() {
-            Ok(acks) => acks,
+        // `held` from the same answer as the lines: the status's may be
+        // stale (a request of this node's previous life completing).
+        let (acks, held) = match self.held_acks() {
+            Ok(got) => got,
             Err(end) => {
                 self.cancel_remote();
                 return Err(end);
@@ -347,7 +349,7 @@ impl<'a> Sender<'a> {
     }
 
     /// `GET …/acks`: the destination's ack lines of what it holds.
-    fn held_acks(&self) -> Result<Vec<Ack>, SourceEnd> {
+    fn held_acks(&self) -> Result<(Vec<Ack>, u64), SourceEnd> {
         let got = self
             .agent
             .get(&format!("{}/acks", self.base))
@@ -379,8 +381,9 @@ impl<'a> Sender<'a> {
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| cannot(e.to_string()))?;
         let lines = v.get("acks").and_then(|a| a.as_str()).unwrap_or("");
-        let (acks, _) = acks::parse(lines.as_bytes()).map_err(|e| cannot(e.to_string()))?;
-        Ok(acks)
+        let (acks, lines_end) = acks::parse(lines.as_bytes()).map_err(|e| cannot(e.to_string()))?;
+        let held = v.get("held").and_then(|h| h.as_u64()).unwrap_or(lines_end);
+        Ok((acks, held))
     }
 }
 
