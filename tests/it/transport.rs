@@ -123,6 +123,15 @@ pub(crate) fn setup(o: Options<'_>) -> Setup {
 }
 
 impl Setup {
+    /// Both nodes' logs, for a failing assertion's message.
+    pub(crate) fn logs(&self) -> String {
+        format!(
+            "--- source:\n{}\n--- destination:\n{}",
+            self.source.log_text(),
+            self.dest.log_text()
+        )
+    }
+
     /// What the panel does to start a transfer, to the destination through
     /// the proxy.
     pub(crate) fn start(&mut self) {
@@ -358,13 +367,7 @@ fn a_killed_destination_restarts_and_the_transfer_resumes() {
     );
     s.proxy.set_upstream(s.dest.addr);
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(90));
-    assert_eq!(
-        record["status"],
-        "completed",
-        "{record}\n--- source:\n{}\n--- destination:\n{}",
-        s.source.log_text(),
-        s.dest.log_text()
-    );
+    assert_eq!(record["status"], "completed", "{record}\n{}", s.logs());
     s.assert_identical();
     assert!(
         s.resent() <= 4 * MIB,
@@ -414,13 +417,7 @@ fn a_cancel_while_the_session_opens_ends_it_on_the_destination() {
     assert_eq!(end["status"], "cancelled", "{end}");
     // The default window is 15 min: ending within seconds is the cancel.
     let record = s.dest.wait_transfer_end(SERVER, Duration::from_secs(15));
-    assert_eq!(
-        record["status"],
-        "cancelled",
-        "{record}\n--- source:\n{}\n--- destination:\n{}",
-        s.source.log_text(),
-        s.dest.log_text()
-    );
+    assert_eq!(record["status"], "cancelled", "{record}\n{}", s.logs());
     assert!(
         record["cancel_reason"]
             .as_str()
@@ -457,13 +454,7 @@ fn a_tight_upload_limit_with_large_segments_keeps_the_session_alive() {
     });
     s.start();
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
-    assert_eq!(
-        record["status"],
-        "completed",
-        "{record}\n--- source:\n{}\n--- destination:\n{}",
-        s.source.log_text(),
-        s.dest.log_text()
-    );
+    assert_eq!(record["status"], "completed", "{record}\n{}", s.logs());
     s.assert_identical();
     s.assert_no_session_left();
 }

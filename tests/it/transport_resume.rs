@@ -88,14 +88,6 @@ fn kill_source_and_restart(s: &mut Setup, after: Duration, between: impl FnOnce(
     });
 }
 
-fn logs(s: &Setup) -> String {
-    format!(
-        "--- source:\n{}\n--- destination:\n{}",
-        s.source.log_text(),
-        s.dest.log_text()
-    )
-}
-
 /// The body's length, from the restarted source's segment summary.
 fn body_length(s: &Setup) -> u64 {
     let log = s.source.log_text();
@@ -174,13 +166,13 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
         std::fs::write(&acks, lines.join("\n") + "\n").unwrap();
     });
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(90));
-    assert_eq!(record["status"], "completed", "{record}\n{}", logs(&s));
-    assert!(s.source.log_text().contains("it resumes"), "{}", logs(&s));
+    assert_eq!(record["status"], "completed", "{record}\n{}", s.logs());
+    assert!(s.source.log_text().contains("it resumes"), "{}", s.logs());
     let took_up = s.source.log_text();
     let line = took_up
         .lines()
         .find(|l| l.contains("noted here"))
-        .unwrap_or_else(|| panic!("no resume point in the log\n{}", logs(&s)));
+        .unwrap_or_else(|| panic!("no resume point in the log\n{}", s.logs()));
     // "(N segments, M noted here)": the one whose line was removed is
     // learnt from the destination, and so is the one in flight at the
     // kill when its body, already in the socket buffers, still arrived
@@ -203,12 +195,12 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
     assert!(
         in_flight_arrived || forwarded > length + 4096,
         "the kill landed between two segment requests: nothing was sent twice to show\n{}",
-        logs(&s)
+        s.logs()
     );
     assert!(
         forwarded <= length + 4 * MIB + 4096,
         "{forwarded} bytes through the proxy for a body of {length}\n{}",
-        logs(&s)
+        s.logs()
     );
     eprintln!(
         "re-sent over the source's restart: {} bytes (body {length})",
@@ -223,7 +215,7 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
     while s.source.server_dir(SERVER).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!s.source.server_dir(SERVER).exists(), "{}", logs(&s));
+    assert!(!s.source.server_dir(SERVER).exists(), "{}", s.logs());
     assert_eq!(s.panel.server_node(SERVER).as_deref(), Some("desttokenid"));
     s.assert_no_session_left();
     assert_no_source_state(&s);
@@ -245,7 +237,7 @@ fn a_source_restarted_after_its_session_expired_ends_per_the_commit_rule() {
         crate::transport::assert_ended_as_expired(&record);
     });
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(30));
-    assert_eq!(record["status"], "failed", "{record}\n{}", logs(&s));
+    assert_eq!(record["status"], "failed", "{record}\n{}", s.logs());
     // The restarted source reported its failure once (the destination
     // reported its own expiry); the server stays here, as it was.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -253,7 +245,7 @@ fn a_source_restarted_after_its_session_expired_ends_per_the_commit_rule() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(reports_by(&s, "testtokenid", "failure"), 1, "{}", logs(&s));
+    assert_eq!(reports_by(&s, "testtokenid", "failure"), 1, "{}", s.logs());
     assert_eq!(reports_by(&s, "testtokenid", "success"), 0);
     assert_eq!(tree_listing(&s.source.server_dir(SERVER)), before);
     let (_, view) = s.source.get(&format!("/api/servers/{SERVER}"));
@@ -286,7 +278,7 @@ fn data_changed_while_the_source_was_down_is_found_and_the_transfer_ends_with_no
         file.set_modified(mtime).unwrap();
     });
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(30));
-    assert_eq!(record["status"], "failed", "{record}\n{}", logs(&s));
+    assert_eq!(record["status"], "failed", "{record}\n{}", s.logs());
     assert!(
         record["error"]
             .as_str()
@@ -297,9 +289,9 @@ fn data_changed_while_the_source_was_down_is_found_and_the_transfer_ends_with_no
     // The source cancelled the session: the destination ends it at once,
     // nothing left.
     let dest = s.dest.wait_transfer_end(SERVER, Duration::from_secs(20));
-    assert_eq!(dest["status"], "cancelled", "{dest}\n{}", logs(&s));
+    assert_eq!(dest["status"], "cancelled", "{dest}\n{}", s.logs());
     s.assert_destination_clean();
-    assert_eq!(reports_by(&s, "testtokenid", "failure"), 1, "{}", logs(&s));
+    assert_eq!(reports_by(&s, "testtokenid", "failure"), 1, "{}", s.logs());
     assert!(s
         .source
         .server_dir(SERVER)
@@ -354,11 +346,11 @@ fn a_source_killed_while_the_destination_finishes_learns_the_outcome_after_its_r
     // Taken up in `sent-last-byte`: the session is finishing, so nothing is
     // packed or sent again; the finish's poll learns the outcome.
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
-    assert_eq!(record["status"], "completed", "{record}\n{}", logs(&s));
+    assert_eq!(record["status"], "completed", "{record}\n{}", s.logs());
     assert!(
         s.source.log_text().contains("(sent-last-byte): it resumes"),
         "{}",
-        logs(&s)
+        s.logs()
     );
     assert!(!s.source.log_text().contains("packing the body again"));
     assert_eq!(tree_listing(&s.dest.server_dir(SERVER)), before);
@@ -368,6 +360,6 @@ fn a_source_killed_while_the_destination_finishes_learns_the_outcome_after_its_r
     while s.source.server_dir(SERVER).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!s.source.server_dir(SERVER).exists(), "{}", logs(&s));
+    assert!(!s.source.server_dir(SERVER).exists(), "{}", s.logs());
     assert_no_source_state(&s);
 }

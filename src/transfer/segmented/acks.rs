@@ -102,17 +102,19 @@ pub(crate) fn parse_line(line: &[u8]) -> Option<Ack> {
     })
 }
 
+/// An ack line whose digest is `fill` repeated (tests of the ack logic).
+#[cfg(test)]
+pub(crate) fn ack(offset: u64, length: u64, fill: u8) -> Ack {
+    Ack {
+        offset,
+        length,
+        sha256: [fill; 32],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ack(offset: u64, length: u64, fill: u8) -> Ack {
-        Ack {
-            offset,
-            length,
-            sha256: [fill; 32],
-        }
-    }
 
     #[test]
     fn round_trip_and_held() {

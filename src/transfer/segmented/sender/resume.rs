@@ -390,14 +390,7 @@ impl<'a> Sender<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ack(offset: u64, length: u64, fill: u8) -> Ack {
-        Ack {
-            offset,
-            length,
-            sha256: [fill; 32],
-        }
-    }
+    use crate::transfer::segmented::acks::ack;
 
     fn real(body: &[u8], cuts: &[(u64, u64)]) -> Vec<Ack> {
         cuts.iter()
