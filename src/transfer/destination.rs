@@ -202,6 +202,10 @@ fn receive_tree(
 /// tree needs, checked before a byte is written. `precopy`: the session
 /// was opened for pre-copy, so the body ends with its delta and manifest
 /// (refused otherwise).
+/// What a received body leaves: the verified tree in staging, the server's
+/// configuration and the extras (backups, install log) that travelled.
+pub(crate) type ReceivedTree = (Staging, ServerConfig, Received);
+
 pub(crate) fn receive_body(
     node: &Arc<Node>,
     body: impl Read,
@@ -210,7 +214,7 @@ pub(crate) fn receive_body(
     boundary: &str,
     announced: Option<u64>,
     precopy: bool,
-) -> Result<(Staging, ServerConfig, Received), ApiError> {
+) -> Result<ReceivedTree, ApiError> {
     let mut config = match &node.panel {
         Some(panel) => {
             let remote = panel.server(uuid).map_err(|e| {

@@ -435,14 +435,7 @@ impl Session {
         &self,
         node: &Arc<Node>,
         record: &SessionRecord,
-    ) -> Result<
-        (
-            crate::archive::Staging,
-            crate::server::ServerConfig,
-            crate::transfer::extras::Received,
-        ),
-        ApiError,
-    > {
+    ) -> Result<destination::ReceivedTree, ApiError> {
         let file = std::fs::File::open(self.dir.join(super::spool::SPOOL))
             .map_err(|e| ApiError::new(500, format!("cannot read the session spool: {e}")))?;
         let mut body = Counting {
@@ -460,14 +453,7 @@ impl Session {
         node: &Arc<Node>,
         record: &SessionRecord,
         body: &mut Counting<Follower>,
-    ) -> Result<
-        (
-            crate::archive::Staging,
-            crate::server::ServerConfig,
-            crate::transfer::extras::Received,
-        ),
-        ApiError,
-    > {
+    ) -> Result<destination::ReceivedTree, ApiError> {
         let announced = record.disk_total.or(Some(record.bytes_total));
         let tree = destination::receive_body(
             node,
