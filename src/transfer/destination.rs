@@ -175,7 +175,7 @@ fn receive_tree(
     transfer: &Arc<Transfer>,
     uuid: &str,
     boundary: &str,
-) -> Result<(Staging, ServerConfig, Received), ApiError> {
+) -> Result<ReceivedTree, ApiError> {
     refuse_multiplex(request)?;
     // What the files take on disk (holes cost nothing, as extraction
     // writes them); a source that does not say, the apparent size.
