@@ -350,7 +350,12 @@ impl Session {
     /// (the disk limit) does so just as the last segment lands, right when
     /// the finish comes.
     fn work_soon(&self) -> Option<MutexGuard<'_, Work>> {
-        let until = Instant::now() + Duration::from_secs(1);
+        self.work_within(Duration::from_secs(1))
+    }
+
+    /// `work`, waiting up to `patience` for whoever holds it.
+    fn work_within(&self, patience: Duration) -> Option<MutexGuard<'_, Work>> {
+        let until = Instant::now() + patience;
         loop {
             match self.work.try_lock() {
                 Ok(work) => return Some(work),
@@ -504,15 +509,8 @@ impl Session {
     /// life, its body still in the socket's buffers, may yet complete
     /// and move `held` past what an earlier status said.
     pub fn held_ack_lines(&self, quiet: Duration) -> Result<Option<(String, u64)>, SpoolError> {
-        let until = Instant::now() + quiet;
-        let _work = loop {
-            match self.work.try_lock() {
-                Ok(work) => break work,
-                Err(_) if Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(_) => return Ok(None),
-            }
+        let Some(_work) = self.work_within(quiet) else {
+            return Ok(None);
         };
         let held = lock(&self.view).held;
         let text = std::fs::read(self.dir.join(super::spool::ACKS))?;
