@@ -148,34 +148,49 @@ impl Node {
                 }
             }
         }
-        // Out of place and forgotten before the answer (a crash after the
-        // 204 leaves nothing of it in <data>); the container and the files
-        // go in the background so the answer is immediate even for a large
-        // directory.
-        let moved = crate::archive::move_out_of_place(&self.config.system.data, &server.uuid);
-        if let Err(e) = &moved {
-            log::error!(
-                "delete {}: cannot move the data out of place: {e}",
-                server.uuid
-            );
+        // Everything that goes by the server's name goes now, before the
+        // answer: the container, and the directory out of place (a crash
+        // after the 204 leaves nothing of it in <data>). Once forgotten,
+        // the uuid may come back at once (the server moved away and
+        // straight back here), and its new container and directory must
+        // not be touched by this delete; so the background thread only
+        // removes the tree from where it was moved, which keeps the answer
+        // immediate for a large directory.
+        let spec = server.spec(&self.config.system.data);
+        if let Err(e) = self.environment.destroy(&spec) {
+            log::error!("delete {}: cannot remove the container: {e}", server.uuid);
         }
+        let moved = match crate::archive::move_out_of_place(&self.config.system.data, &server.uuid)
+        {
+            Ok(moved) => moved,
+            Err(e) => {
+                log::error!(
+                    "delete {}: cannot move the data out of place ({e}); removing it in place",
+                    server.uuid
+                );
+                if let Err(e) = crate::archive::remove_tree(&spec.data_dir) {
+                    log::error!(
+                        "delete {}: cannot remove {}: {e}",
+                        server.uuid,
+                        spec.data_dir.display()
+                    );
+                }
+                None
+            }
+        };
         self.registry.remove(&server.uuid);
-        let node = Arc::clone(self);
-        let server = Arc::clone(server);
+        let Some(moved) = moved else {
+            return;
+        };
+        let uuid = server.uuid.clone();
         let spawned = std::thread::Builder::new()
             .name("delete".into())
             .spawn(move || {
-                let _life = server.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-                if let Ok(Some(moved)) = moved {
-                    if let Err(e) = crate::archive::remove_tree(&moved) {
-                        log::error!(
-                            "delete {}: cannot remove {}: {e}",
-                            server.uuid,
-                            moved.display()
-                        );
-                    }
+                crate::transfer::finish::failpoint::point("delete-removing");
+                match crate::archive::remove_tree(&moved) {
+                    Ok(()) => log::info!("delete {uuid}: data directory removed"),
+                    Err(e) => log::error!("delete {uuid}: cannot remove {}: {e}", moved.display()),
                 }
-                node.remove_server(&server)
             });
         if let Err(e) = spawned {
             log::error!("delete: cannot start a thread: {e}");

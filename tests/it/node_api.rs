@@ -2,6 +2,7 @@
 //! outcomes and messages, the error envelope, body validation, HTTP abuse
 //! the daemon must survive, server routes, config errors and SIGTERM.
 
+use crate::support::adv;
 use crate::support::fake_panel;
 use crate::support::node;
 
@@ -173,6 +174,65 @@ fn delete_removes_data_without_following_links() {
         .join("root/ferry/servers")
         .join(format!("{SERVER}.json"))
         .exists());
+}
+
+/// A deleted server's directory is removed in the background (held 3 s
+/// here by a failpoint) from where it was moved out of place. The same
+/// server arriving again meanwhile (moved away and straight back) is a new
+/// copy the delete must not touch: once the old removal ends, the new copy
+/// is still there and registered. (The background thread once ran the
+/// whole removal again by uuid, taking the new copy and its registration.)
+#[test]
+fn a_server_that_arrives_again_while_its_old_copy_is_removed_is_kept() {
+    let tmp = tempfile::tempdir().unwrap().keep();
+    let data = tmp.join("volumes").join(SERVER);
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("old.txt"), "the copy being deleted\n").unwrap();
+    let node = TestNode::start_with(NodeOptions {
+        root: Some(tmp),
+        own_root: true,
+        env: vec![(
+            "FERRY_FAILPOINT".into(),
+            "delete-removing:delay=3000".into(),
+        )],
+        ..Default::default()
+    });
+    let (code, _) = node.request("DELETE", &format!("/api/servers/{SERVER}"), None);
+    assert_eq!(code, 204);
+    assert!(node.wait_log(
+        "failpoint: delaying at delete-removing",
+        Duration::from_secs(10)
+    ));
+
+    let archive = adv::tiny_archive();
+    let auth = format!(
+        "Bearer {}",
+        fake_panel::mint_transfer_jwt(&node.token, SERVER)
+    );
+    let answer = adv::post_transfer(
+        &node,
+        Some(&auth),
+        &adv::form_data(),
+        &adv::transfer_body(&archive),
+    );
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert!(
+        !node.log_text().contains("data directory removed"),
+        "the old copy's removal ended before the new copy arrived: the test crossed nothing"
+    );
+
+    assert!(node.wait_log("data directory removed", Duration::from_secs(10)));
+    // Anything late (a second removal) would show about now.
+    std::thread::sleep(Duration::from_millis(300));
+    adv::assert_tiny_installed(&node.server_dir(SERVER));
+    assert!(!node.server_dir(SERVER).join("old.txt").exists());
+    let (code, view) = node.get(&format!("/api/servers/{SERVER}"));
+    assert_eq!(code, 200, "the new copy is not registered: {view}");
+    let staging = node.data.join(".ferry-staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the old copy left in staging: {left:?}");
 }
 
 #[test]

@@ -11,10 +11,12 @@
 //! `container-created` (after), `reported` (the panel answered a
 //! report, before the record is written), `segment-receiving` (a
 //! segment's request, registered for the cancel, before its cancel check),
-//! `cancel-accepted` (a cancel was accepted, before its hooks run) and
+//! `cancel-accepted` (a cancel was accepted, before its hooks run),
 //! `session-opening` (a session's open, its JWT checked, before the
-//! session exists). Several may be given, comma separated. Not for production: unset, every call is a lookup in an
-//! empty list.
+//! session exists) and `delete-removing` (a deleted server's directory,
+//! moved out of place, before the background removal). Several may be
+//! given, comma separated. Not for production: unset, every call is a
+//! lookup in an empty list.
 
 use std::sync::OnceLock;
 use std::time::Duration;
