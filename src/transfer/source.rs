@@ -12,12 +12,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::archive::{self, PackOptions};
+use crate::environment::ServerSpec;
 use crate::multipart;
 use crate::node::Node;
 use crate::server::{Server, TransferMark};
 use crate::transfer::early_answer;
 use crate::transfer::finish::{self, SourceEnd};
-use crate::transfer::pipe::pipe;
+use crate::transfer::pipe::{pipe, PipeReader, PipeWriter};
 use crate::transfer::progress::upload_line_in;
 use crate::transfer::segmented;
 use crate::transfer::throttle::ThrottledReader;
@@ -126,6 +127,22 @@ fn send(
         },
     );
     let spec = server.spec(&node.config.system.data);
+    // A taken-up session's body must be the same bytes again.
+    let boundary = resuming.map_or_else(multipart::random_boundary, |s| s.boundary.clone());
+    // With nothing left to decide how to pack (no pre-copy, no session
+    // taken up), packing starts now: the walk below, the probe and the
+    // session's open overlap its start, whose many small files come out
+    // slower than a fast link takes them. Returning early drops the pipe's
+    // reader, which ends the packing thread.
+    let early = if !plan.live && resuming.is_none() {
+        let (writer, reader) = body_pipe(node, transfer);
+        Some((
+            start_packing(node, transfer, plan, &spec, &boundary, writer, None)?,
+            reader,
+        ))
+    } else {
+        None
+    };
     let totals = archive::scan(&spec.data_dir, transfer.cancel_flag()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::Interrupted {
             return "the transfer was cancelled".to_string();
@@ -191,82 +208,35 @@ fn send(
             crate::transfer::precopy::record::MAX_ENTRIES
         );
     }
-    let cancel = Arc::clone(transfer.cancel_flag());
-    let outgoing = node
-        .transfers
-        .all_active()
-        .iter()
-        .filter(|t| t.direction == crate::transfer::Direction::Outgoing)
-        .count();
-    let (writer, reader) = pipe(pipe_depth(outgoing), Arc::clone(&cancel));
     // What the destination acknowledged: pre-copy stops the server only
     // once it holds the whole live pass (SPEC §10).
     let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let live = match (plan.live, ferry.is_some() && small) {
-        (true, true) => Some(body::Live {
-            server: Arc::clone(server),
-            block: crate::transfer::precopy::record::block_size(totals.bytes),
-            pause: writer.pause(),
-            held: Arc::clone(&held),
-        }),
-        (true, false) => {
-            node.transfer_log(transfer, "Stopping the server before the transfer...");
-            crate::transfer::precopy::stop::stop_for_transfer(node, server)
-                .map_err(str::to_string)?;
-            None
+    let (packing, precopy) = match early {
+        Some(packing) => (packing, false),
+        None => {
+            let (writer, reader) = body_pipe(node, transfer);
+            let live = match (plan.live, ferry.is_some() && small) {
+                (true, true) => Some(body::Live {
+                    server: Arc::clone(server),
+                    block: crate::transfer::precopy::record::block_size(totals.bytes),
+                    pause: writer.pause(),
+                    held: Arc::clone(&held),
+                }),
+                (true, false) => {
+                    node.transfer_log(transfer, "Stopping the server before the transfer...");
+                    crate::transfer::precopy::stop::stop_for_transfer(node, server)
+                        .map_err(str::to_string)?;
+                    None
+                }
+                _ => None,
+            };
+            let precopy = live.is_some();
+            let packing = start_packing(node, transfer, plan, &spec, &boundary, writer, live)?;
+            ((packing, reader), precopy)
         }
-        _ => None,
     };
-    let precopy = live.is_some();
-    // A taken-up session's body must be the same bytes again.
-    let boundary = resuming.map_or_else(multipart::random_boundary, |s| s.boundary.clone());
-    let configuration = serde_json::json!({
-        "settings": spec.settings,
-        "process_configuration": spec.process_configuration,
-    });
-    let options = PackOptions {
-        level: node.config.system.transfers.compression_level,
-        threads: compression_threads(
-            node.config.system.transfers.compression_threads,
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            outgoing,
-        ),
-    };
-    // The whole body was written into the pipe (its end is then real).
-    let whole = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let transfer = Arc::clone(transfer);
-        let node = Arc::clone(node);
-        let boundary = boundary.clone();
-        let root = spec.data_dir.clone();
-        let whole = Arc::clone(&whole);
-        let extras = Extras {
-            keep: node.config.system.keep.clone(),
-            server: transfer.server.clone(),
-            backups: plan.backups.clone(),
-        };
-        thread::Builder::new()
-            .name(format!("pack-{}", &transfer.id[..8]))
-            .spawn(move || {
-                let mut writer = writer;
-                let result = produce(
-                    &mut writer,
-                    &boundary,
-                    &configuration,
-                    &root,
-                    &options,
-                    &transfer,
-                    &extras,
-                    &node,
-                    live,
-                );
-                // Set before the writer is dropped, which ends the body.
-                whole.store(result.is_ok(), Ordering::SeqCst);
-                drop(writer);
-                result
-            })
-            .map_err(|e| format!("cannot start the packing thread: {e}"))?
-    };
+    let (Packing { producer, whole }, reader) = packing;
+    let cancel = Arc::clone(transfer.cancel_flag());
     let monitor = spawn_monitor(node, transfer);
 
     node.transfer_log(transfer, "Streaming archive to destination...");
@@ -411,6 +381,88 @@ fn send(
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.chars().take(200).collect());
     Ok(SourceEnd::Refused(status, reason))
+}
+
+/// The packing thread writing the body into the pipe.
+struct Packing {
+    producer: thread::JoinHandle<Result<(), String>>,
+    /// The whole body was written into the pipe (its end is then real).
+    whole: Arc<AtomicBool>,
+}
+
+/// The pipe between packing and the sender, as deep as the number of
+/// outgoing transfers allows.
+fn body_pipe(node: &Node, transfer: &Transfer) -> (PipeWriter, PipeReader) {
+    let outgoing = outgoing_count(node);
+    pipe(pipe_depth(outgoing), Arc::clone(transfer.cancel_flag()))
+}
+
+fn outgoing_count(node: &Node) -> usize {
+    node.transfers
+        .all_active()
+        .iter()
+        .filter(|t| t.direction == crate::transfer::Direction::Outgoing)
+        .count()
+}
+
+/// Starts packing the server's body (the multipart form the classic POST
+/// sends, which the segments carry too) into `writer`.
+fn start_packing(
+    node: &Arc<Node>,
+    transfer: &Arc<Transfer>,
+    plan: &OutgoingPlan,
+    spec: &ServerSpec,
+    boundary: &str,
+    writer: PipeWriter,
+    live: Option<body::Live>,
+) -> Result<Packing, String> {
+    let configuration = serde_json::json!({
+        "settings": spec.settings,
+        "process_configuration": spec.process_configuration,
+    });
+    let options = PackOptions {
+        level: node.config.system.transfers.compression_level,
+        threads: compression_threads(
+            node.config.system.transfers.compression_threads,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            outgoing_count(node),
+        ),
+    };
+    let whole = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let transfer = Arc::clone(transfer);
+        let node = Arc::clone(node);
+        let boundary = boundary.to_string();
+        let root = spec.data_dir.clone();
+        let whole = Arc::clone(&whole);
+        let extras = Extras {
+            keep: node.config.system.keep.clone(),
+            server: transfer.server.clone(),
+            backups: plan.backups.clone(),
+        };
+        thread::Builder::new()
+            .name(format!("pack-{}", &transfer.id[..8]))
+            .spawn(move || {
+                let mut writer = writer;
+                let result = produce(
+                    &mut writer,
+                    &boundary,
+                    &configuration,
+                    &root,
+                    &options,
+                    &transfer,
+                    &extras,
+                    &node,
+                    live,
+                );
+                // Set before the writer is dropped, which ends the body.
+                whole.store(result.is_ok(), Ordering::SeqCst);
+                drop(writer);
+                result
+            })
+            .map_err(|e| format!("cannot start the packing thread: {e}"))?
+    };
+    Ok(Packing { producer, whole })
 }
 
 /// The segmented transport's half of `send`: open, segments, finish. The
