@@ -275,8 +275,19 @@ def delete_on(node, uuid, timeout=120):
     if status != 204:
         raise RuntimeError("%s: DELETE %s answered %s: %s" % (node.name, uuid, status, body))
     path = os.path.join(node.data, uuid)
+    staging = os.path.join(node.data, ".ferry-staging")
+
+    def removing():
+        # The node moves the directory out of place before its 204 and
+        # removes it in the background: the next measured run must not
+        # share the CPU with that removal.
+        try:
+            return [n for n in os.listdir(staging) if n.startswith(uuid + ".removing-")]
+        except FileNotFoundError:
+            return []
+
     deadline = time.monotonic() + timeout
-    while os.path.lexists(path):
+    while os.path.lexists(path) or removing():
         if time.monotonic() > deadline:
             raise RuntimeError("%s: %s still exists %ss after DELETE" % (node.name, path, timeout))
         time.sleep(0.02)
