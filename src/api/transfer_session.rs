@@ -86,15 +86,28 @@ fn status_wait(query: &str) -> Duration {
         })
 }
 
-/// `GET /api/transfers/session/:sid[?wait=S]`: what the session holds and
-/// its state; with `wait`, a finishing session answers when the shared
-/// finish decided (or after S seconds, still `finishing`).
+/// `GET /api/transfers/session/:sid[?wait=S][&alive=1]`: what the session
+/// holds and its state; with `wait`, a finishing session answers when the
+/// shared finish decided (or after S seconds, still `finishing`); with
+/// `alive`, a receiving session's silence starts again (its resume window
+/// counts from now).
 pub fn status(
     node: &Arc<Node>,
     request: &mut Request,
     params: &Params,
 ) -> Result<Response, ApiError> {
     let session = session(node, request, params)?;
+    // `alive`: the source says it is busy without sending (packing its
+    // held bytes again after a restart); only it holds the secret.
+    // Asking status alone changes nothing, so whoever watches an expiry
+    // does not prevent it.
+    if request
+        .query
+        .split('&')
+        .any(|p| p == "alive" || p.starts_with("alive="))
+    {
+        session.heard_from_source();
+    }
     let wait = status_wait(&request.query);
     let view = session.view();
     let view = if wait.is_zero() || view.state != State::Finishing {

@@ -250,6 +250,9 @@ fn send(
                 reader,
                 point.as_ref().map(|p| p.acks.clone()).unwrap_or_default(),
                 std::sync::Arc::clone(&differs),
+            )
+            .keeping_alive(
+                resuming.map(|s| segmented::sender::resume::KeepAlive::asking(&agent, s)),
             ),
             throttle: &node.upload,
             cancel: &cancel,

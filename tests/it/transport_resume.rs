@@ -71,6 +71,16 @@ fn the_same_stopped_tree_packs_to_the_same_bytes_whatever_the_workers() {
 /// The source of `s` killed `after` the destination holds 8 MiB of 40 MB,
 /// then `between` (the source down), then restarted on its root and port.
 fn kill_source_and_restart(s: &mut Setup, after: Duration, between: impl FnOnce(&Setup)) {
+    kill_source_and_restart_with(s, after, vec![], between)
+}
+
+/// `kill_source_and_restart`, the restarted source with `env`.
+fn kill_source_and_restart_with(
+    s: &mut Setup,
+    after: Duration,
+    env: Vec<(String, String)>,
+    between: impl FnOnce(&Setup),
+) {
     s.start();
     s.wait_held(8 * MIB, Duration::from_secs(30));
     std::thread::sleep(after);
@@ -84,6 +94,7 @@ fn kill_source_and_restart(s: &mut Setup, after: Duration, between: impl FnOnce(
         own_root: true,
         port: Some(port),
         transfers_yaml: format!("transport: auto\n{SOURCE_YAML}"),
+        env,
         ..Default::default()
     });
 }
@@ -217,6 +228,48 @@ fn a_killed_source_restarts_takes_its_session_up_and_resends_at_most_one_segment
     }
     assert!(!s.source.server_dir(SERVER).exists(), "{}", s.logs());
     assert_eq!(s.panel.server_node(SERVER).as_deref(), Some("desttokenid"));
+    s.assert_no_session_left();
+    assert_no_source_state(&s);
+}
+
+/// A restarted source sends nothing while it packs the held bytes again
+/// and checks them, which for a large tree can take longer than the
+/// session's resume window. Here the window is 4 s and each held segment
+/// checked again takes 2.5 s more (a failpoint; at least two are held):
+/// the source asks the session's status meanwhile, the destination takes
+/// that as a sign of life, and the transfer completes instead of the
+/// session expiring under a live source.
+#[test]
+fn a_restarted_source_checking_its_held_bytes_longer_than_the_window_keeps_its_session() {
+    let mut s = setup(Options {
+        data: 40 * 1_000_000,
+        source_yaml: SOURCE_YAML,
+        dest_yaml: "segment_size: 4",
+        dest_env: vec![("FERRY_RESUME_WINDOW_SECS".into(), "4".into())],
+        ..Default::default()
+    });
+    let before = tree_listing(&s.source.server_dir(SERVER));
+    kill_source_and_restart_with(
+        &mut s,
+        Duration::from_millis(200),
+        vec![(
+            "FERRY_FAILPOINT".into(),
+            "segment-checked-again:delay=2500".into(),
+        )],
+        |_| {},
+    );
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(90));
+    assert_eq!(record["status"], "completed", "{record}\n{}", s.logs());
+    let log = s.source.log_text();
+    let checked = log
+        .matches("failpoint: delaying at segment-checked-again")
+        .count();
+    assert!(
+        checked >= 2,
+        "the re-check took less than the window: nothing shown\n{}",
+        s.logs()
+    );
+    assert_eq!(tree_listing(&s.dest.server_dir(SERVER)), before);
     s.assert_no_session_left();
     assert_no_source_state(&s);
 }

@@ -13,8 +13,10 @@
 //! segment's request, registered for the cancel, before its cancel check),
 //! `cancel-accepted` (a cancel was accepted, before its hooks run),
 //! `session-opening` (a session's open, its JWT checked, before the
-//! session exists) and `delete-removing` (a deleted server's directory,
-//! moved out of place, before the background removal). Several may be
+//! session exists), `delete-removing` (a deleted server's directory,
+//! moved out of place, before the background removal) and
+//! `segment-checked-again` (a restarted source checked one held segment
+//! of the body it packs again). Several may be
 //! given, comma separated. Not for production: unset, every call is a
 //! lookup in an empty list.
 

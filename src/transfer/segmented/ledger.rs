@@ -182,6 +182,15 @@ impl Ledger {
         self.held
     }
 
+    /// The source said it is alive while it sends nothing (a restarted
+    /// source packing the held bytes again to check them): the session's
+    /// silence starts again.
+    pub fn heard(&mut self, now: u64) {
+        if self.state == State::Receiving {
+            self.last_activity = now;
+        }
+    }
+
     /// The request died (cut, short body, disk error): the driver cut the
     /// spool back to `held`; the next request may try again.
     pub fn abandon(&mut self) {
@@ -356,5 +365,20 @@ mod tests {
         let mut l = Ledger::new(0, 900, 0);
         l.finish(0, 0).unwrap();
         assert_eq!(l.sweep(100_000), Sweep::Keep);
+    }
+
+    #[test]
+    fn a_source_heard_from_keeps_a_silent_session_and_an_ended_one_stays_ended() {
+        let mut l = Ledger::new(0, 900, 100);
+        // A restarted source packing the held bytes again sends nothing,
+        // but asks status: its silence starts again each time.
+        l.heard(900);
+        l.heard(1700);
+        assert_eq!(l.sweep(2500), Sweep::Keep);
+        assert_eq!(l.sweep(2601), Sweep::Expire);
+        // Heard after its end, an ended session is not revived nor kept.
+        l.heard(2700);
+        assert_eq!(l.state(), State::Cancelled);
+        assert_eq!(l.sweep(3502), Sweep::Forget);
     }
 }

@@ -229,8 +229,22 @@ impl Session {
         crate::statefile::write_json(&self.dir.join(RECORD), &*record)
     }
 
-    /// A segment was acknowledged at `at`: saved in the record when the
-    /// saved activity is a minute old or more.
+    /// The source said it is alive (status with `alive`): its silence
+    /// starts again (a segment being received counts as activity already).
+    pub fn heard_from_source(&self) {
+        let at = now();
+        if let Ok(mut work) = self.work.try_lock() {
+            if work.ledger.state() != State::Receiving {
+                return;
+            }
+            work.ledger.heard(at);
+        }
+        self.note_activity(at);
+    }
+
+    /// Activity at `at` (a segment acknowledged, the source heard from):
+    /// saved in the record when the saved activity is a minute old or
+    /// more.
     fn note_activity(&self, at: u64) {
         let mut record = lock(&self.record);
         if at < record.last_activity.saturating_add(ACTIVITY_SAVE_EVERY) {

@@ -16,7 +16,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -27,6 +27,7 @@ use crate::node::Node;
 use crate::transfer::finish::SourceEnd;
 use crate::transfer::persist::OutgoingSession;
 use crate::transfer::segmented::acks::{self, Ack};
+use crate::transfer::segmented::secret::SCHEME;
 use crate::transfer::Transfer;
 
 /// The most ack-line text a destination may answer (a line is about 85
@@ -179,6 +180,53 @@ pub struct VerifiedPrefix<R> {
     at: u64,
     sha: Sha256,
     buf: Vec<u8>,
+    keep_alive: Option<KeepAlive>,
+}
+
+/// While the held prefix is packed again and checked nothing is sent, so
+/// the session is asked its status with `alive` every `every` (its
+/// silence then starts again on the destination): a tree that takes
+/// longer to pack than the resume window is not expired under its source.
+pub struct KeepAlive {
+    every: Duration,
+    last: Instant,
+    ask: Box<dyn FnMut() + Send>,
+}
+
+impl KeepAlive {
+    /// Asks the status of the session at `url` (the destination's transfer
+    /// URL) every quarter of its resume window, between 1 s and a minute.
+    pub fn asking(agent: &ureq::Agent, session: &OutgoingSession) -> KeepAlive {
+        let url = format!("{}/{}?alive=1", session_url(&session.url), session.sid);
+        let auth = format!("{SCHEME} {}", session.secret);
+        let agent = agent.clone();
+        let every = Duration::from_secs(session.resume_window / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        KeepAlive {
+            every,
+            last: Instant::now(),
+            ask: Box::new(move || {
+                let asked = agent
+                    .get(&url)
+                    .header("Authorization", &auth)
+                    .config()
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build()
+                    .call();
+                // One that fails is only the next one's to make.
+                if let Err(e) = asked {
+                    log::debug!("keeping the session alive while packing again: {e}");
+                }
+            }),
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.last.elapsed() >= self.every {
+            (self.ask)();
+            self.last = Instant::now();
+        }
+    }
 }
 
 /// A difference `VerifiedPrefix` found, shared with whoever ends the
@@ -195,7 +243,14 @@ impl<R: Read> VerifiedPrefix<R> {
             at: 0,
             sha: Sha256::new(),
             buf: Vec::new(),
+            keep_alive: None,
         }
+    }
+
+    /// The session is kept alive this way while the prefix is checked.
+    pub fn keeping_alive(mut self, keep_alive: Option<KeepAlive>) -> VerifiedPrefix<R> {
+        self.keep_alive = keep_alive;
+        self
     }
 
     fn held(&self) -> u64 {
@@ -230,6 +285,9 @@ impl<R: Read> VerifiedPrefix<R> {
             }
             self.sha.update(&self.buf[..n]);
             self.at += n as u64;
+            if let Some(keep_alive) = &mut self.keep_alive {
+                keep_alive.tick();
+            }
             if self.at == end {
                 let digest: [u8; 32] = std::mem::take(&mut self.sha).finalize().into();
                 if digest != ack.sha256 {
@@ -240,6 +298,7 @@ impl<R: Read> VerifiedPrefix<R> {
                     return Err(self.differs(body));
                 }
                 self.next += 1;
+                crate::transfer::finish::failpoint::point("segment-checked-again");
             }
         }
         self.buf = Vec::new();
