@@ -338,6 +338,47 @@ fn a_cut_mid_transfer_resumes_and_resends_at_most_one_segment() {
     assert!(s.source.log_text().contains("resuming"));
 }
 
+/// A cut lands while the destination still holds the cut request (held
+/// 1.5 s before it reads the body, by a failpoint): the source's retries
+/// find the session busy (409) until that request ends. They pause
+/// 100 ms, doubling, instead of hammering the destination, and the
+/// transfer completes once the old request gave its segment up.
+#[test]
+fn retries_into_a_busy_session_pause_and_the_transfer_completes() {
+    let mut s = setup(Options {
+        data: 12 * MB,
+        source_yaml: "compression_level: 1\nsegment_size: 4",
+        dest_yaml: "segment_size: 4",
+        dest_env: vec![(
+            "FERRY_FAILPOINT".into(),
+            "segment-receiving:delay=1500".into(),
+        )],
+        ..Default::default()
+    });
+    // Segments of 1, 2, then 4 MiB: the cut lands 300 kB into the third
+    // request's body, which the destination holds unread in its socket.
+    s.proxy.cut_once_after(3 * MIB + 300_000);
+    s.start();
+    let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(90));
+    assert_eq!(record["status"], "completed", "{record}\n{}", s.logs());
+    assert_eq!(s.proxy.cuts(), 1, "the proxy did not cut");
+    let busy = s
+        .dest
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("method=PUT") && l.contains("status=409"))
+        .count();
+    // The held request ends about 1.5 s after the cut; pauses of 0.1,
+    // 0.2, 0.4, 0.8 s (each also asks status) fit about four attempts in
+    // that; a retry without pause would make hundreds.
+    assert!(
+        (1..=8).contains(&busy),
+        "{busy} busy answers to the source's retries\n{}",
+        s.logs()
+    );
+    s.assert_identical();
+}
+
 #[test]
 fn a_killed_destination_restarts_and_the_transfer_resumes() {
     let mut s = setup(Options {
