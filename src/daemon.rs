@@ -148,16 +148,6 @@ pub fn start(config: Config) -> Result<Daemon, StartError> {
     crate::transfer::segmented::store::Sessions::resume(&node, sessions);
     crate::transfer::source::resume::take_up(&node, outgoing);
     crate::transfer::segmented::store::Sessions::spawn_sweeper(&node);
-    // The trusted roots are read once per process (a few hundred files,
-    // tens of ms): now, off the start-up path, rather than inside the
-    // first transfer's set-up (a standalone node has no panel client to
-    // read them at start).
-    if let Err(e) = std::thread::Builder::new()
-        .name("tls-roots".into())
-        .spawn(|| drop(crate::trust::root_certs()))
-    {
-        log::warn!("cannot start a thread to read the trusted roots: {e}");
-    }
 
     Ok(Daemon { node, http })
 }
