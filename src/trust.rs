@@ -27,6 +27,21 @@ pub fn tls_config() -> TlsConfig {
     TlsConfig::builder().root_certs(root_certs()).build()
 }
 
+/// TLS settings for a client of `url`: the system's roots only when it
+/// speaks HTTPS (its redirects are not followed). Reading them costs tens
+/// of milliseconds and about a MiB of memory (a few hundred files,
+/// parsed), which a plain-HTTP transfer between nodes never needs.
+pub fn tls_config_for(url: &str) -> TlsConfig {
+    if url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    {
+        tls_config()
+    } else {
+        TlsConfig::default()
+    }
+}
+
 /// The roots for every HTTPS client in this process (read once).
 pub fn root_certs() -> RootCerts {
     static ROOTS: OnceLock<RootCerts> = OnceLock::new();
@@ -145,5 +160,21 @@ mod tests {
         assert!(matches!(load(Some(&empty), &[]), RootCerts::WebPki));
         let missing = tmp.path().join("missing.pem");
         assert!(matches!(load(Some(&missing), &[]), RootCerts::WebPki));
+    }
+
+    #[test]
+    fn only_an_https_url_gets_the_system_roots() {
+        // Plain HTTP: ureq's defaults, nothing read (never used).
+        let plain = tls_config_for("http://10.0.0.2:8080/api/transfers");
+        assert!(matches!(plain.root_certs(), RootCerts::WebPki));
+        // HTTPS, any case: the process's roots, whatever this machine has.
+        for url in ["https://node.example/api/transfers", "HTTPS://node.example"] {
+            let config = tls_config_for(url);
+            assert_eq!(
+                std::mem::discriminant(config.root_certs()),
+                std::mem::discriminant(&root_certs()),
+                "{url}"
+            );
+        }
     }
 }

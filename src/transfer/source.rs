@@ -159,7 +159,7 @@ fn send(
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(15)))
         .user_agent(format!("ferry/{}", crate::VERSION))
-        .tls_config(crate::trust::tls_config())
+        .tls_config(crate::trust::tls_config_for(&plan.url))
         .build();
     // Keeps what the destination answered if it answers before the end.
     let heard = early_answer::Heard::default();

@@ -355,7 +355,8 @@ fn cancel_session(url: &str, auth: &str, id: &str, what: &str, reason: &str) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
-        .tls_config(crate::trust::tls_config())
+        .max_redirects(0)
+        .tls_config(crate::trust::tls_config_for(url))
         .build()
         .into();
     let body = json!({ "reason": reason }).to_string();
