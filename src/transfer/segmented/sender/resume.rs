@@ -194,8 +194,8 @@ pub struct KeepAlive {
 }
 
 impl KeepAlive {
-    /// Asks the status of the session at `url` (the destination's transfer
-    /// URL) every quarter of its resume window, between 1 s and a minute.
+    /// Asks `session`'s status with `alive` every quarter of its resume
+    /// window, between 1 s and a minute.
     pub fn asking(agent: &ureq::Agent, session: &OutgoingSession) -> KeepAlive {
         let url = format!("{}/{}?alive=1", session_url(&session.url), session.sid);
         let auth = format!("{SCHEME} {}", session.secret);
