@@ -2,6 +2,7 @@
 //! (config, registry, transfers, environment, panel, events, caps), and the
 //! server life-cycle steps shared by routes and pipelines.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -75,35 +76,37 @@ impl Node {
     /// Removes a server: container, data directory (never following links)
     /// and registry entry. Called with the server's life-cycle lock held.
     pub fn remove_server(&self, server: &Server) {
+        if let Some(moved) = self.forget_server(server) {
+            remove_moved(&server.uuid, &moved);
+        }
+    }
+
+    /// What goes by the server's name: the container, the directory moved
+    /// out of place (a crash from here on leaves no half-removed, or,
+    /// standalone, re-adopted server in <data>; one that cannot be moved
+    /// is removed in place now), the registry entry. Returns where the
+    /// directory went, for `remove_moved`. Called with the server's
+    /// life-cycle lock held.
+    fn forget_server(&self, server: &Server) -> Option<PathBuf> {
         let spec = server.spec(&self.config.system.data);
         if let Err(e) = self.environment.destroy(&spec) {
             log::error!("delete {}: cannot remove the container: {e}", server.uuid);
         }
-        // Out of place before it is forgotten: a crash from here on leaves
-        // no half-removed (or, standalone, re-adopted) server in <data>.
         let moved = match crate::archive::move_out_of_place(&self.config.system.data, &server.uuid)
         {
             Ok(moved) => moved,
             Err(e) => {
                 log::error!(
-                    "delete {}: cannot move {} out of place: {e}",
+                    "delete {}: cannot move {} out of place ({e}); removing it in place",
                     server.uuid,
                     spec.data_dir.display()
                 );
-                Some(spec.data_dir.clone())
+                remove_moved(&server.uuid, &spec.data_dir);
+                None
             }
         };
         self.registry.remove(&server.uuid);
-        if let Some(moved) = moved {
-            match crate::archive::remove_tree(&moved) {
-                Ok(()) => log::info!("delete {}: data directory removed", server.uuid),
-                Err(e) => log::error!(
-                    "delete {}: cannot remove {}: {e}",
-                    server.uuid,
-                    moved.display()
-                ),
-            }
-        }
+        moved
     }
 
     /// `DELETE /api/servers/:server`: forgets the server now; removes its
@@ -149,37 +152,12 @@ impl Node {
             }
         }
         // Everything that goes by the server's name goes now, before the
-        // answer: the container, and the directory out of place (a crash
-        // after the 204 leaves nothing of it in <data>). Once forgotten,
-        // the uuid may come back at once (the server moved away and
-        // straight back here), and its new container and directory must
-        // not be touched by this delete; so the background thread only
-        // removes the tree from where it was moved, which keeps the answer
-        // immediate for a large directory.
-        let spec = server.spec(&self.config.system.data);
-        if let Err(e) = self.environment.destroy(&spec) {
-            log::error!("delete {}: cannot remove the container: {e}", server.uuid);
-        }
-        let moved = match crate::archive::move_out_of_place(&self.config.system.data, &server.uuid)
-        {
-            Ok(moved) => moved,
-            Err(e) => {
-                log::error!(
-                    "delete {}: cannot move the data out of place ({e}); removing it in place",
-                    server.uuid
-                );
-                if let Err(e) = crate::archive::remove_tree(&spec.data_dir) {
-                    log::error!(
-                        "delete {}: cannot remove {}: {e}",
-                        server.uuid,
-                        spec.data_dir.display()
-                    );
-                }
-                None
-            }
-        };
-        self.registry.remove(&server.uuid);
-        let Some(moved) = moved else {
+        // answer. Once forgotten, the uuid may come back at once (the
+        // server moved away and straight back here), and its new container
+        // and directory must not be touched by this delete; so the
+        // background thread only removes the tree from where it was moved,
+        // which keeps the answer immediate for a large directory.
+        let Some(moved) = self.forget_server(server) else {
             return;
         };
         let uuid = server.uuid.clone();
@@ -187,10 +165,7 @@ impl Node {
             .name("delete".into())
             .spawn(move || {
                 crate::transfer::finish::failpoint::point("delete-removing");
-                match crate::archive::remove_tree(&moved) {
-                    Ok(()) => log::info!("delete {uuid}: data directory removed"),
-                    Err(e) => log::error!("delete {uuid}: cannot remove {}: {e}", moved.display()),
-                }
+                remove_moved(&uuid, &moved);
             });
         if let Err(e) = spawned {
             log::error!("delete: cannot start a thread: {e}");
@@ -199,5 +174,13 @@ impl Node {
 
     pub fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Removes a server's directory where `Node::forget_server` left it.
+fn remove_moved(uuid: &str, moved: &Path) {
+    match crate::archive::remove_tree(moved) {
+        Ok(()) => log::info!("delete {uuid}: data directory removed"),
+        Err(e) => log::error!("delete {uuid}: cannot remove {}: {e}", moved.display()),
     }
 }
