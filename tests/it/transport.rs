@@ -673,6 +673,22 @@ pub(crate) mod raw {
         )
     }
 
+    /// `GET …/session/<sid><query>` with the session's secret.
+    pub(crate) fn status(
+        dest: &TestNode,
+        sid: &str,
+        secret: &str,
+        query: &str,
+    ) -> (u16, serde_json::Value) {
+        call(
+            "GET",
+            &dest.url(&format!("/api/transfers/session/{sid}{query}")),
+            &format!("Ferry-Session {secret}"),
+            &[],
+            b"",
+        )
+    }
+
     fn open(dest: &TestNode, token: &str, boundary: &str) -> (String, String) {
         let (code, v) = call(
             "POST",
@@ -779,13 +795,7 @@ pub(crate) mod raw {
         // The status that waits answers once the finish decided, long
         // before its 15 s (a small install takes milliseconds).
         let asked = Instant::now();
-        let (code, v) = call(
-            "GET",
-            &dest.url(&format!("/api/transfers/session/{sid}?wait=15")),
-            &format!("Ferry-Session {secret}"),
-            &[],
-            b"",
-        );
+        let (code, v) = status(dest, sid, secret, "?wait=15");
         assert_eq!(code, 200);
         assert!(
             !matches!(v["state"].as_str(), Some("receiving" | "finishing")),
@@ -999,13 +1009,7 @@ pub(crate) mod raw {
         // waiting for bytes).
         let deadline = Instant::now() + Duration::from_secs(10);
         let v = loop {
-            let (code, v) = call(
-                "GET",
-                &dest.url(&format!("/api/transfers/session/{sid}")),
-                &format!("Ferry-Session {secret}"),
-                &[],
-                b"",
-            );
+            let (code, v) = status(&dest, &sid, &secret, "");
             assert_eq!(code, 200, "{v}");
             if v["state"] != "receiving" || Instant::now() > deadline {
                 break v;
@@ -1074,13 +1078,7 @@ pub(crate) mod raw {
         // ends both, the record first).
         let deadline = Instant::now() + Duration::from_secs(5);
         let (code, v) = loop {
-            let (code, v) = call(
-                "GET",
-                &dest.url(&format!("/api/transfers/session/{sid}")),
-                &format!("Ferry-Session {secret}"),
-                &[],
-                b"",
-            );
+            let (code, v) = status(&dest, &sid, &secret, "");
             if v["state"] != "receiving" || Instant::now() > deadline {
                 break (code, v);
             }
@@ -1132,13 +1130,7 @@ pub(crate) mod raw {
         // (its extractor ends it); a segment is refused meanwhile anyway.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let (code, v) = call(
-                "GET",
-                &dest.url(&format!("/api/transfers/session/{sid}")),
-                &format!("Ferry-Session {secret}"),
-                &[],
-                b"",
-            );
+            let (code, v) = status(&dest, &sid, &secret, "");
             if code == 404 || v["state"] == "cancelled" {
                 break;
             }

@@ -66,13 +66,7 @@ impl Setup {
     }
 
     fn status(&self, sid: &str, secret: &str) -> (u16, serde_json::Value) {
-        call(
-            "GET",
-            &self.dest.url(&format!("/api/transfers/session/{sid}")),
-            &format!("Ferry-Session {secret}"),
-            &[],
-            b"",
-        )
+        crate::transport::raw::status(&self.dest, sid, secret, "")
     }
 
     /// Status until the session is no longer receiving.
