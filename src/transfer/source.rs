@@ -135,9 +135,18 @@ fn send(
     // slower than a fast link takes them. Returning early drops the pipe's
     // reader, which ends the packing thread.
     let early = if !plan.live && resuming.is_none() {
-        let (writer, reader) = body_pipe(node, transfer);
+        let outgoing = outgoing_count(node);
+        let (writer, reader) = body_pipe(transfer, outgoing);
         Some((
-            start_packing(node, transfer, plan, &spec, &boundary, writer, None)?,
+            start_packing(
+                node,
+                transfer,
+                plan,
+                &spec,
+                &boundary,
+                (writer, outgoing),
+                None,
+            )?,
             reader,
         ))
     } else {
@@ -214,7 +223,8 @@ fn send(
     let (packing, precopy) = match early {
         Some(packing) => (packing, false),
         None => {
-            let (writer, reader) = body_pipe(node, transfer);
+            let outgoing = outgoing_count(node);
+            let (writer, reader) = body_pipe(transfer, outgoing);
             let live = match (plan.live, ferry.is_some() && small) {
                 (true, true) => Some(body::Live {
                     server: Arc::clone(server),
@@ -231,7 +241,15 @@ fn send(
                 _ => None,
             };
             let precopy = live.is_some();
-            let packing = start_packing(node, transfer, plan, &spec, &boundary, writer, live)?;
+            let packing = start_packing(
+                node,
+                transfer,
+                plan,
+                &spec,
+                &boundary,
+                (writer, outgoing),
+                live,
+            )?;
             ((packing, reader), precopy)
         }
     };
@@ -395,8 +413,7 @@ struct Packing {
 
 /// The pipe between packing and the sender, as deep as the number of
 /// outgoing transfers allows.
-fn body_pipe(node: &Node, transfer: &Transfer) -> (PipeWriter, PipeReader) {
-    let outgoing = outgoing_count(node);
+fn body_pipe(transfer: &Transfer, outgoing: usize) -> (PipeWriter, PipeReader) {
     pipe(pipe_depth(outgoing), Arc::clone(transfer.cancel_flag()))
 }
 
@@ -409,14 +426,15 @@ fn outgoing_count(node: &Node) -> usize {
 }
 
 /// Starts packing the server's body (the multipart form the classic POST
-/// sends, which the segments carry too) into `writer`.
+/// sends, which the segments carry too) into `writer`, its threads shared
+/// with the other `outgoing` transfers.
 fn start_packing(
     node: &Arc<Node>,
     transfer: &Arc<Transfer>,
     plan: &OutgoingPlan,
     spec: &ServerSpec,
     boundary: &str,
-    writer: PipeWriter,
+    (writer, outgoing): (PipeWriter, usize),
     live: Option<body::Live>,
 ) -> Result<Packing, String> {
     let configuration = serde_json::json!({
@@ -428,7 +446,7 @@ fn start_packing(
         threads: compression_threads(
             node.config.system.transfers.compression_threads,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
-            outgoing_count(node),
+            outgoing,
         ),
     };
     let whole = Arc::new(AtomicBool::new(false));

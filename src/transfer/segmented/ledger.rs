@@ -184,11 +184,13 @@ impl Ledger {
 
     /// The source said it is alive while it sends nothing (a restarted
     /// source packing the held bytes again to check them): the session's
-    /// silence starts again.
-    pub fn heard(&mut self, now: u64) {
-        if self.state == State::Receiving {
+    /// silence starts again. False for a session no longer receiving.
+    pub fn heard(&mut self, now: u64) -> bool {
+        let receiving = self.state == State::Receiving;
+        if receiving {
             self.last_activity = now;
         }
+        receiving
     }
 
     /// The request died (cut, short body, disk error): the driver cut the
@@ -372,12 +374,12 @@ mod tests {
         let mut l = Ledger::new(0, 900, 100);
         // A restarted source packing the held bytes again sends nothing,
         // but asks status: its silence starts again each time.
-        l.heard(900);
-        l.heard(1700);
+        assert!(l.heard(900));
+        assert!(l.heard(1700));
         assert_eq!(l.sweep(2500), Sweep::Keep);
         assert_eq!(l.sweep(2601), Sweep::Expire);
         // Heard after its end, an ended session is not revived nor kept.
-        l.heard(2700);
+        assert!(!l.heard(2700));
         assert_eq!(l.state(), State::Cancelled);
         assert_eq!(l.sweep(3502), Sweep::Forget);
     }

@@ -234,10 +234,9 @@ impl Session {
     pub fn heard_from_source(&self) {
         let at = now();
         if let Ok(mut work) = self.work.try_lock() {
-            if work.ledger.state() != State::Receiving {
+            if !work.ledger.heard(at) {
                 return;
             }
-            work.ledger.heard(at);
         }
         self.note_activity(at);
     }
