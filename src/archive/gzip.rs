@@ -107,6 +107,14 @@ impl BlockDeflater {
         }
         let entropy = probe_entropy(data);
         let store = self.level > 0 && entropy > INCOMPRESSIBLE;
+        if !store && !dict.is_empty() {
+            // zlib-rs primes a dictionary differently in a new stream than
+            // after a reset, so a block's bytes would depend on what this
+            // worker compressed before (and on timing): a restarted
+            // source must pack the same body again. A new compressor per
+            // block costs ~12 µs.
+            self.c = Compress::new(Compression::new(self.level), false);
+        }
         if self.level > 0 && !store && entropy > MIXED {
             let runs = mixed_runs(data);
             if runs.iter().any(|r| r.stored) {
@@ -862,6 +870,93 @@ mod tests {
         // Blocks that are not a multiple of a piece, and tiny last blocks.
         let data = region_like((1 << 20) + 777, 4096, 1024);
         assert_eq!(round_trip(&data, 300_001).0, data);
+    }
+
+    /// Text like the many small configuration files a server has: lines
+    /// of words and numbers from a small vocabulary, never one repeat.
+    fn config_like(seed: u64, n: usize) -> Vec<u8> {
+        let words = [
+            "enabled",
+            "spawn-protection",
+            "max-players",
+            "motd",
+            "true",
+            "false",
+            "view-distance",
+            "level-seed",
+            "world",
+            "nether",
+            "plugin",
+            "version",
+        ];
+        let noise = xorshift(seed, n);
+        let mut out = Vec::with_capacity(n + 64);
+        let mut i = 0;
+        while out.len() < n {
+            let r = noise[i % n] as usize;
+            out.extend_from_slice(words[r % words.len()].as_bytes());
+            out.extend_from_slice(format!(": {}\n", r * 7 + i % 13).as_bytes());
+            i += 1;
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// A tar of many small configuration-like files (tar headers, padding).
+    fn small_files_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let sizes = xorshift(11, 6000);
+        let mut i = 0;
+        while builder.get_ref().len() < 3 << 20 {
+            let body = config_like(i as u64 + 1, 100 + sizes[i] as usize * 4);
+            let mut header = tar::Header::new_ustar();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(1_700_000_000 + i as u64);
+            header.set_cksum();
+            builder
+                .append_data(
+                    &mut header,
+                    format!("config/group-{:02}/config-{i:05}.yml", i % 50),
+                    &body[..],
+                )
+                .unwrap();
+            i += 1;
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// A block compresses to the same bytes whatever its worker compressed
+    /// before (a restarted source must produce the same body again, and
+    /// which worker takes which block depends on timing). zlib-rs primes
+    /// a dictionary differently on a new stream than after a reset.
+    #[test]
+    fn a_block_compresses_the_same_whatever_the_worker_did_before() {
+        let cancel = AtomicBool::new(false);
+        let data = small_files_tar();
+        let blocks: Vec<&[u8]> = data.chunks(1 << 20).collect();
+        let dict = |i: usize| &blocks[i - 1][blocks[i - 1].len() - DICT..];
+        for level in [1, 6] {
+            for last in [false, true] {
+                let compressed = |history: &[usize]| {
+                    let mut d = BlockDeflater::new(level);
+                    let mut out = Vec::new();
+                    for &h in history {
+                        let dict = if h == 0 { &[][..] } else { dict(h) };
+                        d.compress(dict, blocks[h], false, false, &mut out, &cancel)
+                            .unwrap();
+                    }
+                    d.compress(dict(2), blocks[2], false, last, &mut out, &cancel)
+                        .unwrap();
+                    out
+                };
+                let alone = compressed(&[]);
+                assert!(
+                    compressed(&[0]) == alone && compressed(&[1, 0]) == alone,
+                    "level {level}, last {last}: the block depends on the worker's history"
+                );
+            }
+        }
     }
 
     #[test]
