@@ -35,7 +35,11 @@ fn main() {
         Some("pack") if args.len() >= 2 => {
             let level = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
             let threads = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let opts = PackOptions { level, threads };
+            let opts = PackOptions {
+                level,
+                threads,
+                ..PackOptions::default()
+            };
             let src = Path::new(&args[1]);
             let t = Instant::now();
             let r = match args.get(4) {

@@ -38,6 +38,8 @@ pub fn probe(node: &Arc<Node>, request: &mut Request, _: &Params) -> Result<Resp
             "ferry": 1,
             "segment_size": c.segment_size,
             "resume_window": crate::transfer::segmented::store::window(&node.config),
+            // The archive codecs this node reads (`transfer::wire::codec_for`).
+            "codecs": ["gzip", "zstd"],
         }),
     ))
 }

@@ -165,10 +165,24 @@ pub struct TreeTotals {
 
 #[derive(Debug, Clone)]
 pub struct PackOptions {
-    /// gzip level 0–9 (0 = stored, still valid gzip).
+    /// Compression level 0–9 (gzip: 0 = stored, still valid gzip; zstd:
+    /// the same number as zstd's level, 0 its default).
     pub level: u32,
     /// Compression workers; 0 = one per core.
     pub threads: usize,
+    /// The compression around the tar stream: gzip for anyone (Wings
+    /// reads only gzip); zstd between ferry nodes (docs/transport.md).
+    pub codec: Codec,
+}
+
+impl Default for PackOptions {
+    fn default() -> PackOptions {
+        PackOptions {
+            level: 1,
+            threads: 0,
+            codec: Codec::Gzip,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -240,11 +254,12 @@ pub fn scan(root: &Path, cancel: &AtomicBool) -> std::io::Result<TreeTotals> {
     }
 }
 
-/// Writes a gzip-compressed tar of `root` to `out`.
+/// Writes a compressed tar of `root` to `out`.
 ///
 /// Entries are sorted bytewise within each directory; regular files,
 /// directories and symlinks are stored, other file types skipped. Blocks
-/// of `BLOCK_SIZE` are compressed on `threads` workers into one gzip member.
+/// of `BLOCK_SIZE` are compressed on `threads` workers into one gzip member
+/// (or one zstd frame each).
 pub fn pack<W: Write>(
     root: &Path,
     out: W,
@@ -280,7 +295,8 @@ pub struct ExtractLimits {
 
 /// The compression around a received tar stream. Senders other than
 /// Wings choose it (calagopus' `archive_format`); the caller names it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Codec {
     /// Gzip, one or more members (Wings, Pelican, ferry).
     #[default]
@@ -289,6 +305,17 @@ pub enum Codec {
     Zstd,
     /// No compression: the tar stream itself.
     Plain,
+}
+
+impl Codec {
+    /// How logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+            Codec::Plain => "uncompressed",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

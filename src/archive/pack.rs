@@ -1,4 +1,7 @@
 //! The packing pipeline: walker+tar → N× deflate → ordered writer (+SHA-256).
+//! With zstd (between ferry nodes) each block is its own zstd frame
+//! instead: frames concatenate into one valid stream, and a block's bytes
+//! depend on nothing but the block.
 //!
 //! A fixed pool of slots (tar block + its compressed form) circulates
 //! walker → workers → writer → walker, which bounds memory whatever the
@@ -11,7 +14,7 @@
 
 use super::gzip::{self, BlockDeflater, DeflateError};
 use super::pipe::{self, Halt};
-use super::{Counters, PackError, PackOptions, PackSummary, Stage};
+use super::{Codec, Counters, PackError, PackOptions, PackSummary, Stage};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -87,6 +90,7 @@ pub fn pack<W: Write>(
         n => n,
     };
     let level = options.level.min(9);
+    let codec = options.codec;
     let slots = threads * 2 + 2;
     let (pool_tx, pool_rx) = bounded(slots);
     for _ in 0..slots {
@@ -102,12 +106,12 @@ pub fn pack<W: Write>(
             .map(|_| {
                 let rx = job_rx.clone();
                 let tx = done_tx.clone();
-                s.spawn(move || compress(rx, tx, level, cancel, counters))
+                s.spawn(move || compress(rx, tx, codec, level, cancel, counters))
             })
             .collect();
         drop(job_rx);
         drop(done_tx);
-        let written = write_out(&mut out, done_rx, pool_tx, level, cancel, counters);
+        let written = write_out(&mut out, done_rx, pool_tx, codec, level, cancel, counters);
         let walked = walker.join().unwrap_or_else(|_| Err(panicked()));
         let worked: Vec<_> = workers
             .into_iter()
@@ -153,35 +157,75 @@ fn panicked() -> Fail {
     Fail::Error("internal: a pack thread panicked".into())
 }
 
+/// One worker's compressor, reused from block to block.
+enum BlockCompressor {
+    Gzip(Box<BlockDeflater>),
+    Zstd(zstd::bulk::Compressor<'static>),
+    Plain,
+}
+
+impl BlockCompressor {
+    fn new(codec: Codec, level: u32) -> Result<BlockCompressor, Fail> {
+        Ok(match codec {
+            Codec::Gzip => BlockCompressor::Gzip(Box::new(BlockDeflater::new(level))),
+            Codec::Zstd => BlockCompressor::Zstd(
+                zstd::bulk::Compressor::new(level as i32)
+                    .map_err(|e| Fail::Error(format!("zstd: {e}")))?,
+            ),
+            Codec::Plain => BlockCompressor::Plain,
+        })
+    }
+
+    /// Compresses the slot's block into its `out` (and, for gzip, notes
+    /// its CRC-32).
+    fn compress(&mut self, s: &mut Slot, last: bool, cancel: &AtomicBool) -> Result<(), Fail> {
+        let data = &s.raw[..s.len];
+        match self {
+            BlockCompressor::Gzip(deflater) => {
+                s.crc = deflater
+                    .compress(&s.dict, data, s.zero, last, &mut s.out, cancel)
+                    .map_err(|e| match e {
+                        DeflateError::Cancelled => Fail::Halt(Halt::Cancelled),
+                        DeflateError::Failed(m) => Fail::Error(m),
+                    })?;
+            }
+            BlockCompressor::Zstd(c) => {
+                // One call per block: a cancel is seen within one block,
+                // which zstd compresses in milliseconds.
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Fail::Halt(Halt::Cancelled));
+                }
+                s.out.clear();
+                s.out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+                c.compress_to_buffer(data, &mut s.out)
+                    .map_err(|e| Fail::Error(format!("zstd: {e}")))?;
+            }
+            BlockCompressor::Plain => {
+                s.out.clear();
+                s.out.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn compress(
     jobs: Receiver<Job>,
     done: Sender<Job>,
+    codec: Codec,
     level: u32,
     cancel: &AtomicBool,
     counters: &Counters,
 ) -> Result<(), Fail> {
     let _clock = counters.stage_clock(Stage::Deflate);
-    let mut deflater = BlockDeflater::new(level);
+    let mut compressor = BlockCompressor::new(codec, level)?;
     loop {
         let mut job = match pipe::recv(&jobs, cancel) {
             Ok(j) => j,
             Err(Halt::Closed) => return Ok(()),
             Err(h) => return Err(Fail::Halt(h)),
         };
-        let s = &mut job.slot;
-        s.crc = deflater
-            .compress(
-                &s.dict,
-                &s.raw[..s.len],
-                s.zero,
-                job.last,
-                &mut s.out,
-                cancel,
-            )
-            .map_err(|e| match e {
-                DeflateError::Cancelled => Fail::Halt(Halt::Cancelled),
-                DeflateError::Failed(m) => Fail::Error(m),
-            })?;
+        compressor.compress(&mut job.slot, job.last, cancel)?;
         match pipe::send(&done, job, cancel) {
             Ok(()) => {}
             Err(Halt::Closed) => return Ok(()),
@@ -190,12 +234,13 @@ fn compress(
     }
 }
 
-/// Writes blocks in order with the gzip header and trailer, hashing
+/// Writes blocks in order (gzip: with its header and trailer), hashing
 /// exactly the bytes written. Returns (bytes written, SHA-256 hex).
 fn write_out<W: Write>(
     out: &mut W,
     done: Receiver<Job>,
     pool: Sender<Slot>,
+    codec: Codec,
     level: u32,
     cancel: &AtomicBool,
     counters: &Counters,
@@ -219,7 +264,10 @@ fn write_out<W: Write>(
         }
         Ok(())
     };
-    emit(&gzip::header(level), out)?;
+    let gzip = codec == Codec::Gzip;
+    if gzip {
+        emit(&gzip::header(level), out)?;
+    }
     let mut crc = crc32fast::Hasher::new();
     let mut total: u64 = 0;
     let mut next: u64 = 0;
@@ -239,7 +287,9 @@ fn write_out<W: Write>(
             total += job.slot.len as u64;
             next += 1;
             if job.last {
-                emit(&gzip::trailer(crc.finalize(), total), out)?;
+                if gzip {
+                    emit(&gzip::trailer(crc.finalize(), total), out)?;
+                }
                 out.flush()
                     .map_err(|e| Fail::Error(format!("writing the archive: {e}")))?;
                 return Ok((wire, hex::encode(sha.finalize())));

@@ -283,6 +283,14 @@ pub(crate) fn receive_body(
                     &transfer.counters,
                 )
                 .map_err(extract_error)?;
+                log::info!(
+                    "transfer {}: archive extracted: {} entries, {} bytes from {} {} bytes",
+                    transfer.id,
+                    summary.files,
+                    summary.bytes,
+                    summary.wire_bytes,
+                    codec.name()
+                );
                 extracted = summary.bytes;
                 digest = Some(summary.sha256_hex);
             }

@@ -63,6 +63,9 @@ pub struct OutgoingSession {
     pub resume_window: u64,
     pub backups: Vec<String>,
     pub start_on_completion: bool,
+    /// The archive's compression (state saved before it was kept: gzip).
+    #[serde(default)]
+    pub codec: crate::archive::Codec,
 }
 
 fn streaming() -> Phase {
@@ -202,6 +205,7 @@ mod tests {
             resume_window: 900,
             backups: vec!["x".into()],
             start_on_completion: true,
+            codec: crate::archive::Codec::Zstd,
         });
         state.save(&s).unwrap();
         fs::write(state.acks_file("d"), b"0 4 00\n").unwrap();

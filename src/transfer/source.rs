@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::archive::{self, PackOptions};
+use crate::archive::{self, Codec, PackOptions};
 use crate::environment::ServerSpec;
 use crate::multipart;
 use crate::node::Node;
@@ -57,6 +57,21 @@ pub fn segmented_wanted(node: &Node) -> bool {
         Ok("classic") => false,
         Ok("segmented") => true,
         _ => node.config.system.transfers.segmented.transport == crate::config::Transport::Auto,
+    }
+}
+
+/// The archive's compression: zstd to a ferry node that reads it (about
+/// a third less CPU on both nodes than gzip for fewer bytes, measured in
+/// docs/performance.md), gzip to anyone else and at level 0.
+/// `FERRY_CODEC=gzip|zstd` overrides (benches comparing the two; zstd
+/// still only to a ferry node).
+fn archive_codec(node: &Node, ferry: Option<&segmented::sender::Ferry>) -> Codec {
+    let reads_zstd = ferry.is_some_and(|f| f.zstd);
+    let level = node.config.system.transfers.compression_level;
+    match std::env::var("FERRY_CODEC").as_deref() {
+        Ok("gzip") => Codec::Gzip,
+        _ if reads_zstd && level > 0 => Codec::Zstd,
+        _ => Codec::Gzip,
     }
 }
 
@@ -129,10 +144,40 @@ fn send(
     let spec = server.spec(&node.config.system.data);
     // A taken-up session's body must be the same bytes again.
     let boundary = resuming.map_or_else(multipart::random_boundary, |s| s.boundary.clone());
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .user_agent(format!("ferry/{}", crate::VERSION))
+        .tls_config(crate::trust::tls_config_for(&plan.url))
+        .build();
+    // Keeps what the destination answered if it answers before the end.
+    let heard = early_answer::Heard::default();
+    let agent = early_answer::agent(config, &heard);
+    let killer = agent.clone();
+    transfer.on_cancel(move || killer.clone().shutdown());
+    // With `transport: auto`, another ferry node gets the segmented
+    // transport (SPEC §10); anything else the classic POST below,
+    // unchanged. `FERRY_TRANSPORT=classic|segmented` overrides the key
+    // (tests, benches comparing the two). The probe comes first: its
+    // answer decides the archive's codec.
+    let ferry = if let Some(session) = resuming {
+        Some(segmented::sender::Ferry {
+            segment_size: session.segment_size,
+            resume_window: session.resume_window,
+            zstd: session.codec == Codec::Zstd,
+        })
+    } else if segmented_wanted(node) {
+        segmented::sender::probe(&agent, &plan.url, &plan.token)
+    } else {
+        None
+    };
+    // A taken-up session's body is packed as it was the first time.
+    let codec = resuming.map_or_else(|| archive_codec(node, ferry.as_ref()), |s| s.codec);
     // With nothing left to decide how to pack (no pre-copy, no session
-    // taken up), packing starts now: the walk below, the probe and the
-    // session's open overlap its start, whose many small files come out
-    // slower than a fast link takes them. Returning early drops the pipe's
+    // taken up), packing starts now: the walk below and the session's
+    // open overlap its start, whose many small files come out slower
+    // than a fast link takes them. Returning early drops the pipe's
     // reader, which ends the packing thread.
     let early = if !plan.live && resuming.is_none() {
         let outgoing = outgoing_count(node);
@@ -145,7 +190,7 @@ fn send(
                 &spec,
                 &boundary,
                 (writer, outgoing),
-                None,
+                (codec, None),
             )?,
             reader,
         ))
@@ -163,32 +208,6 @@ fn send(
     })?;
     transfer.set_totals(totals.files, totals.bytes);
 
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .user_agent(format!("ferry/{}", crate::VERSION))
-        .tls_config(crate::trust::tls_config_for(&plan.url))
-        .build();
-    // Keeps what the destination answered if it answers before the end.
-    let heard = early_answer::Heard::default();
-    let agent = early_answer::agent(config, &heard);
-    let killer = agent.clone();
-    transfer.on_cancel(move || killer.clone().shutdown());
-    // With `transport: auto`, another ferry node gets the segmented
-    // transport (SPEC §10); anything else the classic POST below,
-    // unchanged. `FERRY_TRANSPORT=classic|segmented` overrides the key
-    // (tests, benches comparing the two).
-    let ferry = if let Some(session) = resuming {
-        Some(segmented::sender::Ferry {
-            segment_size: session.segment_size,
-            resume_window: session.resume_window,
-        })
-    } else if segmented_wanted(node) {
-        segmented::sender::probe(&agent, &plan.url, &plan.token)
-    } else {
-        None
-    };
     // Where the taken-up session stands (before packing anything: a
     // session that ended needs no body).
     let point = match resuming {
@@ -200,9 +219,11 @@ fn send(
     };
     if let Some(f) = &ferry {
         log::info!(
-            "transfer {}: the destination speaks the segmented transport (segments of {} bytes)",
+            "transfer {}: the destination speaks the segmented transport (segments of {} bytes); \
+             the archive goes as {}",
             transfer.id,
-            f.segment_size
+            f.segment_size,
+            codec.name()
         );
     }
 
@@ -248,7 +269,7 @@ fn send(
                 &spec,
                 &boundary,
                 (writer, outgoing),
-                live,
+                (codec, live),
             )?;
             ((packing, reader), precopy)
         }
@@ -301,6 +322,7 @@ fn send(
                 .sum(),
             start_on_completion: plan.start_on_completion,
             precopy,
+            codec,
         };
         // A body cut short by a failed packing thread must not be
         // finished as if whole: its end is an error here.
@@ -435,7 +457,7 @@ fn start_packing(
     spec: &ServerSpec,
     boundary: &str,
     (writer, outgoing): (PipeWriter, usize),
-    live: Option<body::Live>,
+    (codec, live): (Codec, Option<body::Live>),
 ) -> Result<Packing, String> {
     let configuration = serde_json::json!({
         "settings": spec.settings,
@@ -448,6 +470,7 @@ fn start_packing(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             outgoing,
         ),
+        codec,
     };
     let whole = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -529,15 +552,7 @@ fn send_segmented<R: Read + Send>(
             // Pre-copy's live pass cannot be packed again: not resumable
             // after a restart of this node (docs/transport.md).
             if !announce.precopy {
-                resume::persist(
-                    node,
-                    transfer,
-                    plan,
-                    &sender,
-                    announce.boundary,
-                    size,
-                    ferry,
-                );
+                resume::persist(node, transfer, plan, &sender, announce, size, ferry);
             }
             (sender, size)
         }

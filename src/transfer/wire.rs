@@ -17,6 +17,16 @@ use crate::server::is_uuid;
 pub const CONFIGURATION: &str = "configuration";
 pub const ARCHIVE: &str = "archive";
 pub const ARCHIVE_FILENAME: &str = "archive.tar.gz";
+
+/// The archive part's filename for `codec`: what `codec_for` reads back.
+/// Wings and Pelican get `archive.tar.gz` only (gzip is all they read).
+pub fn archive_filename(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Gzip => ARCHIVE_FILENAME,
+        Codec::Zstd => "archive.tar.zst",
+        Codec::Plain => "archive.tar",
+    }
+}
 /// The archive's SHA-256 as Pterodactyl Wings and calagopus read it.
 pub const CHECKSUM: &str = "checksum";
 /// The same digest as Pelican Wings reads it.
@@ -199,6 +209,9 @@ mod tests {
     fn the_archive_codec_follows_its_filename() {
         assert_eq!(classify("archive", None), Part::Archive(Codec::Gzip));
         assert_eq!(codec_for(Some("archive.tar.gz")), Codec::Gzip);
+        for codec in [Codec::Gzip, Codec::Zstd, Codec::Plain] {
+            assert_eq!(codec_for(Some(archive_filename(codec))), codec);
+        }
         assert_eq!(codec_for(Some("archive.tgz")), Codec::Gzip);
         assert_eq!(codec_for(Some("archive.tar.zst")), Codec::Zstd);
         assert_eq!(codec_for(Some("ARCHIVE.TAR")), Codec::Plain);

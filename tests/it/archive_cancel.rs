@@ -72,6 +72,7 @@ fn cancel_mid_pack_stops_quickly() {
                 &PackOptions {
                     level: 1,
                     threads: 2,
+                    ..PackOptions::default()
                 },
                 &cancel,
                 &counters,
@@ -145,6 +146,7 @@ fn cancel_before_start() {
         &PackOptions {
             level: 1,
             threads: 1,
+            ..PackOptions::default()
         },
         &cancel,
         &Counters::default(),

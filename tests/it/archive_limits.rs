@@ -88,6 +88,7 @@ fn a_path_past_the_limit_is_refused_by_the_source_before_sending_naming_it() {
         &PackOptions {
             level: 1,
             threads: 1,
+            ..PackOptions::default()
         },
         &AtomicBool::new(false),
         &Counters::default(),

@@ -5,7 +5,7 @@
 use crate::support::archive_support;
 
 use archive_support::*;
-use ferry::archive::{self, Counters, ExtractLimits, PackOptions, Staging};
+use ferry::archive::{self, Codec, Counters, ExtractLimits, PackOptions, Staging};
 use std::fs;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,7 @@ fn round_trip_preserves_the_tree() {
         &PackOptions {
             level: 1,
             threads: 3,
+            ..PackOptions::default()
         },
         &AtomicBool::new(false),
         &counters,
@@ -85,6 +86,69 @@ fn every_level_and_thread_count_round_trips() {
     }
     // Same level, different worker counts: byte-identical archives.
     assert_eq!(digests[1].1, digests[2].1);
+}
+
+/// Between ferry nodes the archive is zstd, one frame per block: the same
+/// bytes whatever the workers (a restarted source packs it again), our
+/// extractor and the `zstd` tool both read it, and it is smaller than
+/// the gzip of the same tree.
+#[test]
+fn zstd_archives_round_trip_and_the_zstd_tool_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    fs::write(src.join("big.txt"), "line of text\n".repeat(300_000)).unwrap();
+    fs::write(src.join("noise.bin"), noise(3_000_000, 5)).unwrap();
+    let pack = |codec, threads| {
+        let mut out = Vec::new();
+        let s = archive::pack(
+            &src,
+            &mut out,
+            &PackOptions {
+                level: 1,
+                threads,
+                codec,
+            },
+            &AtomicBool::new(false),
+            &Counters::default(),
+        )
+        .unwrap();
+        assert_eq!(s.sha256_hex, sha_hex(&out));
+        out
+    };
+    let zstd = pack(Codec::Zstd, 1);
+    for threads in [2, 3] {
+        assert!(pack(Codec::Zstd, threads) == zstd, "{threads} workers");
+    }
+    assert_eq!(&zstd[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    assert!(zstd.len() < pack(Codec::Gzip, 2).len());
+
+    let data = tmp.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let staging = Staging::create(&data, UUID, "t1").unwrap();
+    let s = archive::extract_codec(
+        &zstd[..],
+        Codec::Zstd,
+        &staging,
+        &ExtractLimits::default(),
+        &AtomicBool::new(false),
+        &Counters::default(),
+    )
+    .unwrap();
+    assert_eq!(s.sha256_hex, sha_hex(&zstd));
+    assert_same_tree(&src, &staging.commit().unwrap());
+
+    let archive_path = tmp.path().join("a.tar.zst");
+    fs::write(&archive_path, &zstd).unwrap();
+    let tool = tmp.path().join("tool");
+    fs::create_dir(&tool).unwrap();
+    run(Command::new("tar")
+        .arg("--use-compress-program=zstd")
+        .arg("-xf")
+        .arg(&archive_path)
+        .arg("-C")
+        .arg(&tool));
+    assert_same_tree(&src, &tool);
 }
 
 #[test]

@@ -37,6 +37,7 @@ fn pack_file(src: &Path, archive_path: &Path) -> archive::PackSummary {
         &PackOptions {
             level: 1,
             threads: 2,
+            ..PackOptions::default()
         },
         &AtomicBool::new(false),
         &Counters::default(),

@@ -183,6 +183,7 @@ mod raw {
             &PackOptions {
                 level: 1,
                 threads: 1,
+                ..PackOptions::default()
             },
             &cancel,
             &Counters::default(),

@@ -73,6 +73,7 @@ pub(crate) struct Options<'a> {
     pub(crate) source_yaml: &'a str,
     pub(crate) dest_yaml: &'a str,
     pub(crate) dest_env: Vec<(String, String)>,
+    pub(crate) source_env: Vec<(String, String)>,
     pub(crate) idle: Duration,
 }
 
@@ -83,6 +84,7 @@ impl Default for Options<'_> {
             source_yaml: "compression_level: 1",
             dest_yaml: "",
             dest_env: vec![],
+            source_env: vec![],
             idle: Duration::from_secs(5),
         }
     }
@@ -110,6 +112,7 @@ pub(crate) fn setup(o: Options<'_>) -> Setup {
         own_root: true,
         // The segmented transport is opt-in (docs/decisions.md).
         transfers_yaml: format!("transport: auto\n{}", o.source_yaml),
+        env: o.source_env,
         ..Default::default()
     });
     let proxy = Proxy::start(dest.addr, 100 * MB, o.idle);
@@ -336,6 +339,42 @@ fn a_cut_mid_transfer_resumes_and_resends_at_most_one_segment() {
     );
     s.assert_identical();
     assert!(s.source.log_text().contains("resuming"));
+}
+
+/// Between ferry nodes the archive travels as zstd (the destination's
+/// probe answer lists it); `FERRY_CODEC=gzip` on the source sends gzip
+/// over the same transport. Both land identical trees, and the
+/// destination's log names what it extracted.
+#[test]
+fn between_ferry_nodes_the_archive_travels_as_zstd_unless_gzip_is_asked() {
+    for (env, codec) in [(None, "zstd"), (Some("gzip"), "gzip")] {
+        let mut s = setup(Options {
+            data: 3 * MB,
+            source_env: env
+                .map(|c| vec![("FERRY_CODEC".to_string(), c.to_string())])
+                .unwrap_or_default(),
+            ..Default::default()
+        });
+        s.start();
+        let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(60));
+        assert_eq!(record["status"], "completed", "{record}\n{}", s.logs());
+        s.assert_identical();
+        let extracted = s
+            .dest
+            .log_text()
+            .lines()
+            .find(|l| l.contains("archive extracted"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no extraction line\n{}", s.logs()));
+        assert!(
+            extracted.ends_with(&format!(" {codec} bytes")),
+            "{extracted}"
+        );
+        assert!(s
+            .source
+            .log_text()
+            .contains(&format!("the archive goes as {codec}")));
+    }
 }
 
 /// A cut lands while the destination still holds the cut request (held

@@ -10,9 +10,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::archive_support::pack_vec;
+use crate::support::archive_support::pack_codec;
 use crate::support::node::{tree_listing, NodeOptions, TestNode};
 use crate::transport::{setup, Options, Setup, MIB, SERVER};
+use ferry::archive::Codec;
 
 const SOURCE_YAML: &str = "compression_level: 1\nsegment_size: 4\nupload_limit: 4";
 
@@ -53,17 +54,19 @@ fn awkward_tree(dir: &Path) {
 fn the_same_stopped_tree_packs_to_the_same_bytes_whatever_the_workers() {
     let tmp = tempfile::tempdir().unwrap();
     awkward_tree(tmp.path());
-    for level in [1, 6] {
-        let (first, _) = pack_vec(tmp.path(), level, 1);
-        for threads in [1, 2, 4, 3] {
-            let (again, _) = pack_vec(tmp.path(), level, threads);
-            assert!(
-                again == first,
-                "level {level}, {threads} workers: the archive differs from the first packing \
-                 ({} against {} bytes)",
-                again.len(),
-                first.len()
-            );
+    for codec in [Codec::Gzip, Codec::Zstd] {
+        for level in [1, 6] {
+            let (first, _) = pack_codec(tmp.path(), codec, level, 1);
+            for threads in [1, 2, 4, 3] {
+                let (again, _) = pack_codec(tmp.path(), codec, level, threads);
+                assert!(
+                    again == first,
+                    "{codec:?} level {level}, {threads} workers: the archive differs from the \
+                     first packing ({} against {} bytes)",
+                    again.len(),
+                    first.len()
+                );
+            }
         }
     }
 }

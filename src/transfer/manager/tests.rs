@@ -246,6 +246,7 @@ fn a_transfer_taken_up_again_is_no_longer_an_orphan_and_keeps_its_session() {
         resume_window: 900,
         backups: vec![],
         start_on_completion: false,
+        codec: crate::archive::Codec::Zstd,
     };
     {
         let m = Manager::new(dir.path(), Arc::clone(&events)).unwrap();

@@ -51,6 +51,9 @@ pub const SEGMENT_SHA256: &str = "X-Ferry-Segment-Sha256";
 pub struct Ferry {
     pub segment_size: u64,
     pub resume_window: u64,
+    /// The destination reads a zstd archive (it lists `zstd` in
+    /// `codecs`; a ferry that does not list it gets gzip).
+    pub zstd: bool,
 }
 
 /// What the destination announces in the open request.
@@ -64,6 +67,9 @@ pub struct Announce<'a> {
     pub start_on_completion: bool,
     /// The body ends with pre-copy's parts (SPEC §10).
     pub precopy: bool,
+    /// The archive's compression (not announced: the archive part's
+    /// filename names it; kept for a restart of this node).
+    pub codec: crate::archive::Codec,
 }
 
 /// The session URL under the destination's transfer URL.
@@ -92,10 +98,20 @@ pub fn probe(agent: &ureq::Agent, url: &str, token: &str) -> Option<Ferry> {
         .limit(4096)
         .read_to_string()
         .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    probe_answer(&text)
+}
+
+/// Reads a probe's answer (None: not a ferry node).
+fn probe_answer(text: &str) -> Option<Ferry> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let codecs = v.get("codecs").and_then(|c| c.as_array());
     (v.get("ferry")?.as_u64()? == 1).then_some(Ferry {
         segment_size: v.get("segment_size")?.as_u64()?,
-        resume_window: v.get("resume_window")?.as_u64().unwrap_or(900),
+        resume_window: v
+            .get("resume_window")
+            .and_then(|w| w.as_u64())
+            .unwrap_or(900),
+        zstd: codecs.is_some_and(|c| c.iter().any(|c| c == "zstd")),
     })
 }
 
@@ -510,6 +526,23 @@ fn nap(transfer: &Transfer, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_probe_answer_says_ferry_and_whether_it_reads_zstd() {
+        let f = probe_answer(
+            r#"{"ferry":1,"segment_size":64,"resume_window":60,"codecs":["gzip","zstd"]}"#,
+        )
+        .unwrap();
+        assert_eq!((f.segment_size, f.resume_window, f.zstd), (64, 60, true));
+        // A ferry from before the codecs: gzip, and the default window.
+        let f = probe_answer(r#"{"ferry":1,"segment_size":64}"#).unwrap();
+        assert_eq!((f.resume_window, f.zstd), (900, false));
+        let f = probe_answer(r#"{"ferry":1,"segment_size":64,"codecs":["gzip"]}"#).unwrap();
+        assert!(!f.zstd);
+        for not_ferry in [r#"{"ferry":2,"segment_size":64}"#, "<html>", "{}"] {
+            assert!(probe_answer(not_ferry).is_none(), "{not_ferry}");
+        }
+    }
 
     #[test]
     fn a_busy_session_is_asked_again_after_100_ms_doubling_to_2_s() {

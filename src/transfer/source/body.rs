@@ -73,7 +73,7 @@ pub(super) fn produce(
         .map_err(|e| format!("cannot write the configuration part: {e}"))?;
     mp.begin_part(&PartInfo {
         name: wire::ARCHIVE.into(),
-        filename: Some(wire::ARCHIVE_FILENAME.into()),
+        filename: Some(wire::archive_filename(options.codec).into()),
         content_type: Some("application/octet-stream".into()),
     })
     .map_err(io)?;

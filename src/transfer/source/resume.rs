@@ -17,7 +17,7 @@ use crate::server::TransferMark;
 use crate::transfer::finish::{Phase, SourceEnd};
 use crate::transfer::persist::{OutgoingSession, Saved};
 use crate::transfer::segmented::sender::resume::{parse_noted, NotedAcks, ResumePoint};
-use crate::transfer::segmented::sender::{Ferry, Sender};
+use crate::transfer::segmented::sender::{Announce, Ferry, Sender};
 use crate::transfer::{Direction, Status, Transfer};
 
 /// A transfer taken up at start-up, with its server's mark and its plan.
@@ -151,7 +151,7 @@ pub(super) fn persist(
     transfer: &Transfer,
     plan: &OutgoingPlan,
     sender: &Sender<'_>,
-    boundary: &str,
+    announce: &Announce<'_>,
     segment_size: u64,
     ferry: Ferry,
 ) {
@@ -162,11 +162,12 @@ pub(super) fn persist(
             url: plan.url.clone(),
             sid: sid.to_string(),
             secret: secret.to_string(),
-            boundary: boundary.to_string(),
+            boundary: announce.boundary.to_string(),
             segment_size,
             resume_window: ferry.resume_window,
             backups: plan.backups.clone(),
             start_on_completion: plan.start_on_completion,
+            codec: announce.codec,
         },
     );
 }

@@ -179,11 +179,24 @@ pub fn make_tree(root: &Path) {
 }
 
 pub fn pack_vec(root: &Path, level: u32, threads: usize) -> (Vec<u8>, archive::PackSummary) {
+    pack_codec(root, archive::Codec::Gzip, level, threads)
+}
+
+pub fn pack_codec(
+    root: &Path,
+    codec: archive::Codec,
+    level: u32,
+    threads: usize,
+) -> (Vec<u8>, archive::PackSummary) {
     let mut out = Vec::new();
     let s = archive::pack(
         root,
         &mut out,
-        &PackOptions { level, threads },
+        &PackOptions {
+            level,
+            threads,
+            codec,
+        },
         &AtomicBool::new(false),
         &Counters::default(),
     )
