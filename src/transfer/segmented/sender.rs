@@ -30,17 +30,18 @@ mod requests;
 pub mod resume;
 
 use claim::HeldSegments;
-use kept::KeptSegment;
+use kept::{FillEnds, KeptSegment};
 use requests::{error_of, reply, Put, Reply};
 
 /// While the destination finishes, how long it may stay silent before
 /// the source lets the panel decide (a classic POST learns it at once).
 const FINISH_PATIENCE: Duration = Duration::from_secs(10);
 
-/// The size of the first segment; each next one doubles, up to the
-/// segment size. The smallest a segment may be: the first bytes go out
-/// once 1 MiB is packed (a few ms at 1 Gbit/s), and the two requests more
-/// than from 4 MiB cost two round trips.
+/// The size of the first segment, and the least a segment the sender
+/// waits for holds before it goes (`FillEnds`): the first bytes go out
+/// once 1 MiB is packed (a few ms at 1 Gbit/s), and no request carries
+/// less than a round trip is worth. The others fill up to the segment
+/// size, or end when the sender asks for them.
 const FIRST_SEGMENT: u64 = super::MIN_SEGMENT_SIZE;
 
 /// The header naming a segment's SHA-256 (docs/transport.md).
@@ -276,24 +277,32 @@ impl<'a> Sender<'a> {
         let _ = free_tx.send(b);
         let fill_size = AtomicU64::new(size);
         let stop = AtomicBool::new(false);
-        let patience = fill_patience(self.window);
+        // The sender waits for the segment being filled.
+        let asked = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let filler = scope.spawn(|| {
-                // The first segments are small and double up to the
-                // segment size: the destination starts receiving (and
-                // extracting) after 1 MiB is packed, not 64.
-                let mut ramp = FIRST_SEGMENT;
+                let ends = FillEnds {
+                    stop: &stop,
+                    asked: &asked,
+                    min: FIRST_SEGMENT,
+                    patience: fill_patience(self.window),
+                };
+                // The first segment is small: the destination starts
+                // receiving (and extracting) after 1 MiB is packed, not
+                // 64; the next ones grow with what is packed meanwhile.
+                let mut first = true;
                 while let Ok(mut seg) = free_rx.recv() {
-                    let want = ramp.min(fill_size.load(Ordering::SeqCst));
-                    ramp = ramp.saturating_mul(2);
-                    let filled = seg.fill(&mut *body, want, &stop, patience);
+                    let size = fill_size.load(Ordering::SeqCst);
+                    let want = if first { FIRST_SEGMENT.min(size) } else { size };
+                    first = false;
+                    let filled = seg.fill(&mut *body, want, &ends);
                     let last = !matches!(filled, Ok(n) if n > 0);
                     if full_tx.send(filled.map(|n| (seg, n))).is_err() || last {
                         break;
                     }
                 }
             });
-            let sent = self.send_filled(&full_rx, &free_tx, &fill_size, size);
+            let sent = self.send_filled(&full_rx, &free_tx, (&fill_size, &asked), size);
             stop.store(true, Ordering::SeqCst);
             // Unblocks the filler wherever it waits.
             drop(full_rx);
@@ -321,7 +330,7 @@ impl<'a> Sender<'a> {
         &self,
         full: &crossbeam_channel::Receiver<io::Result<(KeptSegment, u64)>>,
         free: &crossbeam_channel::Sender<KeptSegment>,
-        fill_size: &AtomicU64,
+        (fill_size, asked): (&AtomicU64, &AtomicBool),
         size: u64,
     ) -> Result<(u64, [u8; 32]), SourceEnd> {
         let cancelled = || SourceEnd::NoAnswer("cancelled".into());
@@ -352,7 +361,17 @@ impl<'a> Sender<'a> {
                         let _ = free.send(done);
                     }
                     let waited = Instant::now();
-                    let received = full.recv();
+                    // A segment already full is taken as it is; one
+                    // being filled ends once it holds the minimum.
+                    let received = match full.try_recv() {
+                        Err(crossbeam_channel::TryRecvError::Empty) => {
+                            asked.store(true, Ordering::SeqCst);
+                            let received = full.recv();
+                            asked.store(false, Ordering::SeqCst);
+                            received
+                        }
+                        ready => ready.map_err(|_| crossbeam_channel::RecvError),
+                    };
                     waited_for_it = waited.elapsed();
                     packing += waited_for_it;
                     let (seg, n) = match received {

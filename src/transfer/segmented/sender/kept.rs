@@ -9,6 +9,21 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+/// What ends a segment's fill besides its size.
+pub(super) struct FillEnds<'a> {
+    /// The sender stopped: the fill fails.
+    pub stop: &'a AtomicBool,
+    /// The sender waits for this segment with the link idle: once it holds
+    /// `min` bytes the segment ends there (and the flag is taken), so
+    /// packed bytes never wait for a segment's target size while the link
+    /// has nothing to send. Segments then grow with what the packer makes
+    /// during one send instead of by a fixed ramp.
+    pub asked: &'a AtomicBool,
+    pub min: u64,
+    /// A started segment ends once filling it took this long.
+    pub patience: Duration,
+}
+
 /// The segment kept for resend: an unlinked file on the data filesystem.
 pub(super) struct KeptSegment {
     file: File,
@@ -38,15 +53,15 @@ impl KeptSegment {
     /// read answering `WouldBlock` ends a started segment there, so it is
     /// sent and acknowledged while the producer waits; see
     /// `transfer::pipe`), hashing them (the segment's digest). A started
-    /// segment also ends once filling it took `patience`: a slow body (an
-    /// upload limit paces it) must not leave the destination's session
-    /// silent past its resume window while a whole segment fills.
+    /// segment also ends once filling it took `ends.patience`: a slow body
+    /// (an upload limit paces it) must not leave the destination's session
+    /// silent past its resume window while a whole segment fills; and
+    /// once it holds `ends.min` bytes while the sender asks for it.
     pub(super) fn fill(
         &mut self,
         body: &mut impl Read,
         size: u64,
-        stop: &AtomicBool,
-        patience: Duration,
+        ends: &FillEnds<'_>,
     ) -> io::Result<u64> {
         let began = Instant::now();
         self.filled = None;
@@ -58,7 +73,7 @@ impl KeptSegment {
         let mut got = 0u64;
         let mut segment = Sha256::new();
         while got < size {
-            if stop.load(Ordering::SeqCst) {
+            if ends.stop.load(Ordering::SeqCst) {
                 return Err(io::Error::other("the sender stopped"));
             }
             let want = (size - got).min(buf.len() as u64) as usize;
@@ -80,7 +95,9 @@ impl KeptSegment {
             segment.update(&buf[..n]);
             self.file.write_all(&buf[..n])?;
             got += n as u64;
-            if began.elapsed() >= patience {
+            if began.elapsed() >= ends.patience
+                || (got >= ends.min && ends.asked.swap(false, Ordering::SeqCst))
+            {
                 break;
             }
         }
@@ -122,18 +139,69 @@ impl KeptSegment {
 mod tests {
     use super::*;
 
+    fn ends<'a>(stop: &'a AtomicBool, asked: &'a AtomicBool, patience: Duration) -> FillEnds<'a> {
+        FillEnds {
+            stop,
+            asked,
+            min: 1000,
+            patience,
+        }
+    }
+
+    #[test]
+    fn a_segment_the_sender_asks_for_ends_once_it_holds_the_minimum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kept = KeptSegment::create(dir.path(), "t").unwrap();
+        let (stop, asked) = (AtomicBool::new(false), AtomicBool::new(true));
+        let body = vec![3u8; 10_000];
+        // Read in pieces of 600 bytes: the cut comes at the first read
+        // that reaches the minimum of 1000.
+        let mut pieces = body.chunks(600).collect::<Vec<_>>().concat();
+        let mut reader = Pieces(&mut pieces[..], 600);
+        let got = kept
+            .fill(
+                &mut reader,
+                1 << 20,
+                &ends(&stop, &asked, Duration::from_secs(60)),
+            )
+            .unwrap();
+        assert_eq!(got, 1200);
+        assert!(!asked.load(Ordering::SeqCst), "the ask is taken");
+        // Not asked: the next segment fills to its size.
+        let got = kept
+            .fill(
+                &mut reader,
+                5000,
+                &ends(&stop, &asked, Duration::from_secs(60)),
+            )
+            .unwrap();
+        assert_eq!(got, 5000);
+    }
+
+    /// A body read `.1` bytes at a time.
+    struct Pieces<'a>(&'a mut [u8], usize);
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            let rest = std::mem::take(&mut self.0);
+            self.0 = &mut rest[n..];
+            Ok(n)
+        }
+    }
+
     #[test]
     fn a_shorter_segment_over_a_longer_one_reads_and_digests_only_itself() {
         let dir = tempfile::tempdir().unwrap();
         let mut kept = KeptSegment::create(dir.path(), "t").unwrap();
-        let stop = AtomicBool::new(false);
+        let (stop, never) = (AtomicBool::new(false), AtomicBool::new(false));
         let long = vec![1u8; 300 * 1024];
         assert_eq!(
             kept.fill(
                 &mut long.as_slice(),
                 1 << 20,
-                &stop,
-                Duration::from_secs(60)
+                &ends(&stop, &never, Duration::from_secs(60))
             )
             .unwrap(),
             long.len() as u64
@@ -144,8 +212,7 @@ mod tests {
             kept.fill(
                 &mut short.as_slice(),
                 1 << 20,
-                &stop,
-                Duration::from_secs(60)
+                &ends(&stop, &never, Duration::from_secs(60))
             )
             .unwrap(),
             n
@@ -179,9 +246,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut kept = KeptSegment::create(dir.path(), "t").unwrap();
         let began = Instant::now();
-        let stop = AtomicBool::new(false);
+        let (stop, never) = (AtomicBool::new(false), AtomicBool::new(false));
         let got = kept
-            .fill(&mut Slow, 1 << 20, &stop, Duration::from_millis(200))
+            .fill(
+                &mut Slow,
+                1 << 20,
+                &ends(&stop, &never, Duration::from_millis(200)),
+            )
             .unwrap();
         assert!(
             began.elapsed() < Duration::from_secs(2),
