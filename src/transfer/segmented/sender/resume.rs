@@ -13,7 +13,7 @@
 //! the unit tests; the requests are `Sender::resume_point`'s.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -67,20 +67,55 @@ impl Start {
 }
 
 /// The source's ack lines of one session: appended and fdatasynced per
-/// held segment (one small write per segment, not per byte).
-pub struct NotedAcks(File);
+/// held segment (one small write per segment, not per byte), on a thread
+/// of their own: on a journaling filesystem busy with the kept segment's
+/// writes the sync takes milliseconds, which must not sit between two
+/// segment requests (the link idles meanwhile). A line not yet synced at
+/// a crash costs nothing: the destination holding more than was noted is
+/// fine (`check_noted`). Dropping it waits for the lines sent so far.
+pub struct NotedAcks {
+    lines: Option<crossbeam_channel::Sender<Ack>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
 
 impl NotedAcks {
     /// Opens `path` for appending (created if missing; a restarted source
     /// goes on appending to the lines it had).
     pub fn open(path: &Path) -> io::Result<NotedAcks> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(NotedAcks(file))
+        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        let (lines, rx) = crossbeam_channel::unbounded::<Ack>();
+        let writer = std::thread::Builder::new()
+            .name("ack-lines".into())
+            .spawn(move || {
+                for ack in rx {
+                    let written = file
+                        .write_all(acks::line(&ack).as_bytes())
+                        .and_then(|()| file.sync_data());
+                    if let Err(e) = written {
+                        log::warn!("cannot note a held segment for a resume after a restart: {e}");
+                    }
+                }
+            })?;
+        Ok(NotedAcks {
+            lines: Some(lines),
+            writer: Some(writer),
+        })
     }
 
     pub fn append(&self, ack: &Ack) -> io::Result<()> {
-        (&self.0).write_all(acks::line(ack).as_bytes())?;
-        self.0.sync_data()
+        self.lines
+            .as_ref()
+            .and_then(|lines| lines.send(ack.clone()).ok())
+            .ok_or_else(|| io::Error::other("the ack-line writer stopped"))
+    }
+}
+
+impl Drop for NotedAcks {
+    fn drop(&mut self) {
+        drop(self.lines.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
