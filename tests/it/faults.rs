@@ -368,7 +368,15 @@ fn shutdown_signal_mid_transfer_cancels_after_the_grace_period_over(transport: T
     let dest = start_dest(&panel, None, transport);
     panel.add_server(SERVER, json!({"uuid": SERVER}));
     let root = tempfile::tempdir().unwrap().keep();
-    make_server_tree(&root.join("volumes").join(SERVER));
+    let data = root.join("volumes").join(SERVER);
+    make_server_tree(&data);
+    // Incompressible, so the body outlasts the grace at 1 MiB/s whatever
+    // the codec (zstd packs the tree alone into less than 2 MiB).
+    std::fs::write(
+        data.join("world/random.bin"),
+        crate::support::archive_support::noise(4 << 20, 9),
+    )
+    .unwrap();
     let mut source = TestNode::start_with(NodeOptions {
         remote: Some(panel.url()),
         root: Some(root),
