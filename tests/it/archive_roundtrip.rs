@@ -91,28 +91,16 @@ fn every_level_and_thread_count_round_trips() {
 /// Between ferry nodes the archive is zstd, one frame per block: the same
 /// bytes whatever the workers (a restarted source packs it again), our
 /// extractor and the `zstd` tool both read it, and it is smaller than
-/// the gzip of the same tree.
+/// the gzip of the same tree. The engine also packs a bare tar.
 #[test]
-fn zstd_archives_round_trip_and_the_zstd_tool_reads_them() {
+fn zstd_and_bare_tar_archives_round_trip_and_the_zstd_tool_reads_them() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     make_tree(&src);
     fs::write(src.join("big.txt"), "line of text\n".repeat(300_000)).unwrap();
     fs::write(src.join("noise.bin"), noise(3_000_000, 5)).unwrap();
     let pack = |codec, threads| {
-        let mut out = Vec::new();
-        let s = archive::pack(
-            &src,
-            &mut out,
-            &PackOptions {
-                level: 1,
-                threads,
-                codec,
-            },
-            &AtomicBool::new(false),
-            &Counters::default(),
-        )
-        .unwrap();
+        let (out, s) = pack_codec(&src, codec, 1, threads);
         assert_eq!(s.sha256_hex, sha_hex(&out));
         out
     };
@@ -123,20 +111,29 @@ fn zstd_archives_round_trip_and_the_zstd_tool_reads_them() {
     assert_eq!(&zstd[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
     assert!(zstd.len() < pack(Codec::Gzip, 2).len());
 
-    let data = tmp.path().join("data");
-    fs::create_dir(&data).unwrap();
-    let staging = Staging::create(&data, UUID, "t1").unwrap();
-    let s = archive::extract_codec(
-        &zstd[..],
-        Codec::Zstd,
-        &staging,
-        &ExtractLimits::default(),
-        &AtomicBool::new(false),
-        &Counters::default(),
-    )
-    .unwrap();
-    assert_eq!(s.sha256_hex, sha_hex(&zstd));
-    assert_same_tree(&src, &staging.commit().unwrap());
+    // Our extractor reads it, and the uncompressed form the engine packs
+    // too (the tar stream alone).
+    let plain = pack(Codec::Plain, 2);
+    assert_eq!(&plain[257..262], b"ustar", "a bare tar");
+    for (i, (codec, bytes)) in [(Codec::Zstd, &zstd), (Codec::Plain, &plain)]
+        .into_iter()
+        .enumerate()
+    {
+        let data = tmp.path().join(format!("data-{i}"));
+        fs::create_dir(&data).unwrap();
+        let staging = Staging::create(&data, UUID, "t1").unwrap();
+        let s = archive::extract_codec(
+            &bytes[..],
+            codec,
+            &staging,
+            &ExtractLimits::default(),
+            &AtomicBool::new(false),
+            &Counters::default(),
+        )
+        .unwrap();
+        assert_eq!(s.sha256_hex, sha_hex(bytes));
+        assert_same_tree(&src, &staging.commit().unwrap());
+    }
 
     let archive_path = tmp.path().join("a.tar.zst");
     fs::write(&archive_path, &zstd).unwrap();

@@ -394,8 +394,10 @@ fn retries_into_a_busy_session_pause_and_the_transfer_completes() {
         )],
         ..Default::default()
     });
-    // Segments of 1, 2, then 4 MiB: the cut lands 300 kB into the third
-    // request's body, which the destination holds unread in its socket.
+    // Segments of 1 MiB, then 4 MiB (each filled whole while the
+    // destination holds the request before): the cut lands 2.3 MB into
+    // the second request's body, which the destination holds unread in
+    // its socket.
     s.proxy.cut_once_after(3 * MIB + 300_000);
     s.start();
     let record = s.source.wait_transfer_end(SERVER, Duration::from_secs(90));
