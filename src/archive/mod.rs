@@ -173,6 +173,13 @@ pub struct PackOptions {
     /// The compression around the tar stream: gzip for anyone (Wings
     /// reads only gzip); zstd between ferry nodes (docs/transport.md).
     pub codec: Codec,
+    /// Each directory's files (and links) before its subdirectories,
+    /// instead of plain name order: a server's top-level files (its jar)
+    /// come before the thousands of small files in its subdirectories,
+    /// so a fast link has bytes from the start while those are packed.
+    /// Pre-copy's live pass keeps name order (its record and final pass
+    /// compare in that order).
+    pub files_first: bool,
 }
 
 impl Default for PackOptions {
@@ -181,6 +188,7 @@ impl Default for PackOptions {
             level: 1,
             threads: 0,
             codec: Codec::Gzip,
+            files_first: false,
         }
     }
 }

@@ -101,7 +101,17 @@ pub fn pack<W: Write>(
     let (done_tx, done_rx) = bounded::<Job>(slots);
 
     let (walked, worked, written) = std::thread::scope(|s| {
-        let walker = s.spawn(move || produce(root, pool_rx, job_tx, cancel, counters, observer));
+        let files_first = options.files_first;
+        let walker = s.spawn(move || {
+            produce(
+                root,
+                (pool_rx, job_tx),
+                files_first,
+                cancel,
+                counters,
+                observer,
+            )
+        });
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let rx = job_rx.clone();

@@ -296,6 +296,14 @@ pub fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
 /// archives are reproducible. Opens `.` afresh so the caller's fd offset
 /// is untouched.
 pub fn read_dir_names(dir: RawFd) -> io::Result<Vec<CString>> {
+    read_dir_sorted(dir, false)
+}
+
+/// The names in `dir`, sorted bytewise; with `dirs_last`, the entries the
+/// directory lists as directories (`d_type`) after all the others, each
+/// group sorted. A filesystem that lists no types (`DT_UNKNOWN`) gives
+/// plain name order, as the type is only a hint for the order.
+pub fn read_dir_sorted(dir: RawFd, dirs_last: bool) -> io::Result<Vec<CString>> {
     let fd = open_at(dir, c".", DIR_FLAGS, 0)?;
     let raw = fd.as_raw_fd();
     // SAFETY: on success fdopendir takes ownership of the fd.
@@ -304,7 +312,7 @@ pub fn read_dir_names(dir: RawFd) -> io::Result<Vec<CString>> {
         return Err(io::Error::last_os_error());
     }
     std::mem::forget(fd);
-    let mut names = Vec::new();
+    let mut names: Vec<(bool, CString)> = Vec::new();
     let result = loop {
         // readdir signals errors only through errno.
         // SAFETY: errno is thread-local and writable; readdir signals errors only through it.
@@ -321,13 +329,15 @@ pub fn read_dir_names(dir: RawFd) -> io::Result<Vec<CString>> {
         if b == b"." || b == b".." {
             continue;
         }
-        names.push(name.to_owned());
+        // SAFETY: `ent` is the entry readdir just returned.
+        let is_dir = dirs_last && unsafe { (*ent).d_type } == libc::DT_DIR;
+        names.push((is_dir, name.to_owned()));
     };
     // SAFETY: `dirp` is open and not used after this call, which closes its fd too.
     unsafe { libc::closedir(dirp) };
     result?;
     names.sort_unstable();
-    Ok(names)
+    Ok(names.into_iter().map(|(_, name)| name).collect())
 }
 
 /// CPU time the calling thread used, in nanoseconds.

@@ -1,4 +1,5 @@
-//! The directory walk behind `scan` and `pack`: depth-first, sorted,
+//! The directory walk behind `scan` and `pack`: depth-first, sorted (for
+//! `pack`, optionally a directory's files before its subdirectories),
 //! entirely dirfd-relative (`openat(O_NOFOLLOW)`, `fstatat(AT_SYMLINK_NOFOLLOW)`),
 //! so a symlink swapped in while we walk is seen as a link and archived
 //! as one, never followed. Sockets, FIFOs and devices are skipped.
@@ -62,9 +63,22 @@ pub fn walk<V: Visitor>(
     open_files: bool,
     v: &mut V,
 ) -> Result<(), WalkStop<V::Error>> {
+    walk_ordered(root, open_files, false, v)
+}
+
+/// `walk`, with each directory's subdirectories after its other entries
+/// when `dirs_last` (`sys::read_dir_sorted`): still pre-order, every
+/// directory before what it holds.
+pub fn walk_ordered<V: Visitor>(
+    root: &Path,
+    open_files: bool,
+    dirs_last: bool,
+    v: &mut V,
+) -> Result<(), WalkStop<V::Error>> {
     let root_fd = sys::open_path(root, sys::DIR_FLAGS)
         .map_err(|e| WalkStop::Io(format!("opening {}: {e}", root.display())))?;
-    let names = sys::read_dir_names(root_fd.as_raw_fd()).map_err(|e| io_err("listing", b"", e))?;
+    let names = sys::read_dir_sorted(root_fd.as_raw_fd(), dirs_last)
+        .map_err(|e| io_err("listing", b"", e))?;
     let mut stack = vec![Level {
         fd: root_fd,
         names,
@@ -89,8 +103,8 @@ pub fn walk<V: Visitor>(
         path.extend_from_slice(name.to_bytes());
         let dirfd = top.fd.as_raw_fd();
         if let Some(sub) = entry(dirfd, &name, &path, open_files, v)? {
-            let names =
-                sys::read_dir_names(sub.as_raw_fd()).map_err(|e| io_err("listing", &path, e))?;
+            let names = sys::read_dir_sorted(sub.as_raw_fd(), dirs_last)
+                .map_err(|e| io_err("listing", &path, e))?;
             stack.push(Level {
                 fd: sub,
                 names,

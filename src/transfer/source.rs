@@ -471,6 +471,8 @@ fn start_packing(
             outgoing,
         ),
         codec,
+        // Pre-copy's live pass is recorded and compared in name order.
+        files_first: live.is_none(),
     };
     let whole = Arc::new(AtomicBool::new(false));
     let producer = {

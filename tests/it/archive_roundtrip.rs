@@ -148,6 +148,86 @@ fn zstd_and_bare_tar_archives_round_trip_and_the_zstd_tool_reads_them() {
     assert_same_tree(&src, &tool);
 }
 
+/// What a source sends: each directory's files and links before its
+/// subdirectories (a server's jar before its thousands of small config
+/// files), every directory still before what it holds. The same bytes
+/// for any worker count; GNU tar and our extractor give the same tree,
+/// hard links included.
+#[test]
+fn files_first_archives_list_a_directorys_files_before_its_subdirectories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    fs::write(src.join("a.jar"), noise(200_000, 3)).unwrap();
+    fs::hard_link(src.join("a.jar"), src.join("nested/a/link-to-jar")).unwrap();
+    let pack = |threads| {
+        let mut out = Vec::new();
+        archive::pack(
+            &src,
+            &mut out,
+            &PackOptions {
+                level: 1,
+                threads,
+                codec: Codec::Gzip,
+                files_first: true,
+            },
+            &AtomicBool::new(false),
+            &Counters::default(),
+        )
+        .unwrap();
+        out
+    };
+    let bytes = pack(1);
+    assert!(
+        pack(3) == bytes,
+        "the order depends on nothing but the tree"
+    );
+    let archive_path = tmp.path().join("a.tar.gz");
+    fs::write(&archive_path, &bytes).unwrap();
+    let listing = run(Command::new("tar").arg("-tzf").arg(&archive_path));
+    let names: Vec<&str> = listing.lines().collect();
+    let at = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("{name} not in {names:?}"))
+    };
+    // Top level: files and links (a.jar, dangling, world.bin …) first,
+    // then the directories (empty_dir/, nested/ …) with their contents.
+    let first_dir = names.iter().position(|n| n.ends_with('/')).unwrap();
+    assert!(
+        names[..first_dir].iter().all(|n| !n.contains('/')),
+        "{names:?}"
+    );
+    for top_file in ["a.jar", "dangling", "world.bin", "zero.bin"] {
+        assert!(at(top_file) < first_dir, "{names:?}");
+    }
+    assert!(at("nested/") < at("nested/a/") && at("nested/a/") < at("nested/a/b/c/deep.txt"));
+    // Inside nested/a: its file before its subdirectory b/.
+    assert!(at("nested/a/link-to-jar") < at("nested/a/b/"), "{names:?}");
+
+    let gnu = tmp.path().join("gnu");
+    fs::create_dir(&gnu).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive_path)
+        .arg("-C")
+        .arg(&gnu));
+    assert_same_tree(&src, &gnu);
+    let data = tmp.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let dest = extract_commit(&data, &bytes).unwrap();
+    assert_same_tree(&src, &dest);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(dest.join("a.jar")).unwrap().ino(),
+        fs::metadata(dest.join("nested/a/link-to-jar"))
+            .unwrap()
+            .ino(),
+        "the hard link is kept"
+    );
+}
+
 #[test]
 fn gnu_tar_and_python_read_our_archives() {
     let tmp = tempfile::tempdir().unwrap();

@@ -329,8 +329,8 @@ impl Visitor for Producer<'_> {
 
 pub(super) fn produce<'a>(
     root: &Path,
-    pool: Receiver<Slot>,
-    jobs: Sender<Job>,
+    (pool, jobs): (Receiver<Slot>, Sender<Job>),
+    files_first: bool,
     cancel: &'a AtomicBool,
     counters: &'a Counters,
     observer: Option<&'a mut (dyn PackObserver + 'static)>,
@@ -352,7 +352,7 @@ pub(super) fn produce<'a>(
         counters,
         observer,
     };
-    walk::walk(root, true, &mut p).map_err(|e| match e {
+    walk::walk_ordered(root, true, files_first, &mut p).map_err(|e| match e {
         WalkStop::Cancelled => Fail::Halt(Halt::Cancelled),
         WalkStop::Io(m) => Fail::Error(m),
         WalkStop::Visitor(f) => f,

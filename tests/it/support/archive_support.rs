@@ -196,6 +196,7 @@ pub fn pack_codec(
             level,
             threads,
             codec,
+            ..PackOptions::default()
         },
         &AtomicBool::new(false),
         &Counters::default(),
