@@ -161,21 +161,13 @@ fn files_first_archives_list_a_directorys_files_before_its_subdirectories() {
     fs::write(src.join("a.jar"), noise(200_000, 3)).unwrap();
     fs::hard_link(src.join("a.jar"), src.join("nested/a/link-to-jar")).unwrap();
     let pack = |threads| {
-        let mut out = Vec::new();
-        archive::pack(
-            &src,
-            &mut out,
-            &PackOptions {
-                level: 1,
-                threads,
-                codec: Codec::Gzip,
-                files_first: true,
-            },
-            &AtomicBool::new(false),
-            &Counters::default(),
-        )
-        .unwrap();
-        out
+        let options = PackOptions {
+            level: 1,
+            threads,
+            codec: Codec::Gzip,
+            files_first: true,
+        };
+        pack_with(&src, &options).0
     };
     let bytes = pack(1);
     assert!(

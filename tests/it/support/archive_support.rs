@@ -188,16 +188,24 @@ pub fn pack_codec(
     level: u32,
     threads: usize,
 ) -> (Vec<u8>, archive::PackSummary) {
-    let mut out = Vec::new();
-    let s = archive::pack(
+    pack_with(
         root,
-        &mut out,
         &PackOptions {
             level,
             threads,
             codec,
             ..PackOptions::default()
         },
+    )
+}
+
+/// Packs `root` into memory with `options`.
+pub fn pack_with(root: &Path, options: &PackOptions) -> (Vec<u8>, archive::PackSummary) {
+    let mut out = Vec::new();
+    let s = archive::pack(
+        root,
+        &mut out,
+        options,
         &AtomicBool::new(false),
         &Counters::default(),
     )
